@@ -1,0 +1,35 @@
+# edgevae: `make demo` trains, exports, quantizes and samples; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# pytest workers: the suite is CPU-bound and this machine has 2 cores.
+JOBS   ?= 2
+
+.PHONY: install demo test lint figures bench clean help
+
+help:
+	@echo "make demo | test | lint | install | figures | bench | clean"
+
+install: $(STAMP)
+
+# Re-installs only when the dependency list changes; the package itself is editable.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	@touch $@
+
+demo: install
+	$(BIN)/edgevae train --run-dir runs/demo --overwrite --epochs 10 --export-dir export
+	$(BIN)/edgevae eval --run-dir runs/demo --k 500
+
+test: install
+	$(BIN)/python -m pytest -q -n $(JOBS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf runs/demo build .pytest_cache

