@@ -1,0 +1,103 @@
+"""Model and training configuration: dataclasses with a JSON round-trip and up-front checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UsageError
+
+ACTIVATIONS = ("relu", "tanh")
+LIKELIHOODS = ("bernoulli", "gaussian")
+OPTIMIZERS = ("adam", "adagrad")
+BINARIZE = ("none", "static", "dynamic")
+
+# Named sizes. `mcu`'s int8 decoder (8*128 + 128*784 weights) fits in 128 KB of flash.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"hidden": [400], "latent_dim": 20},
+    "mcu": {"hidden": [128], "latent_dim": 8},
+    "paper": {"hidden": [500], "latent_dim": 20},
+}
+
+
+@dataclass
+class ModelConfig:
+    input_dim: int
+    image_shape: tuple[int, int]
+    hidden: list[int] = field(default_factory=lambda: [400])
+    latent_dim: int = 20
+    activation: str = "relu"
+    likelihood: str = "bernoulli"
+
+    def validate(self) -> ModelConfig:
+        if self.latent_dim < 1:
+            raise UsageError(f"--latent-dim must be >= 1, got {self.latent_dim}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise UsageError(f"--hidden sizes must be >= 1, got {self.hidden}")
+        if self.activation not in ACTIVATIONS:
+            raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}")
+        if self.likelihood not in LIKELIHOODS:
+            raise UsageError(f"likelihood must be one of {', '.join(LIKELIHOODS)}")
+        h, w = self.image_shape
+        if h * w != self.input_dim:
+            raise UsageError(f"image shape {h}x{w} does not match input dim {self.input_dim}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(
+            input_dim=int(d["input_dim"]),
+            image_shape=(int(d["image_shape"][0]), int(d["image_shape"][1])),
+            hidden=[int(h) for h in d["hidden"]],
+            latent_dim=int(d["latent_dim"]),
+            activation=str(d["activation"]),
+            likelihood=str(d["likelihood"]),
+        )
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    seed: int = 0
+    threads: int = 0
+    binarize: str = "none"
+    data: str | None = None
+
+    def validate(self) -> TrainConfig:
+        if self.epochs < 1:
+            raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
+            raise UsageError(f"--lr must be a finite number > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        if self.binarize not in BINARIZE:
+            raise UsageError(f"--binarize must be one of {', '.join(BINARIZE)}")
+        if self.threads < 0:
+            raise UsageError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,90 @@
+"""Rich progress rendering for long library calls (the library itself never prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class TrainProgress:
+    """A bar per epoch with the running loss; a summary line when the epoch ends."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = make_progress(console)
+        self.task = None
+        self.running = 0.0
+        self.count = 0
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, epochs: int, n_batches: int, done: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.running, self.count = 0.0, 0
+        self.task = self.progress.add_task(
+            f"epoch {epoch}/{epochs}", total=n_batches, completed=done, info=""
+        )
+
+    def step(self, loss: float) -> None:
+        # Exponential moving average: the bar shows the trend, not one noisy batch.
+        self.count += 1
+        self.running = loss if self.count == 1 else 0.95 * self.running + 0.05 * loss
+        self.progress.update(self.task, advance=1, info=f"loss {self.running:8.2f}")
+
+    def end_epoch(self, row: dict[str, Any]) -> None:
+        self.progress.update(self.task, info=f"loss {row['train_neg_elbo']:8.2f}")
+        self.progress.console.print(
+            f"epoch {row['epoch']:>3}: train -ELBO {row['train_neg_elbo']:.2f}  "
+            f"valid -ELBO {row['valid_neg_elbo']:.2f} nats  "
+            f"({row['epoch_seconds']:.1f} s, {row['images_per_s']:.0f} img/s)",
+            highlight=False,
+        )
+
+
+class CountProgress:
+    """A single bar for work counted in items (images scored, samples calibrated)."""
+
+    def __init__(self, console: Console, description: str):
+        self.progress = make_progress(console)
+        self.description = description
+        self.task = None
+
+    def __enter__(self) -> CountProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task(self.description, total=total, info="")
+        self.progress.update(self.task, completed=done)
