@@ -1,0 +1,233 @@
+"""Vet an ONNX file before onnxruntime sees it, with a minimal protobuf reader (no `onnx` needed).
+
+The device path has only numpy and onnxruntime, so this walks the ModelProto wire format
+itself: enough to refuse external data, unexpected ops or domains, oversized initializers,
+an IR/opset newer than the installed onnxruntime, and the wrong I/O contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelFileError
+
+MAX_MODEL_BYTES = 64 << 20
+MAX_INITIALIZER_ELEMENTS = 16 << 20
+ALLOWED_OPS = {
+    "": {
+        "Gemm",
+        "MatMul",
+        "Add",
+        "Relu",
+        "Tanh",
+        "Sigmoid",
+        "Identity",
+        "Cast",
+        "Mul",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "Reshape",
+        "Constant",
+        "Clip",
+        "Transpose",
+        "Shape",
+        "Gather",
+        "Unsqueeze",
+        "Concat",
+        "Flatten",
+    },
+    "com.microsoft": {
+        "QGemm",
+        "MatMulNBits",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QLinearSigmoid",
+        "QLinearAdd",
+        "FusedGemm",
+        "FusedMatMul",
+    },
+}
+
+
+@dataclass
+class OnnxInfo:
+    path: Path
+    ir_version: int = 0
+    opsets: dict[str, int] = field(default_factory=dict)
+    ops: list[tuple[str, str, str]] = field(default_factory=list)  # (domain, op_type, name)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    external_data: list[str] = field(default_factory=list)
+    largest_initializer: int = 0
+
+
+class _Truncated(Exception):
+    pass
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise _Truncated
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """Yield (field number, wire type, value) where value is int or a memoryview slice."""
+    pos = 0
+    while pos < len(buf):
+        key, pos = _varint(buf, pos)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, pos = _varint(buf, pos)
+        elif wt == 1:
+            val, pos = buf[pos : pos + 8], pos + 8
+        elif wt == 2:
+            ln, pos = _varint(buf, pos)
+            if pos + ln > len(buf):
+                raise _Truncated
+            val, pos = buf[pos : pos + ln], pos + ln
+        elif wt == 5:
+            val, pos = buf[pos : pos + 4], pos + 4
+        else:
+            raise _Truncated
+        if pos > len(buf):
+            raise _Truncated
+        yield num, wt, val
+
+
+def _str(v) -> str:
+    return bytes(v).decode("utf-8", "replace")
+
+
+def _value_info_name(buf) -> str:
+    return next((_str(v) for n, w, v in _fields(buf) if n == 1 and w == 2), "")
+
+
+def _tensor(buf, info: OnnxInfo) -> None:
+    dims, name, external = [], "", False
+    for n, w, v in _fields(buf):
+        if n == 1 and w == 0:
+            dims.append(v)
+        elif n == 1 and w == 2:  # packed dims
+            p = 0
+            while p < len(v):
+                d, p = _varint(v, p)
+                dims.append(d)
+        elif n == 8 and w == 2:
+            name = _str(v)
+        elif n == 13 and w == 2:  # external_data entries
+            external = True
+        elif n == 14 and w == 0 and v == 1:  # data_location = EXTERNAL
+            external = True
+    size = 1
+    for d in dims:
+        size *= max(d, 0)
+    info.largest_initializer = max(info.largest_initializer, size)
+    if external:
+        info.external_data.append(name)
+
+
+def _graph(buf, info: OnnxInfo) -> None:
+    for n, w, v in _fields(buf):
+        if w != 2:
+            continue
+        if n == 1:  # NodeProto
+            op = dom = name = ""
+            for fn, fw, fv in _fields(v):
+                if fw != 2:
+                    continue
+                if fn == 4:
+                    op = _str(fv)
+                elif fn == 7:
+                    dom = _str(fv)
+                elif fn == 3:
+                    name = _str(fv)
+                elif fn == 5:  # attributes may hold tensors (Constant) or subgraphs
+                    for an, aw, av in _fields(fv):
+                        if an == 5 and aw == 2:
+                            _tensor(av, info)
+                        elif an in (6, 11) and aw == 2:
+                            raise ModelFileError(f"{info.path}: node '{name}' has a subgraph")
+            info.ops.append((dom, op, name))
+        elif n == 5:
+            _tensor(v, info)
+        elif n == 11:
+            info.inputs.append(_value_info_name(v))
+        elif n == 12:
+            info.outputs.append(_value_info_name(v))
+
+
+def read_info(path: Path) -> OnnxInfo:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a regular file")
+    if size == 0:
+        raise ModelFileError(f"{path}: empty file")
+    if size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"{path}: {size} bytes is larger than any edgevae model")
+    info = OnnxInfo(path)
+    try:
+        data = memoryview(path.read_bytes())
+        for n, w, v in _fields(data):
+            if n == 1 and w == 0:
+                info.ir_version = v
+            elif n == 8 and w == 2:
+                dom, ver = "", 0
+                for on, ow, ov in _fields(v):
+                    if on == 1 and ow == 2:
+                        dom = _str(ov)
+                    elif on == 2 and ow == 0:
+                        ver = ov
+                info.opsets[dom] = ver
+            elif n == 7 and w == 2:
+                _graph(v, info)
+            elif n == 14 and w == 2:
+                kv = {fn: _str(fv) for fn, fw, fv in _fields(v) if fw == 2}
+                info.metadata[kv.get(1, "")] = kv.get(2, "")
+    except (_Truncated, IndexError):
+        raise ModelFileError(f"{path}: truncated or not an ONNX model") from None
+    if not info.ops or not info.inputs or not info.outputs:
+        raise ModelFileError(f"{path}: not an ONNX model (no graph)")
+    return info
+
+
+def vet(path: Path, role: str, inputs: list[str], outputs: list[str]) -> OnnxInfo:
+    """Refuse anything but a single-file edgevae model of the given role."""
+    info = read_info(path)
+    if info.external_data:
+        raise ModelFileError(
+            f"{path}: tensor '{info.external_data[0]}' is stored as external data; "
+            "edgevae loads single-file models only"
+        )
+    for dom, op, name in info.ops:
+        dom = "" if dom == "ai.onnx" else dom
+        if dom not in ALLOWED_OPS:
+            raise ModelFileError(f"{path}: node '{name}' uses custom domain '{dom}'")
+        if op not in ALLOWED_OPS[dom]:
+            raise ModelFileError(f"{path}: node '{name}' has unexpected op {op}")
+    if info.largest_initializer > MAX_INITIALIZER_ELEMENTS:
+        raise ModelFileError(f"{path}: an initializer has {info.largest_initializer} elements")
+    declared = info.metadata.get("edgevae.role")
+    if declared and declared != role:
+        raise ModelFileError(f"{path}: this is an {declared} model, expected the {role}")
+    if info.inputs[:1] != inputs[:1] or not set(outputs) <= set(info.outputs):
+        raise ModelFileError(
+            f"{path}: I/O {info.inputs}->{info.outputs} is not the {role} contract "
+            f"{inputs}->{outputs}"
+        )
+    return info

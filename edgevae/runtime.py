@@ -1,0 +1,141 @@
+"""The torch-free runtime: vetted onnxruntime sessions for an export dir, and what they compute.
+
+Imports numpy, onnxruntime and the standard library only (a test holds it to that), so this is
+all a Raspberry Pi or any CPU box needs besides the export dir.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import manifest as manifest_mod
+from . import onnxcheck
+from .errors import ModelFileError, UsageError
+
+PRECISIONS = ("int8", "fp32")
+ENCODER_IO = (["x"], ["mu", "logvar"])
+DECODER_IO = (["z"], ["x_mean", "logits"])
+
+
+def session_options(threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # QDQ graphs are only fused into integer kernels at the highest level.
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return so
+
+
+def _explain_ort_error(path: Path, exc: Exception) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    m = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", msg)
+    if m:
+        import onnxruntime as ort
+
+        return (
+            f"{path}: model IR version {m.group(1)} is newer than onnxruntime "
+            f"{ort.__version__} supports ({m.group(2)})"
+        )
+    m = re.search(r"[Oo]pset (\d+).*?(?:supported|under development)", msg)
+    if m:
+        import onnxruntime as ort
+
+        return f"{path}: opset {m.group(1)} is not supported by onnxruntime {ort.__version__}"
+    return f"{path}: onnxruntime cannot load it ({msg[:200]})"
+
+
+def open_session(path: Path, role: str, threads: int = 1):
+    """A session for a vetted model file; never hand onnxruntime a file we have not checked."""
+    import onnxruntime as ort
+
+    io = ENCODER_IO if role == "encoder" else DECODER_IO
+    onnxcheck.vet(path, role, io[0], io[1][:1])
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelFileError(_explain_ort_error(path, exc)) from None
+
+
+class ExportedModel:
+    """Encoder and decoder sessions of one precision, created once per process."""
+
+    def __init__(self, export_dir: Path, precision: str = "int8", threads: int = 1):
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
+        self.export_dir = Path(export_dir)
+        self.precision = precision
+        self.threads = threads
+        self.manifest: dict[str, Any] = manifest_mod.read(self.export_dir)
+        self.latent_dim = int(self.manifest["latent_dim"])
+        h, w = self.manifest["image_shape"]
+        self.image_shape = (int(h), int(w))
+        self.likelihood = self.manifest.get("likelihood", "bernoulli")
+        gl = self.manifest.get("gaussian_logvar")
+        self.gauss_logvar = np.asarray(gl, dtype=np.float64) if gl is not None else None
+
+    @property
+    def input_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    def path(self, role: str) -> Path:
+        return self.export_dir / f"{role}.{self.precision}.onnx"
+
+    def _checked(self, role: str):
+        path = self.path(role)
+        sess = open_session(path, role, self.threads)
+        shape = sess.get_inputs()[0].shape
+        want = self.input_dim if role == "encoder" else self.latent_dim
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != want):
+            raise ModelFileError(
+                f"{path}: input shape {shape} does not match the manifest ({want} features)"
+            )
+        return sess
+
+    @cached_property
+    def encoder(self):
+        return self._checked("encoder")
+
+    @cached_property
+    def decoder(self):
+        return self._checked("decoder")
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
+        if x.shape[1] != self.input_dim:
+            raise UsageError(
+                f"images have {x.shape[1]} pixels, the model expects {self.input_dim}"
+            )
+        mu, logvar = self.encoder.run(["mu", "logvar"], {"x": x})
+        return mu, logvar
+
+    def decode_logits(self, z: np.ndarray) -> np.ndarray:
+        return self.decoder.run(["logits"], {"z": self._z(z)})[0]
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Mean image per z, [N, D] in [0, 1]."""
+        return self.decoder.run(["x_mean"], {"z": self._z(z)})[0]
+
+    def _z(self, z: np.ndarray) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise UsageError(f"z must be [N, {self.latent_dim}], got {list(z.shape)}")
+        if not np.isfinite(z).all():
+            raise UsageError("z holds NaN or Inf")
+        return z
+
+    def images(self, flat: np.ndarray) -> np.ndarray:
+        return flat.reshape(len(flat), *self.image_shape)
+
