@@ -55,8 +55,9 @@ app = _GuardedTyper(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output gets a fixed width wide enough for the comparison tables.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 
 STATE = {"debug": False}
 

@@ -38,6 +38,7 @@ def train(
     binarize: str = typer.Option("none", help="none, static, or dynamic (resampled each epoch)."),
     seed: int = typer.Option(0, help="Seed for weights, splits, batches and noise."),
     threads: int = typer.Option(0, help="CPU threads for torch (0 = all cores)."),
+    max_minutes: float = typer.Option(None, help="Stop after the epoch that passes this time."),
     run_dir: Path = typer.Option(Path("runs/default"), help="Where checkpoints and metrics go."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir."),
     overwrite: bool = typer.Option(False, help="Start over in an existing --run-dir."),
@@ -67,6 +68,7 @@ def train(
         threads=threads,
         binarize=binarize,
         data=data,
+        max_minutes=max_minutes,
     ).validate()
     if export and export_dir.exists() and not export_dir.is_dir():
         raise UsageError(f"--export-dir: {export_dir} is not a directory")

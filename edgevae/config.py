@@ -72,6 +72,7 @@ class TrainConfig:
     threads: int = 0
     binarize: str = "none"
     data: str | None = None
+    max_minutes: float | None = None  # stop after the epoch that crosses this wall time
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -86,6 +87,8 @@ class TrainConfig:
             raise UsageError(f"--binarize must be one of {', '.join(BINARIZE)}")
         if self.threads < 0:
             raise UsageError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UsageError(f"--max-minutes must be > 0, got {self.max_minutes}")
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         return self

@@ -37,15 +37,19 @@ class TrainProgress:
         self.task = None
         self.running = 0.0
         self.count = 0
+        self.started = False
 
     def __enter__(self) -> TrainProgress:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+        if self.started:
+            self.progress.__exit__(*exc)
 
     def start_epoch(self, epoch: int, epochs: int, n_batches: int, done: int) -> None:
+        if not self.started:  # started lazily: a failed option check prints no empty bar
+            self.progress.__enter__()
+            self.started = True
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.running, self.count = 0.0, 0

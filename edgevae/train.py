@@ -122,9 +122,10 @@ def neg_elbo(model: VAE, x: torch.Tensor, seed: int) -> dict[str, float]:
 
 
 def _make_optimizer(model: VAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Fused CPU kernels: one pass over all parameters instead of a loop of small ops.
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return torch.optim.Adagrad(model.parameters(), lr=cfg.lr)
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    return torch.optim.Adagrad(model.parameters(), lr=cfg.lr, fused=True)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -337,4 +338,6 @@ def train(
             checkpoint.write_metrics(run_dir, rows)
             reporter.end_epoch(row)
             start_batch = 0
-        return TrainResult(run_dir, cfg.epochs, rows, time.perf_counter() - t_total)
+            if cfg.max_minutes is not None and time.perf_counter() - t_total > 60 * cfg.max_minutes:
+                break
+        return TrainResult(run_dir, len(rows), rows, time.perf_counter() - t_total)
