@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 # pytest workers: the suite is CPU-bound and this machine has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install demo test lint figures bench clean help
+.PHONY: install demo test lint figures bench clean help ci-export
 
 help:
-	@echo "make demo | test | lint | install | figures | bench | clean"
+	@echo "make demo | test | test-arm | lint | install | figures | bench | clean"
 
 install: $(STAMP)
 
@@ -30,6 +30,16 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# A small real model for the emulated-ARM and firmware checks in CI (about a minute).
+CI_DIR := build/ci
+ci-export: install
+	$(BIN)/edgevae train --epochs 3 --run-dir $(CI_DIR)/run --overwrite --export-dir $(CI_DIR)/export
+
+# Raspberry Pi-class ARM (and AVX2) bit-exactness under qemu-user: see arm/README.md.
+ARM_PYTHON := $(BIN)/python
+include arm/arm.mk
+test-arm: install
 
 clean:
 	rm -rf runs/demo build .pytest_cache

@@ -403,19 +403,21 @@ def quantize_export(
     man["recipe"] = rec.to_dict()
     man["firmware_decoder"] = "decoder.int8.static.onnx"
     man["int8_vs_fp32"] = {"nll_delta_nats": chosen.nll_delta, "speedup": chosen.speedup}
-    man["cpu_specific"] = (
-        None
-        if rec.exact_across_x86
-        else (
-            "u8 x s8 products with full-range weights can saturate in 16-bit on x86 CPUs without "
-            "VNNI (AVX2), so int8 outputs may differ slightly between AVX2 and VNNI machines; "
-            "decoder.int8.static.onnx (7-bit weights) is exact on both"
-        )
-    )
+    man["cpu_specific"] = None if rec.exact_across_cpus else _why_cpu_specific(rec)
     manifest.refresh_files(export_dir, man)
     man["versions"] = manifest.versions()
     manifest.write(export_dir, man)
     return report
+
+
+def _why_cpu_specific(rec: Recipe) -> str:
+    if rec.method == "dynamic":
+        why = "dynamic quantization computes scales in float per batch; integer kernels differ"
+    elif rec.method == "static":
+        why = "full-range u8 x s8 pair sums saturate in 16 bits on x86 without VNNI only"
+    else:
+        why = "float16/int4 kernels differ between CPUs"
+    return f"{rec.name} is not bit-exact across CPUs: {why}; decoder.int8.static.onnx is"
 
 
 def _replace_into(src: Path, dst: Path) -> None:

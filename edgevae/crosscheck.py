@@ -1,0 +1,1007 @@
+"""Cross-platform check: do the exported ONNX models give the same numbers on another CPU?
+
+One side (`run`) feeds fixed, seeded inputs through every `*.onnx` model of an export dir with
+onnxruntime (1 thread, graph optimization ALL) and saves the inputs, the outputs and a
+description of the platform to an `.npz` (no pickle) plus a JSON summary. The other side
+(`compare`) checks a candidate run against a reference run:
+
+- static int8 models (QDQ / QOperator, fixed scales): bit-exact, every output bit equal;
+- dynamic int8 models (DynamicQuantizeLinear + MatMulInteger): the max abs diff is reported and
+  does not fail the check, because the integer GEMM kernels differ between CPUs
+  (e.g. u8 x s8 saturates on AVX2 without VNNI and does not on ARM);
+- fp32 models: max abs diff <= 1e-6;
+- the PNG written by `edgevae sample` (when the CLI exists): identical bytes, otherwise the
+  largest pixel difference is reported.
+
+Only numpy and onnxruntime are imported (Pillow lazily, to decode differing PNGs), so the same
+module runs on a Raspberry Pi or under qemu-user. Used as
+
+    python -m edgevae.crosscheck run --export-dir export --out results.npz [--label NAME]
+    python -m edgevae.crosscheck compare REF.npz CAND.npz [CAND2.npz ...] [--json report.json]
+
+The last line `compare` prints is the summary (targets, max differences, PASS/FAIL); its exit
+status is 0 on PASS, 1 on FAIL, 2 on a usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "edgevae.crosscheck/1"
+
+FP32 = "fp32"
+STATIC = "int8-static"
+DYNAMIC = "int8-dynamic"
+INT4 = "int4"
+FP16 = "fp16"
+PNG = "png"
+INPUT = "input"
+
+#: Max abs diff allowed per kind; None = reported only (never fails the check).
+DEFAULT_TOLERANCES: dict[str, float | None] = {
+    FP32: 1e-6,
+    STATIC: 0.0,  # bit-exact
+    DYNAMIC: None,
+    INT4: None,
+    FP16: None,
+    PNG: 0.0,  # identical bytes
+}
+KIND_ORDER = (STATIC, DYNAMIC, INT4, FP16, FP32, PNG)
+
+#: Why a kind is reported only (shown in the report when the kind is present).
+KIND_NOTES = {
+    DYNAMIC: "dynamic int8 may differ across CPUs (activation scales come from each batch and "
+    "the integer GEMM kernel depends on the instruction set); reported, not required to match",
+    INT4: "4-bit weight-only models (MatMulNBits) use CPU-specific kernels and float "
+    "accumulation; reported, not required to match",
+    FP16: "fp16 models compute in half precision on CPUs with FP16 arithmetic (Cortex-A76, "
+    "Pi 5) and in float32 elsewhere; reported, not required to match",
+}
+DYNAMIC_NOTE = KIND_NOTES[DYNAMIC]
+
+SATURATION_NOTE = (
+    "{} is x86-64 with AVX2 but no AVX-512 VNNI: onnxruntime's u8 x s8 kernel (vpmaddubsw) "
+    "saturates pairs of products at int16 there (seen with s8 activations too), "
+    "while ARM and VNNI sum exactly; quantize with reduce_range=True (7-bit weights) or u8 "
+    "weights for the same int8 results everywhere"
+)
+
+_DYNAMIC_OPS = {
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "DynamicQuantizeLSTM",
+    "MatMulIntegerToFloat",
+}
+_STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul", "QLinearConv"}
+
+SAMPLE_ARGS = ("--n", "16", "--seed", "0", "--precision", "int8")
+
+
+class CrosscheckError(Exception):
+    """A results file, export dir or argument that cannot be used (exit status 2)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _levels_to_float(levels: np.ndarray) -> np.ndarray:
+    """8-bit levels -> float32 k/255 (one correctly rounded division: same bits on every CPU)."""
+    return levels.astype(np.float32) / np.float32(255.0)
+
+
+def make_inputs(
+    seed: int = 0,
+    *,
+    input_dim: int = 784,
+    latent_dim: int = 20,
+    image_shape: tuple[int, int] | None = None,
+    n_random: int = 24,
+) -> dict[str, np.ndarray]:
+    """Deterministic encoder inputs `x` [N, D] in [0, 1] and decoder inputs `z` [N, L].
+
+    `x` holds 8-bit intensities k/255 like real images: an all-0 row, an all-1 row, a
+    checkerboard, a ramp, a half-grey row, strokes (soft discs), sparse binary pixels and uniform
+    noise. `z` holds N(0, 1) draws rounded to multiples of 1/1024 plus extremes: 0, +4, -4,
+    alternating +-4 and one-hot +-4 rows. Only +, -, *, / and rounding touch the random draws,
+    so the same seed gives the same bits on every platform with the same numpy version.
+    """
+    if image_shape is None:
+        side = int(round(input_dim**0.5))
+        image_shape = (side, side) if side * side == input_dim else (1, input_dim)
+    h, w = image_shape
+    if h * w != input_dim:
+        raise CrosscheckError(f"image shape {h}x{w} does not match input dim {input_dim}")
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    rows: list[np.ndarray] = [
+        np.zeros(input_dim, np.uint8),
+        np.full(input_dim, 255, np.uint8),
+        (((yy + xx) % 2) * 255).astype(np.uint8).ravel(),
+        (np.arange(input_dim) * 255 // max(input_dim - 1, 1)).astype(np.uint8),
+        np.full(input_dim, 128, np.uint8),
+    ]
+    n_strokes = n_random // 2
+    for _ in range(n_strokes):
+        img = np.zeros((h, w))
+        for _ in range(int(rng.integers(2, 6))):
+            cy, cx = rng.integers(0, h), rng.integers(0, w)
+            r2 = float(rng.integers(4, 26))
+            img = np.maximum(img, 1.0 - ((yy - cy) ** 2 + (xx - cx) ** 2) / r2)
+        rows.append(np.rint(np.clip(img, 0.0, 1.0) * 255).astype(np.uint8).ravel())
+    for _ in range(n_random - n_strokes - n_random // 4):
+        rows.append(((rng.random(input_dim) < 0.2) * 255).astype(np.uint8))
+    for _ in range(n_random // 4):
+        rows.append(rng.integers(0, 256, input_dim).astype(np.uint8))
+    x = _levels_to_float(np.stack(rows))
+
+    zrows = [
+        np.zeros(latent_dim),
+        np.full(latent_dim, 4.0),
+        np.full(latent_dim, -4.0),
+        np.where(np.arange(latent_dim) % 2 == 0, 4.0, -4.0),
+    ]
+    for i in range(min(4, latent_dim)):
+        one_hot = np.zeros(latent_dim)
+        one_hot[i * latent_dim // 4] = 4.0 if i % 2 == 0 else -4.0
+        zrows.append(one_hot)
+    normal = np.round(rng.standard_normal((n_random, latent_dim)) * 1024.0) / 1024.0
+    z = np.concatenate([np.stack(zrows), normal]).astype(np.float32)
+    return {"x": np.ascontiguousarray(x), "z": np.ascontiguousarray(z)}
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+
+
+def _fields(buf: memoryview):
+    """(field number, wire type, value) of one protobuf message, values of LEN fields as views."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value, i = buf[i : i + length], i + length
+        elif wire == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        yield num, wire, value
+
+
+def onnx_graph_info(data: bytes) -> tuple[set[str], set[int]]:
+    """(op types, initializer data types) of an ONNX model's main graph, from the protobuf bytes.
+
+    No `onnx` needed: ModelProto.graph is field 7; GraphProto.node field 1 (NodeProto.op_type:
+    field 4) and GraphProto.initializer field 5 (TensorProto.data_type: field 2).
+    """
+    ops: set[str] = set()
+    dtypes: set[int] = set()
+    try:
+        for num, wire, graph in _fields(memoryview(data)):
+            if num != 7 or wire != 2:
+                continue
+            for gnum, gwire, item in _fields(graph):
+                if gwire != 2 or gnum not in (1, 5):
+                    continue
+                for inum, iwire, value in _fields(item):
+                    if gnum == 1 and inum == 4 and iwire == 2:
+                        ops.add(bytes(value).decode("utf-8", "replace"))
+                    elif gnum == 5 and inum == 2 and iwire == 0:
+                        dtypes.add(value)
+    except (IndexError, ValueError) as exc:
+        raise CrosscheckError(f"not an ONNX model ({exc})") from None
+    return ops, dtypes
+
+
+def onnx_op_types(data: bytes) -> set[str]:
+    """Op types of an ONNX model's main graph."""
+    return onnx_graph_info(data)[0]
+
+
+def model_kind(ops: Iterable[str], dtypes: Iterable[int] = ()) -> str:
+    """int8-static, int8-dynamic, int4, fp16 or fp32 from a graph's ops and weight types."""
+    ops = set(ops)
+    if ops & _DYNAMIC_OPS:
+        return DYNAMIC
+    if ops & _STATIC_OPS or any(op.startswith("QLinear") for op in ops):
+        return STATIC
+    if any("NBits" in op for op in ops):
+        return INT4
+    if set(dtypes) & {10, 16}:  # TensorProto.FLOAT16, BFLOAT16
+        return FP16
+    return FP32
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _feature_dim(shape) -> int | None:
+    return shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+
+
+def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
+    """{model stem: {file, kind, sha256, ops}} for every `*.onnx` in the export dir."""
+    export_dir = Path(export_dir)
+    paths = sorted(export_dir.glob("*.onnx"))
+    if not paths:
+        raise CrosscheckError(f"no *.onnx models in {export_dir}")
+    models = {}
+    for path in paths:
+        data = path.read_bytes()
+        ops, dtypes = onnx_graph_info(data)
+        models[path.name[: -len(".onnx")]] = {
+            "file": path.name,
+            "kind": model_kind(ops, dtypes),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "ops": sorted(ops),
+        }
+    return models
+
+
+def model_dims(export_dir: str | os.PathLike) -> dict:
+    """input_dim, latent_dim and image_shape from manifest.json, else from the model inputs."""
+    export_dir = Path(export_dir)
+    dims: dict = {}
+    manifest_path = export_dir / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CrosscheckError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if isinstance(manifest.get("latent_dim"), int):
+            dims["latent_dim"] = manifest["latent_dim"]
+        shape = manifest.get("image_shape")
+        if isinstance(shape, str):
+            shape = [int(s) for s in shape.replace("x", ",").split(",") if s.strip()]
+        if isinstance(shape, list) and len(shape) >= 2:
+            dims["image_shape"] = (int(shape[-2]), int(shape[-1]))
+            dims["input_dim"] = int(np.prod(shape))
+    for path in sorted(export_dir.glob("*.onnx")):
+        if "input_dim" in dims and "latent_dim" in dims:
+            break
+        try:
+            inp = _session(path).get_inputs()
+        except Exception:  # noqa: BLE001 - a broken model is reported by run_models
+            continue
+        if len(inp) == 1 and _feature_dim(inp[0].shape):
+            key = {"x": "input_dim", "z": "latent_dim"}.get(inp[0].name)
+            if key:
+                dims.setdefault(key, _feature_dim(inp[0].shape))
+    dims.setdefault("input_dim", 784)
+    dims.setdefault("latent_dim", 20)
+    return dims
+
+
+def run_models(
+    export_dir: str | os.PathLike, inputs: Mapping[str, np.ndarray], *, single_rows: int = 4
+) -> dict[str, np.ndarray]:
+    """Run every model of the export dir on `inputs` ({"x": ..., "z": ...}).
+
+    Keys are "<model stem>/<output name>" (e.g. "decoder.int8/x_mean") for the whole batch and
+    "<model stem>/<output name>@b1" for the first `single_rows` rows run one at a time (batch 1
+    takes other kernels, and dynamic quantization picks scales per batch). A model whose input
+    is neither `x` nor `z` is skipped; `describe_models` still lists it.
+    """
+    outputs: dict[str, np.ndarray] = {}
+    for path in sorted(Path(export_dir).glob("*.onnx")):
+        stem = path.name[: -len(".onnx")]
+        try:
+            sess = _session(path)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise CrosscheckError(f"{path}: onnxruntime cannot load it: {exc}") from None
+        model_inputs = sess.get_inputs()
+        if len(model_inputs) != 1 or model_inputs[0].name not in inputs:
+            continue
+        name = model_inputs[0].name
+        data = np.ascontiguousarray(inputs[name], dtype=np.float32)
+        out_names = [o.name for o in sess.get_outputs()]
+        for out_name, value in zip(out_names, sess.run(out_names, {name: data}), strict=True):
+            outputs[f"{stem}/{out_name}"] = np.asarray(value)
+        if single_rows:
+            singles = [sess.run(out_names, {name: data[i : i + 1]}) for i in range(single_rows)]
+            for k, out_name in enumerate(out_names):
+                outputs[f"{stem}/{out_name}@b1"] = np.concatenate([s[k] for s in singles])
+    return outputs
+
+
+# --------------------------------------------------------------------------- platform
+
+
+def platform_info() -> dict:
+    """What this process runs on (under qemu-user: the emulated CPU's view)."""
+    info: dict = {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+    except ImportError:  # pragma: no cover - run_models fails earlier
+        info["onnxruntime"] = None
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu part", "cpu implementer", "features") and key not in info:
+            info[key.replace(" ", "_")] = value.strip()
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+
+        info["numpy_cpu_features"] = sorted(k for k, v in __cpu_features__.items() if v)
+    except ImportError:  # pragma: no cover - numpy internals moved
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            libc.getauxval.restype = ctypes.c_ulong
+            info["hwcap"] = hex(libc.getauxval(16))  # AT_HWCAP, from the (emulated) kernel
+        except (OSError, AttributeError):
+            pass
+    return info
+
+
+# --------------------------------------------------------------------------- sample PNG
+
+
+def run_sample(export_dir: str | os.PathLike, out_png: str | os.PathLike) -> dict:
+    """Run `edgevae sample --export-dir D --n 16 --seed 0 --precision int8 --out PNG` in-process.
+
+    In-process because qemu-user cannot start a child process of the emulated architecture
+    without binfmt_misc. Returns {"status": "ok"|"skipped"|"failed", "message": ...}.
+    """
+    args = ["sample", "--export-dir", str(export_dir), *SAMPLE_ARGS, "--out", str(out_png)]
+    command = "edgevae " + " ".join(args)
+    out_png = Path(out_png)
+    if out_png.exists():
+        out_png.unlink()
+    try:
+        from edgevae import cli
+    except ImportError as exc:
+        return {
+            "status": "skipped",
+            "message": f"edgevae.cli is not importable here ({type(exc).__name__}: {exc}): "
+            "the `edgevae sample` PNG check was skipped",
+        }
+    except Exception as exc:  # noqa: BLE001 - a CLI that breaks on import is a failure
+        return {"status": "failed", "message": f"import edgevae.cli: {type(exc).__name__}: {exc}"}
+    try:
+        takes_argv = bool(inspect.signature(cli.main).parameters)
+    except (TypeError, ValueError):
+        takes_argv = True
+    saved_argv = sys.argv
+    try:
+        sys.argv = ["edgevae", *args]
+        code = cli.main(args) if takes_argv else cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    except Exception as exc:  # noqa: BLE001 - any failure of the command is the result
+        return {"status": "failed", "message": f"{command}: {type(exc).__name__}: {exc}"}
+    finally:
+        sys.argv = saved_argv
+    if code not in (0, None):
+        return {"status": "failed", "message": f"{command} exited with status {code}"}
+    if not out_png.is_file():
+        return {"status": "failed", "message": f"{command} wrote no {out_png}"}
+    return {"status": "ok", "message": command}
+
+
+# --------------------------------------------------------------------------- results files
+
+
+@dataclass
+class Results:
+    """One run: inputs, outputs, the sample PNG bytes (or None) and metadata."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    meta: dict
+    png: bytes | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.meta.get("label") or self.meta.get("platform", {}).get("machine", "?"))
+
+
+def save_results(path: str | os.PathLike, results: Results) -> Path:
+    """Write the results as .npz: arrays under in/ out/ png/, metadata as a JSON string."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(results.meta, sort_keys=True))}
+    for name, value in results.inputs.items():
+        arrays[f"in/{name}"] = np.asarray(value)
+    for name, value in results.outputs.items():
+        arrays[f"out/{name}"] = np.asarray(value)
+    if results.png is not None:
+        arrays["png/sample"] = np.frombuffer(results.png, np.uint8)
+    if any(a.dtype.hasobject for a in arrays.values()):
+        raise CrosscheckError("refusing to save object arrays (they would need pickle)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: str | os.PathLike) -> Results:
+    """Read a results .npz written by `save_results` (allow_pickle=False)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError) as exc:
+        raise CrosscheckError(f"{path}: not a crosscheck results file ({exc})") from None
+    if "meta" not in arrays:
+        raise CrosscheckError(f"{path}: not a crosscheck results file (no meta)")
+    meta = json.loads(str(arrays.pop("meta")))
+    if meta.get("format") != FORMAT:
+        raise CrosscheckError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    png = arrays.pop("png/sample", None)
+    return Results(
+        inputs={k[3:]: v for k, v in arrays.items() if k.startswith("in/")},
+        outputs={k[4:]: v for k, v in arrays.items() if k.startswith("out/")},
+        meta=meta,
+        png=None if png is None else png.tobytes(),
+    )
+
+
+def _array_summary(a: np.ndarray) -> dict:
+    summary = {
+        "shape": list(a.shape),
+        "dtype": str(a.dtype),
+        "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
+    }
+    if a.size and np.issubdtype(a.dtype, np.number):
+        summary.update(
+            min=float(np.nanmin(a)),
+            max=float(np.nanmax(a)),
+            mean=float(np.nanmean(a.astype(np.float64))),
+        )
+    return summary
+
+
+def results_summary(results: Results) -> dict:
+    """JSON-ready description of a run (no arrays): meta plus shape/sha256/range per output."""
+    return {
+        **results.meta,
+        "inputs": {k: _array_summary(v) for k, v in results.inputs.items()},
+        "outputs": {k: _array_summary(v) for k, v in results.outputs.items()},
+        "png_sha256": None if results.png is None else hashlib.sha256(results.png).hexdigest(),
+    }
+
+
+def run(
+    export_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    label: str | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    sample_png: str | os.PathLike | None = None,
+) -> Results:
+    """Generate (or take) inputs, run every model, optionally the sample command."""
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise CrosscheckError(f"export dir {export_dir} does not exist")
+    t0 = time.perf_counter()
+    models = describe_models(export_dir)
+    dims = model_dims(export_dir)
+    if inputs is None:
+        inputs = make_inputs(
+            seed,
+            input_dim=dims["input_dim"],
+            latent_dim=dims["latent_dim"],
+            image_shape=dims.get("image_shape"),
+        )
+    outputs = run_models(export_dir, inputs)
+    for stem, info in models.items():
+        info["outputs"] = sorted(
+            k.split("/", 1)[1] for k in outputs if k.split("/", 1)[0] == stem and "@" not in k
+        )
+    sample: dict = {"status": "skipped", "message": "not requested (--no-sample)"}
+    png = None
+    if sample_png is not None:
+        sample = run_sample(export_dir, sample_png)
+        if sample["status"] == "ok":
+            png = Path(sample_png).read_bytes()
+    int8 = models.get("decoder.int8")
+    sample["decoder_kind"] = int8["kind"] if int8 else None
+    meta = {
+        "format": FORMAT,
+        "label": label or platform.machine(),
+        "seed": seed,
+        "export_dir": str(export_dir),
+        "dims": {k: list(v) if isinstance(v, tuple) else v for k, v in dims.items()},
+        "platform": platform_info(),
+        "models": models,
+        "sample": sample,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return Results(inputs=dict(inputs), outputs=outputs, meta=meta, png=png)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _saturating_x86(info: Mapping) -> bool:
+    """An x86-64 CPU where u8 x s8 int8 GEMM goes through int16-saturating vpmaddubsw."""
+    features = set(info.get("numpy_cpu_features") or ())
+    return (
+        info.get("machine") in ("x86_64", "AMD64")
+        and "AVX2" in features
+        and "AVX512VNNI" not in features
+    )
+
+
+@dataclass
+class Check:
+    """One compared quantity: an input, a model output, or the sample PNG."""
+
+    name: str
+    kind: str
+    passed: bool
+    max_abs_diff: float | None = None
+    n_different: int = 0
+    size: int = 0
+    tolerance: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Report:
+    """The comparison of one candidate run against a reference run."""
+
+    reference: str
+    candidate: str
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def max_diff(self, kind: str) -> float | None:
+        values = [
+            c.max_abs_diff for c in self.checks if c.kind == kind and c.max_abs_diff is not None
+        ]
+        return max(values) if values else None
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict:
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "max_abs_diff": {k: _json_float(self.max_diff(k)) for k in KIND_ORDER},
+            "notes": self.notes,
+            "checks": [
+                {**asdict(c), "max_abs_diff": _json_float(c.max_abs_diff)} for c in self.checks
+            ],
+        }
+
+
+def _json_float(value: float | None):
+    if value is None or np.isfinite(value):
+        return value
+    return str(value)
+
+
+def _diff(ref: np.ndarray, cand: np.ndarray) -> tuple[float, int]:
+    """(max abs diff over finite pairs or inf on a NaN/inf mismatch, number of bitwise-unequal)."""
+    if ref.dtype.kind == "f":
+        bits = np.dtype(f"u{ref.dtype.itemsize}")
+        unequal = ref.view(bits) != cand.view(bits)
+        same_nan = np.isnan(ref) & np.isnan(cand)
+        unequal &= ~same_nan
+        if not unequal.any():
+            return 0.0, 0
+        r, c = ref[unequal].astype(np.float64), cand[unequal].astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            delta = np.abs(r - c)
+        delta[~np.isfinite(delta) & (r != c)] = np.inf  # NaN vs number, inf vs number
+        delta[np.isnan(delta)] = 0.0  # inf vs same inf cannot reach here; keep it defined
+        return float(delta.max()), int(unequal.sum())
+    unequal = ref != cand
+    if not unequal.any():
+        return 0.0, 0
+    delta = np.abs(ref[unequal].astype(np.float64) - cand[unequal].astype(np.float64))
+    return float(delta.max()), int(unequal.sum())
+
+
+def compare_arrays(
+    name: str, kind: str, ref: np.ndarray, cand: np.ndarray | None, tolerance: float | None
+) -> Check:
+    """One output against its reference with the kind's tolerance (None = report only)."""
+    if cand is None:
+        return Check(name, kind, False, note="missing in the candidate")
+    if ref.shape != cand.shape or ref.dtype != cand.dtype:
+        return Check(
+            name,
+            kind,
+            False,
+            size=int(ref.size),
+            note=f"shape/dtype {cand.shape} {cand.dtype} != reference {ref.shape} {ref.dtype}",
+        )
+    max_diff, n_diff = _diff(ref, cand)
+    if tolerance is None:
+        passed = True
+        note = "reported only" if n_diff else ""
+    elif tolerance == 0:
+        passed = n_diff == 0
+        note = "" if passed else f"{n_diff} of {ref.size} values differ (bit-exact required)"
+    else:
+        passed = max_diff <= tolerance
+        note = "" if passed else f"max abs diff {max_diff:.3g} > {tolerance:g}"
+    return Check(name, kind, passed, max_diff, n_diff, int(ref.size), tolerance, note)
+
+
+def compare_png(
+    ref: bytes | None, cand: bytes | None, tolerance: float | None = 0.0, note: str = ""
+) -> Check:
+    """Sample PNGs: identical bytes pass; otherwise the largest pixel difference is reported."""
+    if ref is None or cand is None:
+        missing = "reference" if ref is None else "candidate"
+        return Check("sample.png", PNG, False, note=f"no sample PNG in the {missing}")
+    if ref == cand:
+        return Check("sample.png", PNG, True, 0.0, 0, len(ref), tolerance, note)
+    try:
+        from PIL import Image
+
+        a = np.asarray(Image.open(io.BytesIO(ref)))
+        b = np.asarray(Image.open(io.BytesIO(cand)))
+    except Exception as exc:  # noqa: BLE001 - undecodable PNG is a difference, not a crash
+        return Check(
+            "sample.png",
+            PNG,
+            tolerance is None,
+            float("inf"),
+            1,
+            len(ref),
+            tolerance,
+            f"PNG bytes differ and could not be decoded: {exc}",
+        )
+    if a.shape != b.shape:
+        return Check(
+            "sample.png",
+            PNG,
+            tolerance is None,
+            float("inf"),
+            int(a.size),
+            int(a.size),
+            tolerance,
+            f"PNG bytes differ: image shapes {b.shape} != {a.shape}",
+        )
+    delta = np.abs(a.astype(np.int64) - b.astype(np.int64))
+    max_diff, n_diff = float(delta.max()), int(np.count_nonzero(delta))
+    passed = tolerance is None or (tolerance > 0 and max_diff <= tolerance)
+    text = (
+        f"PNG bytes differ: largest pixel difference {max_diff:g}, "
+        f"{n_diff} of {a.size} pixel values differ"
+    )
+    return Check(
+        "sample.png",
+        PNG,
+        passed,
+        max_diff,
+        n_diff,
+        int(a.size),
+        tolerance,
+        f"{text}; {note}" if note else text,
+    )
+
+
+def compare(
+    reference: Results, candidate: Results, tolerances: Mapping[str, float | None] | None = None
+) -> Report:
+    """Check a candidate run against the reference run."""
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    report = Report(reference.label, candidate.label)
+    rmeta, cmeta = reference.meta, candidate.meta
+    for key in ("numpy", "onnxruntime", "python"):
+        r, c = rmeta.get("platform", {}).get(key), cmeta.get("platform", {}).get(key)
+        if r != c:
+            report.notes.append(f"{key} {c} on {candidate.label}, {r} on {reference.label}")
+
+    for name, ref in sorted(reference.inputs.items()):
+        check = compare_arrays(f"input {name}", INPUT, ref, candidate.inputs.get(name), 0.0)
+        if not check.passed:
+            check.note = f"inputs differ ({check.note or 'missing'}): outputs are not comparable"
+        report.checks.append(check)
+
+    rmodels, cmodels = rmeta.get("models", {}), cmeta.get("models", {})
+    for stem, info in sorted(rmodels.items()):
+        cinfo = cmodels.get(stem)
+        if cinfo is None:
+            report.checks.append(Check(stem, info["kind"], False, note="model not run"))
+            continue
+        if cinfo.get("sha256") != info.get("sha256"):
+            report.checks.append(
+                Check(stem, info["kind"], False, note="different model file (sha256 differs)")
+            )
+            continue
+    kinds = {stem: info["kind"] for stem, info in rmodels.items()}
+    for name, ref in sorted(reference.outputs.items()):
+        stem = name.split("/", 1)[0]
+        kind = kinds.get(stem, FP32)
+        report.checks.append(
+            compare_arrays(name, kind, ref, candidate.outputs.get(name), tol.get(kind))
+        )
+    extra = sorted(set(candidate.outputs) - set(reference.outputs))
+    if extra:
+        report.notes.append(f"outputs only in {candidate.label}: {', '.join(extra)}")
+    for kind, note in KIND_NOTES.items():
+        if tol.get(kind) is None and any(c.kind == kind for c in report.checks):
+            report.notes.append(note)
+
+    if any(
+        (c.kind == STATIC and not c.passed) or (c.kind == DYNAMIC and (c.max_abs_diff or 0) > 1e-4)
+        for c in report.checks
+    ):
+        for results in (reference, candidate):
+            if _saturating_x86(results.meta.get("platform", {})):
+                report.notes.append(SATURATION_NOTE.format(results.label))
+                break
+
+    rs, cs = rmeta.get("sample", {}), cmeta.get("sample", {})
+    if reference.png is not None or candidate.png is not None:
+        png_tol, note = tol.get(PNG), ""
+        decoder_kind = rs.get("decoder_kind")
+        if decoder_kind not in (STATIC, None):
+            png_tol = None
+            note = f"decoder.int8 is {decoder_kind}, not static int8, so the PNG is reported only"
+        check = compare_png(reference.png, candidate.png, png_tol, note)
+        if candidate.png is None and cs.get("message"):
+            check.note += f" ({cs.get('status')}: {cs['message']})"
+        report.checks.append(check)
+    else:
+        for label, status in ((reference.label, rs), (candidate.label, cs)):
+            if status.get("status") == "failed":
+                report.checks.append(
+                    Check(
+                        "sample.png",
+                        PNG,
+                        False,
+                        note=f"sample failed on {label}: {status['message']}",
+                    )
+                )
+        if not any(c.kind == PNG for c in report.checks):
+            report.notes.append(f"sample PNG not compared: {rs.get('message') or 'not run'}")
+    return report
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if value == 0:
+        return "0"
+    return f"{value:.3g}"
+
+
+def summary_line(
+    reports: list[Report],
+    failed_runs: Mapping[str, str] | None = None,
+    skipped: Mapping[str, str] | None = None,
+    tolerances: Mapping[str, float | None] | None = None,
+) -> str:
+    """One line: targets, max abs diff per kind over all targets, PASS/FAIL (SKIP).
+
+    `failed_runs` ({target: reason}) are targets whose run did not produce results; they fail
+    the summary. `skipped` targets are listed but do not fail it; with every target skipped
+    the line ends in SKIP.
+    """
+    failed_runs = dict(failed_runs or {})
+    skipped = dict(skipped or {})
+    targets = [r.candidate for r in reports]
+    ref = reports[0].reference if reports else "?"
+    parts = []
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    for kind in KIND_ORDER:
+        values = [r.max_diff(kind) for r in reports if r.max_diff(kind) is not None]
+        if not values:
+            continue
+        worst = max(values)
+        if kind == PNG:
+            same = all(c.n_different == 0 for r in reports for c in r.checks if c.kind == PNG)
+            parts.append(
+                "sample PNG identical" if same else f"sample PNG max pixel diff {_fmt(worst)}"
+            )
+        elif tol.get(kind) is None:
+            parts.append(f"{kind} {_fmt(worst)} (reported; may differ across CPUs)")
+        elif tol[kind] == 0:
+            parts.append(f"{kind} {_fmt(worst)} (bit-exact required)")
+        else:
+            parts.append(f"{kind} {_fmt(worst)} (<= {tol[kind]:g})")
+    if not any(c.kind == PNG for r in reports for c in r.checks):
+        parts.append("sample PNG not checked (see notes)")
+    n_fail = sum(len(r.failures()) for r in reports) + len(failed_runs)
+    ok = n_fail == 0 and bool(reports)
+    target_text = ", ".join(targets + [f"{t} (run failed)" for t in failed_runs]) or "none"
+    text = f"crosscheck: {len(targets) + len(failed_runs)} target(s) [{target_text}] vs {ref}"
+    if skipped:
+        text += f"; skipped [{', '.join(skipped)}]"
+    text += f"; max |diff|: {', '.join(parts) if parts else 'none'}"
+    if not reports and skipped and not n_fail:
+        return f"{text}; nothing compared; SKIP"  # every target skipped (not a failure)
+    if not ok:
+        text += f"; {n_fail} failure(s)" if n_fail else "; nothing compared"
+    return f"{text}; {'PASS' if ok else 'FAIL'}"
+
+
+def render_report(report: Report) -> list[str]:
+    """Human-readable lines for one candidate (failures and notes; passes are counted)."""
+    status = "PASS" if report.passed else "FAIL"
+    lines = [
+        f"{report.candidate} vs {report.reference}: {status}, "
+        f"{sum(c.passed for c in report.checks)}/{len(report.checks)} checks passed"
+    ]
+    for kind in KIND_ORDER:
+        checks = [c for c in report.checks if c.kind == kind]
+        if checks:
+            exact = sum(c.n_different == 0 for c in checks)
+            worst = max(checks, key=lambda c: c.max_abs_diff or 0.0)
+            where = f" (worst: {worst.name})" if worst.max_abs_diff else ""
+            lines.append(
+                f"  {kind:13s} max |diff| {_fmt(report.max_diff(kind)):>9s}   "
+                f"{exact}/{len(checks)} bit-identical{where}"
+            )
+    for c in report.checks:
+        if not c.passed or (c.kind == PNG and c.n_different):
+            lines.append(f"  {'FAIL' if not c.passed else 'note'} {c.name}: {c.note}")
+    lines.extend(f"  note: {n}" for n in report.notes)
+    return lines
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    inputs = None
+    if args.inputs:
+        inputs = load_results(args.inputs).inputs
+    sample_png = None
+    if not args.no_sample:
+        sample_png = args.sample_out or args.out.with_suffix(".sample.png")
+    results = run(
+        args.export_dir, seed=args.seed, label=args.label, inputs=inputs, sample_png=sample_png
+    )
+    save_results(args.out, results)
+    json_path = args.json or args.out.with_suffix(".json")
+    json_path.write_text(json.dumps(results_summary(results), indent=2, sort_keys=True) + "\n")
+    kinds = [m["kind"] for m in results.meta["models"].values()]
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in KIND_ORDER if k in kinds)
+    sample = results.meta["sample"]
+    print(f"sample: {sample['status']}: {sample['message']}")
+    print(
+        f"crosscheck run [{results.label}]: {len(results.outputs)} outputs from "
+        f"{len(kinds)} models ({counts}) in {results.meta['seconds']:.1f} s -> {args.out}"
+    )
+    return 0
+
+
+def _parse_tolerances(args: argparse.Namespace) -> dict[str, float | None]:
+    tol: dict[str, float | None] = {}
+    if args.fp32_tol is not None:
+        tol[FP32] = args.fp32_tol
+    if args.dynamic_tol is not None:
+        tol[DYNAMIC] = args.dynamic_tol
+    return tol
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    reference = load_results(args.reference)
+    tolerances = _parse_tolerances(args)
+    reports = []
+    for path in args.candidates:
+        report = compare(reference, load_results(path), tolerances)
+        reports.append(report)
+        print("\n".join(render_report(report)))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "passed": all(r.passed for r in reports),
+                    "tolerances": {**DEFAULT_TOLERANCES, **tolerances},
+                    "reports": [r.to_dict() for r in reports],
+                    "summary": summary_line(reports, tolerances=tolerances),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    print(summary_line(reports, tolerances=tolerances))
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m edgevae.crosscheck",
+        description="Run exported models on fixed inputs and compare runs across CPUs.",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run every model of an export dir on fixed inputs")
+    r.add_argument("--export-dir", type=Path, default=Path("export"))
+    r.add_argument("--out", type=Path, required=True, help="results .npz to write")
+    r.add_argument("--json", type=Path, help="JSON summary (default: OUT with .json)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--label", help="name of this target in reports (default: machine)")
+    r.add_argument("--inputs", type=Path, help="take the inputs from this results .npz")
+    r.add_argument("--no-sample", action="store_true", help="skip the `edgevae sample` PNG")
+    r.add_argument("--sample-out", type=Path, help="PNG path (default: OUT with .sample.png)")
+    r.set_defaults(func=_cmd_run)
+    c = sub.add_parser("compare", help="compare candidate runs against a reference run")
+    c.add_argument("reference", type=Path)
+    c.add_argument("candidates", type=Path, nargs="+")
+    c.add_argument("--json", type=Path, help="write the report as JSON")
+    c.add_argument("--fp32-tol", type=float, help=f"default {DEFAULT_TOLERANCES[FP32]:g}")
+    c.add_argument(
+        "--dynamic-tol",
+        type=float,
+        help="fail dynamic int8 above this max abs diff (default: report only)",
+    )
+    c.set_defaults(func=_cmd_compare)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CrosscheckError as exc:
+        print(f"crosscheck: error: {exc}", file=sys.stderr)
+        print(f"crosscheck {args.command}: FAIL ({exc})")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
