@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .cli_common import app, console, err_console, require
@@ -42,7 +43,8 @@ def print_quant(report) -> None:
         table.add_column(col, justify="right" if col not in ("recipe", "") else "left")
     for c in report.candidates:
         if c.error:
-            table.add_row(c.recipe, *[""] * 8, f"[red]failed: {c.error}[/]")
+            # Fix: escape, the error names files, and a path like "[/x]" broke the markup.
+            table.add_row(c.recipe, *[""] * 8, f"[red]failed: {escape(c.error)}[/]")
             continue
         mark = (
             "[bold green]chosen[/]"
@@ -93,7 +95,9 @@ def export_and_quantize_with_output(run_dir: Path, export_dir: Path, **options) 
     results, _ = export_run(run_dir, export_dir)
     print_parity(results)
     _quantize_with_output(export_dir, None, **options)
-    console.print(f"exported to {export_dir}/ (try: edgevae sample --n 16 --out grid.png)")
+    console.print(  # Fix: markup=False, as the path is not markup (see cli_runtime._done)
+        f"exported to {export_dir}/ (try: edgevae sample --n 16 --out grid.png)", markup=False
+    )
 
 
 @app.command(epilog="Example:\n\n  edgevae export --run-dir runs/mnist --export-dir export")

@@ -21,7 +21,9 @@ def _model(export_dir: Path, precision: str, threads: int):
 
 
 def _done(out: Path, size: tuple[int, int], what: str) -> None:
-    console.print(f"wrote {out} ({size[0]}x{size[1]} px): {what}", highlight=False)
+    # Fix (here and below): markup=False, or a path like "out/[/x].png" is parsed as Rich
+    # markup and the command dies with a MarkupError traceback after writing the file.
+    console.print(f"wrote {out} ({size[0]}x{size[1]} px): {what}", highlight=False, markup=False)
 
 
 @app.command(epilog="Example:\n\n  edgevae sample --n 16 --out grid.png --seed 1")
@@ -135,7 +137,7 @@ def encode(
     x, _ = load_images(data, split=split, seed=0)
     mu, _ = model.encode(x)
     fsio.write_bytes(out, _npy_bytes(mu))
-    console.print(f"wrote {out}: mu {list(mu.shape)}", highlight=False)
+    console.print(f"wrote {out}: mu {list(mu.shape)}", highlight=False, markup=False)
 
 
 @app.command(epilog="Example:\n\n  edgevae decode --z z.npy --out decoded.png")
@@ -158,7 +160,7 @@ def decode(
     means = model.decode(zs)
     if out.suffix == ".npy":
         fsio.write_bytes(out, _npy_bytes(means))
-        console.print(f"wrote {out}: {list(means.shape)}", highlight=False)
+        console.print(f"wrote {out}: {list(means.shape)}", highlight=False, markup=False)
     else:
         _done(out, save_grid(out, model.images(means)), f"{len(zs)} decoded z")
 

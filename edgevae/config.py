@@ -69,7 +69,7 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     seed: int = 0
-    threads: int = 0
+    threads: int = 1
     binarize: str = "none"
     data: str | None = None
     max_minutes: float | None = None  # stop after the epoch that crosses this wall time

@@ -142,6 +142,12 @@ def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Par
         ("decoder", _DecoderGraph(model), torch.from_numpy(z[:4]), (["z"], ["x_mean", "logits"]),
          z),
     ]
+    # Fix: int8 models quantized from an earlier export (possibly of another run) used to
+    # survive a re-export, be listed in the fresh manifest and be served by `sample` (int8 is
+    # the default) and by the firmware codegen. They derive from the fp32 files replaced
+    # below, so drop them; `edgevae quantize` makes new ones.
+    for stale in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
+        (export_dir / stale).unlink(missing_ok=True)
     for role, module, example, names, inputs in specs:
         module.eval()
         proto = _to_onnx(module, example, names)

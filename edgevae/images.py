@@ -24,7 +24,9 @@ def grid(images: np.ndarray, nrow: int | None = None, pad: int = PAD) -> np.ndar
     if images.ndim != 3 or len(images) == 0:
         raise UsageError("grid needs a non-empty [N, H, W] stack")
     n, h, w = images.shape
-    ncol = nrow if nrow else math.ceil(math.sqrt(n))
+    # Fix: `nrow if nrow else ...` silently turned nrow=0 into the default layout instead of
+    # the usage error below; only None means "choose for me".
+    ncol = nrow if nrow is not None else math.ceil(math.sqrt(n))
     if ncol < 1:
         raise UsageError(f"--nrow must be >= 1, got {ncol}")
     nrows = math.ceil(n / ncol)

@@ -28,11 +28,15 @@ def sha256_file(path: Path) -> str:
 
 
 def versions() -> dict[str, str]:
+    """Installed versions from package metadata: nothing is imported (torch takes seconds,
+    and the device path has no torch)."""
+    from importlib import metadata
+
     out = {"edgevae": __version__, "python": platform.python_version()}
-    for mod in ("numpy", "onnxruntime", "onnx", "torch"):
+    for dist in ("numpy", "onnxruntime", "onnx", "torch", "pillow", "matplotlib"):
         try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
             pass
     return out
 

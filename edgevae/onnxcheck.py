@@ -139,12 +139,37 @@ def _tensor(buf, info: OnnxInfo) -> None:
         info.external_data.append(name)
 
 
+def _sparse(buf, info: OnnxInfo) -> None:
+    """SparseTensorProto: values (1) and indices (2) are TensorProtos, dims (3) the dense shape.
+
+    Fix: these were not walked, so external data hidden in a sparse initializer (which
+    onnxruntime densifies and loads) got past the single-file check, and a huge dense shape
+    past the size limit.
+    """
+    dims = []
+    for n, w, v in _fields(buf):
+        if n in (1, 2) and w == 2:
+            _tensor(v, info)
+        elif n == 3 and w == 0:
+            dims.append(v)
+        elif n == 3 and w == 2:  # packed dims
+            p = 0
+            while p < len(v):
+                d, p = _varint(v, p)
+                dims.append(d)
+    size = 1
+    for d in dims:
+        size *= max(d, 0)
+    info.largest_initializer = max(info.largest_initializer, size)
+
+
 def _graph(buf, info: OnnxInfo) -> None:
     for n, w, v in _fields(buf):
         if w != 2:
             continue
         if n == 1:  # NodeProto
             op = dom = name = ""
+            subgraph = False
             for fn, fw, fv in _fields(v):
                 if fw != 2:
                     continue
@@ -156,13 +181,23 @@ def _graph(buf, info: OnnxInfo) -> None:
                     name = _str(fv)
                 elif fn == 5:  # attributes may hold tensors (Constant) or subgraphs
                     for an, aw, av in _fields(fv):
-                        if an == 5 and aw == 2:
+                        if an in (5, 10) and aw == 2:  # t, tensors (fix: tensors was skipped)
                             _tensor(av, info)
+                        elif an in (22, 23) and aw == 2:  # sparse_tensor(s) (fix: skipped)
+                            _sparse(av, info)
                         elif an in (6, 11) and aw == 2:
-                            raise ModelFileError(f"{info.path}: node '{name}' has a subgraph")
+                            subgraph = True
+            if subgraph:
+                # Fix: raised mid-node before, so the message could not name the op (Loop, If,
+                # Scan): report it once the whole NodeProto is read.
+                raise ModelFileError(
+                    f"{info.path}: node '{name}' has unexpected op {op} with a subgraph"
+                )
             info.ops.append((dom, op, name))
         elif n == 5:
             _tensor(v, info)
+        elif n == 15:  # sparse_initializer (fix: was not checked for external data)
+            _sparse(v, info)
         elif n == 11:
             info.inputs.append(_value_info_name(v))
         elif n == 12:

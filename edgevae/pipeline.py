@@ -11,8 +11,9 @@ from . import manifest
 from .errors import UsageError
 
 
-def run_images(man: dict[str, Any], data: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(train, valid) images: from --data, or from the data the exported run was trained on."""
+def run_dataset(man: dict[str, Any], data: str | None):
+    """The exported run's Dataset (or --data's), split and binarized as in training; dynamic
+    binarization becomes the fixed seeded sample that evaluation uses."""
     from .data import load_dataset
 
     train = man.get("train") or {}
@@ -25,6 +26,12 @@ def run_images(man: dict[str, Any], data: str | None) -> tuple[np.ndarray, np.nd
     want = int(np.prod(man["image_shape"]))
     if ds.train.shape[1] != want:
         raise UsageError(f"--data: images have {ds.train.shape[1]} pixels, the model {want}")
+    return ds
+
+
+def run_images(man: dict[str, Any], data: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) images: calibration and held-out sets for quantization."""
+    ds = run_dataset(man, data)
     return ds.train, ds.valid
 
 

@@ -81,7 +81,12 @@ def _quiet():
 
 
 class _Reader:
+    """Equal-sized calibration batches: onnxruntime's histogram calibrators stack them."""
+
     def __init__(self, name: str, data: np.ndarray, batch: int = 256):
+        if len(data) > batch:
+            data = data[: len(data) - len(data) % batch]
+        batch = min(batch, len(data))
         self.items = iter([{name: data[i : i + batch]} for i in range(0, len(data), batch)])
 
     def get_next(self):

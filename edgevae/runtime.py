@@ -60,11 +60,17 @@ def open_session(path: Path, role: str, threads: int = 1):
     io = ENCODER_IO if role == "encoder" else DECODER_IO
     onnxcheck.vet(path, role, io[0], io[1][:1])
     try:
-        return ort.InferenceSession(
+        sess = ort.InferenceSession(
             str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(_explain_ort_error(path, exc)) from None
+    # Fix: vet() looks at the first graph input only, so a model that also requires another
+    # input loaded fine and then failed every run() with onnxruntime's traceback.
+    required = [i.name for i in sess.get_inputs()]
+    if required != io[0]:
+        raise ModelFileError(f"{path}: requires inputs {required}, the {role} takes only {io[0]}")
+    return sess
 
 
 class ExportedModel:
@@ -101,6 +107,14 @@ class ExportedModel:
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != want):
             raise ModelFileError(
                 f"{path}: input shape {shape} does not match the manifest ({want} features)"
+            )
+        # Fix: outputs were not checked, so a manifest whose image_shape disagrees with the
+        # decoder (same latent size) died in numpy's reshape with a traceback.
+        out = sess.get_outputs()[0].shape
+        want = self.latent_dim if role == "encoder" else self.input_dim
+        if len(out) != 2 or (isinstance(out[1], int) and out[1] != want):
+            raise ModelFileError(
+                f"{path}: output shape {out} does not match the manifest ({want} features)"
             )
         return sess
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import signal
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, fsio
+from . import checkpoint, fsio, manifest
 from .config import ModelConfig, TrainConfig, dumps
 from .errors import TrainingError, UsageError
 from .model import VAE, build
@@ -81,18 +80,6 @@ class TrainResult:
     epochs: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def library_versions() -> dict[str, str]:
-    import onnxruntime
-
-    return {
-        "edgevae": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -157,6 +144,9 @@ def _save_state(run_dir: Path, model: VAE, opt, meta: dict[str, Any], gen_state)
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    # A file here made RunLock's mkdir raise FileExistsError with a traceback.
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir: {run_dir} is not a directory")
     has_state = (run_dir / checkpoint.STATE).exists() or (run_dir / checkpoint.MODEL).exists()
     if resume and overwrite:
         raise UsageError("--resume and --overwrite cannot be used together")
@@ -190,9 +180,11 @@ def train(
         if resume:
             stored = checkpoint.load_config(run_dir)
             model_cfg = ModelConfig.from_dict(stored["model"])
-            epochs, threads = cfg.epochs, cfg.threads
+            # max_minutes is a budget for THIS invocation (timed from its start), like
+            # threads; taking the stored one re-applied an old budget and ignored a new one.
+            epochs, threads, max_minutes = cfg.epochs, cfg.threads, cfg.max_minutes
             cfg = TrainConfig.from_dict(stored["train"])
-            cfg.epochs, cfg.threads = epochs, threads
+            cfg.epochs, cfg.threads, cfg.max_minutes = epochs, threads, max_minutes
             tensors, meta = checkpoint.read_safetensors(run_dir / checkpoint.STATE)
             try:
                 import json
@@ -206,7 +198,10 @@ def train(
                     f"pass --epochs > {saved['epoch']} to continue"
                 )
         elif overwrite:
-            for name in (checkpoint.STATE, checkpoint.STATE_JSON, checkpoint.METRICS):
+            # MODEL too: a stale model.safetensors would otherwise sit next to the new
+            # config.json until the first new epoch ends (and forever if training fails).
+            stale = (checkpoint.STATE, checkpoint.STATE_JSON, checkpoint.METRICS, checkpoint.MODEL)
+            for name in stale:
                 (run_dir / name).unlink(missing_ok=True)
 
         threads = set_threads(cfg.threads)
@@ -238,7 +233,7 @@ def train(
             "data": data.spec(),
             "seed": cfg.seed,
             "threads": threads,
-            "versions": library_versions(),
+            "versions": manifest.versions(),
         }
         fsio.write_text(run_dir / checkpoint.CONFIG, dumps(config))
         rows = checkpoint.read_metrics(run_dir)[: saved.get("epoch", 0)] if resume else []
@@ -333,9 +328,13 @@ def train(
                 "samples_seen": samples_seen,
                 "optimizer": cfg.optimizer,
             }
+            # Metrics BEFORE the state: the state is the commit point of an epoch. A resume
+            # keeps metrics rows [:state epoch], so a crash between the two now only makes the
+            # resume redo this epoch; written after the state (as before), a crash in between
+            # lost this epoch's row for good (metrics went 1, 2, 4, ... after --resume).
+            checkpoint.write_metrics(run_dir, rows)
             _save_state(run_dir, model, opt, meta, None)
             checkpoint.save_weights(run_dir / checkpoint.MODEL, model.state_dict(), {})
-            checkpoint.write_metrics(run_dir, rows)
             reporter.end_epoch(row)
             start_batch = 0
             if cfg.max_minutes is not None and time.perf_counter() - t_total > 60 * cfg.max_minutes:
