@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pytest workers: the suite is CPU-bound and this machine has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install demo test lint figures bench clean help ci-export
+.PHONY: install demo test lint figures figures-paper bench clean help ci-export
 
 help:
 	@echo "make demo | test | test-arm | lint | install | figures | bench | clean"
@@ -16,13 +16,14 @@ install: $(STAMP)
 # Re-installs only when the dependency list changes; the package itself is editable.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
 	@touch $@
 
 demo: install
 	$(BIN)/edgevae train --run-dir runs/demo --overwrite --epochs 10 --export-dir export
 	$(BIN)/edgevae eval --run-dir runs/demo --k 500
+	$(BIN)/edgevae sample --n 16 --out grid.png
+	$(BIN)/edgevae bench --export-dir export
 
 test: install
 	$(BIN)/python -m pytest -q -n $(JOBS)
@@ -30,6 +31,20 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The paper's pictures (Kingma & Welling 2014) with a fixed seed, into docs/figures/.
+figures: install
+	$(BIN)/edgevae figures --out docs/figures --work runs/figures
+
+figures-paper: install
+	$(BIN)/edgevae figures --out docs/figures --work runs/figures-paper \
+	    --data ../shared/data/mnist --frey ../shared/data/frey_face
+
+# Benchmarks that need ../shared/data (see bench/README.md); results go to build/bench/.
+bench: install
+	@test -f export/manifest.json || $(MAKE) demo
+	$(BIN)/edgevae bench --export-dir export --json build/bench/bench.json \
+	    --markdown build/bench/bench.md --plot build/bench/bench.png
 
 # A small real model for the emulated-ARM and firmware checks in CI (about a minute).
 CI_DIR := build/ci
