@@ -49,8 +49,13 @@ class RunLock:
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # e.g. a parent that is a file: one line, not a NotADirectoryError traceback
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise TrainingError(
+                f"{self.path.parent}: cannot create the run dir ({exc.strerror or exc})"
+            ) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -118,6 +123,11 @@ def load_model_weights(run_dir: Path, cfg: ModelConfig) -> dict[str, torch.Tenso
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise ModelFileError(f"{path}: does not match config.json (missing {missing[0]})")
+    # Extra tensors too (e.g. a Gaussian run's decoder.logvar under a bernoulli config.json):
+    # unchecked, they made the caller's strict load_state_dict raise a RuntimeError traceback.
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ModelFileError(f"{path}: does not match config.json (unexpected {extra[0]})")
     for name, ref in expected.items():
         if tuple(tensors[name].shape) != tuple(ref.shape):
             raise ModelFileError(

@@ -143,6 +143,20 @@ def _save_state(run_dir: Path, model: VAE, opt, meta: dict[str, Any], gen_state)
     fsio.write_text(run_dir / checkpoint.STATE_JSON, dumps(meta))
 
 
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files a killed save left behind (fsio names them .NAME.*.tmp); safe under the lock,
+    since no other training can be writing here."""
+    for name in (
+        checkpoint.CONFIG,
+        checkpoint.MODEL,
+        checkpoint.STATE,
+        checkpoint.STATE_JSON,
+        checkpoint.METRICS,
+    ):
+        for tmp in run_dir.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     # A file here made RunLock's mkdir raise FileExistsError with a traceback.
     if run_dir.exists() and not run_dir.is_dir():
@@ -176,6 +190,7 @@ def train(
     cfg.validate()
     _prepare_run_dir(run_dir, resume, overwrite)
     with checkpoint.RunLock(run_dir), _StopFlag() as stop:
+        _remove_stale_temp_files(run_dir)
         saved: dict[str, Any] = {}
         if resume:
             stored = checkpoint.load_config(run_dir)
@@ -205,7 +220,6 @@ def train(
                 (run_dir / name).unlink(missing_ok=True)
 
         threads = set_threads(cfg.threads)
-        torch.use_deterministic_algorithms(True)
         data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
         if model_cfg is None:
             model_cfg = ModelConfig(input_dim=data.train.shape[1], image_shape=data.image_shape)
