@@ -29,6 +29,9 @@ def train(
     batch_size: int = typer.Option(100, help="Images per optimizer step."),
     lr: float = typer.Option(1e-3, help="Learning rate."),
     optimizer: str = typer.Option("adam", help="adam or adagrad."),
+    lr_patience: int = typer.Option(
+        0, help="Halve --lr after this many epochs without a better valid bound (0 = off)."
+    ),
     preset: str = typer.Option(
         "default", help=f"Model sizes: {', '.join(PRESETS)} (overridden by --hidden/--latent-dim)."
     ),
@@ -38,8 +41,9 @@ def train(
     binarize: str = typer.Option("none", help="none, static, or dynamic (resampled each epoch)."),
     seed: int = typer.Option(0, help="Seed for weights, splits, batches and noise."),
     threads: int = typer.Option(
-        1, help="CPU threads for torch (0 = all cores). Results are bit-identical only for "
-        "the same thread count; on a shared machine 1 is often fastest for this small model."
+        1,
+        help="CPU threads for torch (0 = all cores). Results are bit-identical only for "
+        "the same thread count; on a shared machine 1 is often fastest for this small model.",
     ),
     max_minutes: float = typer.Option(None, help="Stop after the epoch that passes this time."),
     run_dir: Path = typer.Option(Path("runs/default"), help="Where checkpoints and metrics go."),
@@ -72,6 +76,7 @@ def train(
         binarize=binarize,
         data=data,
         max_minutes=max_minutes,
+        lr_patience=lr_patience,
     ).validate()
     if export and export_dir.exists() and not export_dir.is_dir():
         raise UsageError(f"--export-dir: {export_dir} is not a directory")

@@ -73,6 +73,7 @@ class TrainConfig:
     binarize: str = "none"
     data: str | None = None
     max_minutes: float | None = None  # stop after the epoch that crosses this wall time
+    lr_patience: int = 0  # halve lr after this many epochs without a better valid bound
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -89,6 +90,10 @@ class TrainConfig:
             raise UsageError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UsageError(f"--max-minutes must be > 0, got {self.max_minutes}")
+        if self.lr_patience < 0:
+            raise UsageError(
+                f"--lr-patience must be >= 0 (0 = constant lr), got {self.lr_patience}"
+            )
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         return self

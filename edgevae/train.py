@@ -143,6 +143,25 @@ def _save_state(run_dir: Path, model: VAE, opt, meta: dict[str, Any], gen_state)
     fsio.write_text(run_dir / checkpoint.STATE_JSON, dumps(meta))
 
 
+def _step_lr_schedule(state: dict, valid: float, patience: int, opt) -> None:
+    """Halve the learning rate after `patience` epochs without a better validation bound.
+
+    Driven by the (deterministic) validation numbers, so a resumed run follows the same
+    schedule; its state travels in the resume metadata.
+    """
+    if patience <= 0:
+        return
+    if valid < state["best"] - 1e-3:
+        state["best"], state["bad_epochs"] = valid, 0
+        return
+    state["bad_epochs"] += 1
+    if state["bad_epochs"] >= patience:
+        state["lr"] = state["lr"] / 2
+        state["bad_epochs"] = 0
+        for group in opt.param_groups:
+            group["lr"] = state["lr"]
+
+
 def _remove_stale_temp_files(run_dir: Path) -> None:
     """Temp files a killed save left behind (fsio names them .NAME.*.tmp); safe under the lock,
     since no other training can be writing here."""
@@ -235,11 +254,15 @@ def train(
 
         model = build(model_cfg, cfg.seed)
         opt = _make_optimizer(model, cfg)
+        lr_state = {"lr": cfg.lr, "best": math.inf, "bad_epochs": 0}
         if resume:
             model.load_state_dict(
                 {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
             )
             _load_optimizer(opt, tensors)
+            lr_state.update(saved.get("lr_schedule", {}))
+            for group in opt.param_groups:
+                group["lr"] = lr_state["lr"]
 
         config = {
             "model": model_cfg.to_dict(),
@@ -295,6 +318,7 @@ def train(
                             "seconds": seconds + time.perf_counter() - t0,
                         },
                         "optimizer": cfg.optimizer,
+                        "lr_schedule": lr_state,
                     }
                     _save_state(run_dir, model, opt, meta, g.get_state())
                     raise Interrupted(
@@ -332,15 +356,18 @@ def train(
                 "epoch_seconds": round(seconds, 3),
                 "images_per_s": round(seen / seconds, 1) if seconds > 0 else None,
                 "samples_seen": samples_seen,
+                "lr": lr_state["lr"],
             }
             if not all(math.isfinite(v) for v in (valid["neg_elbo"], test["neg_elbo"])):
                 raise TrainingError(f"validation -ELBO is not finite after epoch {epoch + 1}")
             rows.append(row)
+            _step_lr_schedule(lr_state, valid["neg_elbo"], cfg.lr_patience, opt)
             meta = {
                 "epoch": epoch + 1,
                 "batch": 0,
                 "samples_seen": samples_seen,
                 "optimizer": cfg.optimizer,
+                "lr_schedule": lr_state,
             }
             # Metrics BEFORE the state: the state is the commit point of an epoch. A resume
             # keeps metrics rows [:state epoch], so a crash between the two now only makes the

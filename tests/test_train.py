@@ -116,6 +116,31 @@ def test_resume_matches_a_straight_run(tmp_path, npy300, capsys) -> None:
     assert config(resumed)["train"] == config(straight)["train"]
 
 
+def test_lr_schedule_halves_on_plateau_and_survives_resume(tmp_path, npy300, capsys) -> None:
+    """The schedule halves after `patience` epochs without progress, and a run resumed in
+    the middle follows the same schedule to the same weights."""
+    from edgevae.train import _step_lr_schedule
+
+    class Opt:
+        param_groups = [{"lr": 1.0}]
+
+    state, opt = {"lr": 1.0, "best": float("inf"), "bad_epochs": 0}, Opt()
+    for valid in (10.0, 9.0, 9.5, 9.2, 8.0, 8.5):
+        _step_lr_schedule(state, valid, 2, opt)
+    assert state["lr"] == 0.5 and opt.param_groups[0]["lr"] == 0.5 and state["best"] == 8.0
+
+    args = ("--batch-size", "50", "--lr", "0.05", "--lr-patience", "1")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_train(straight, npy300, "--epochs", "4", *args) == 0
+    lrs = [r["lr"] for r in checkpoint.read_metrics(straight)]
+    assert lrs[0] == 0.05
+    assert all(b in (a, a / 2) for a, b in zip(lrs, lrs[1:], strict=False))
+    assert run_train(resumed, npy300, "--epochs", "2", *args) == 0
+    assert run_train(resumed, npy300, "--resume", "--epochs", "4") == 0
+    assert model_bytes(resumed) == model_bytes(straight)
+    assert [r["lr"] for r in checkpoint.read_metrics(resumed)] == lrs
+
+
 def test_resume_of_a_finished_run_asks_for_more_epochs(tmp_path, npy300, capsys) -> None:
     run_dir = tmp_path / "run"
     assert run_train(run_dir, npy300, "--epochs", "1", "--batch-size", "100") == 0
