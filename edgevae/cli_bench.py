@@ -104,7 +104,8 @@ def bench(
     rounds: int = typer.Option(15, help="Interleaved timing rounds per batch size."),
 ) -> None:
     """Compare torch fp32, ORT fp32, ORT int8 and the firmware decoder: speed, nats, size."""
-    from . import bench as lib
+    from . import benchreport
+    from .bench import run_bench
     from .progress import make_progress
 
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
@@ -120,7 +121,7 @@ def bench(
     require(plot is None or plot.suffix.lower() == ".png", f"--plot: {plot} should end in .png")
 
     with make_progress(err_console) as bar:
-        report = lib.run_bench(
+        report = run_bench(
             export_dir,
             data=data,
             batch_sizes=sizes,
@@ -136,14 +137,14 @@ def bench(
             progress=_progress_callback(bar),
         )
 
-    acc = [[escape(c) for c in r] for r in lib.accuracy_rows(report, with_reason=False)]
+    acc = [[escape(c) for c in r] for r in benchreport.accuracy_rows(report, with_reason=False)]
     for r in acc:
         r[1] = _status_markup(r[1])
     console.print(
         _table(
             f"Accuracy: {report.n_images} test images, k={report.k}, nats/image; "
             "|Δ| in pixels (0-255) vs ORT fp32",
-            lib.ACCURACY_HEADERS,
+            benchreport.ACCURACY_HEADERS,
             acc,
             left=2,
         )
@@ -154,12 +155,12 @@ def bench(
     console.print(
         _table(
             "Latency per call; × fp32 = ORT fp32 p50 / p50 (wall), cpu × = the same in CPU time",
-            lib.LATENCY_HEADERS,
-            [[escape(c) for c in r] for r in lib.latency_rows(report)],
+            benchreport.LATENCY_HEADERS,
+            [[escape(c) for c in r] for r in benchreport.latency_rows(report)],
             left=2,
         )
     )
-    for line in lib.summary_lines(report):
+    for line in benchreport.summary_lines(report):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {note}", style="dim", markup=False, highlight=False, soft_wrap=True)
@@ -167,7 +168,7 @@ def bench(
     if json_out is not None:
         fsio.write_json(json_out, report.to_dict())
     if markdown is not None:
-        fsio.write_text(markdown, lib.to_markdown(report))
+        fsio.write_text(markdown, benchreport.to_markdown(report))
     if plot is not None:
         from .plots import bench_plot
 
@@ -176,7 +177,7 @@ def bench(
     if written:
         console.print(f"wrote {', '.join(written)}", highlight=False)
 
-    failures = lib.check_gates(report, min_speedup, max_delta_nats)
+    failures = benchreport.check_gates(report, min_speedup, max_delta_nats)
     if failures:
         raise EdgeVAEError("; ".join(failures))
 

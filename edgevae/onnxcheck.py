@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import protobuf as pb
 from .errors import ModelFileError
 
 MAX_MODEL_BYTES = 64 << 20
@@ -63,48 +64,8 @@ class OnnxInfo:
     outputs: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     external_data: list[str] = field(default_factory=list)
+    functions: list[str] = field(default_factory=list)  # model-local FunctionProto names
     largest_initializer: int = 0
-
-
-class _Truncated(Exception):
-    pass
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise _Truncated
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: memoryview):
-    """Yield (field number, wire type, value) where value is int or a memoryview slice."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            val, pos = _varint(buf, pos)
-        elif wt == 1:
-            val, pos = buf[pos : pos + 8], pos + 8
-        elif wt == 2:
-            ln, pos = _varint(buf, pos)
-            if pos + ln > len(buf):
-                raise _Truncated
-            val, pos = buf[pos : pos + ln], pos + ln
-        elif wt == 5:
-            val, pos = buf[pos : pos + 4], pos + 4
-        else:
-            raise _Truncated
-        if pos > len(buf):
-            raise _Truncated
-        yield num, wt, val
 
 
 def _str(v) -> str:
@@ -112,19 +73,16 @@ def _str(v) -> str:
 
 
 def _value_info_name(buf) -> str:
-    return next((_str(v) for n, w, v in _fields(buf) if n == 1 and w == 2), "")
+    return next((_str(v) for n, w, v in pb.fields(buf) if n == 1 and w == 2), "")
 
 
 def _tensor(buf, info: OnnxInfo) -> None:
     dims, name, external = [], "", False
-    for n, w, v in _fields(buf):
+    for n, w, v in pb.fields(buf):
         if n == 1 and w == 0:
             dims.append(v)
         elif n == 1 and w == 2:  # packed dims
-            p = 0
-            while p < len(v):
-                d, p = _varint(v, p)
-                dims.append(d)
+            dims += pb.packed_varints(v)
         elif n == 8 and w == 2:
             name = _str(v)
         elif n == 13 and w == 2:  # external_data entries
@@ -147,16 +105,13 @@ def _sparse(buf, info: OnnxInfo) -> None:
     past the size limit.
     """
     dims = []
-    for n, w, v in _fields(buf):
+    for n, w, v in pb.fields(buf):
         if n in (1, 2) and w == 2:
             _tensor(v, info)
         elif n == 3 and w == 0:
             dims.append(v)
         elif n == 3 and w == 2:  # packed dims
-            p = 0
-            while p < len(v):
-                d, p = _varint(v, p)
-                dims.append(d)
+            dims += pb.packed_varints(v)
     size = 1
     for d in dims:
         size *= max(d, 0)
@@ -164,13 +119,13 @@ def _sparse(buf, info: OnnxInfo) -> None:
 
 
 def _graph(buf, info: OnnxInfo) -> None:
-    for n, w, v in _fields(buf):
+    for n, w, v in pb.fields(buf):
         if w != 2:
             continue
         if n == 1:  # NodeProto
             op = dom = name = ""
             subgraph = False
-            for fn, fw, fv in _fields(v):
+            for fn, fw, fv in pb.fields(v):
                 if fw != 2:
                     continue
                 if fn == 4:
@@ -180,7 +135,7 @@ def _graph(buf, info: OnnxInfo) -> None:
                 elif fn == 3:
                     name = _str(fv)
                 elif fn == 5:  # attributes may hold tensors (Constant) or subgraphs
-                    for an, aw, av in _fields(fv):
+                    for an, aw, av in pb.fields(fv):
                         if an in (5, 10) and aw == 2:  # t, tensors (fix: tensors was skipped)
                             _tensor(av, info)
                         elif an in (22, 23) and aw == 2:  # sparse_tensor(s) (fix: skipped)
@@ -218,12 +173,12 @@ def read_info(path: Path) -> OnnxInfo:
     info = OnnxInfo(path)
     try:
         data = memoryview(path.read_bytes())
-        for n, w, v in _fields(data):
+        for n, w, v in pb.fields(data):
             if n == 1 and w == 0:
                 info.ir_version = v
             elif n == 8 and w == 2:
                 dom, ver = "", 0
-                for on, ow, ov in _fields(v):
+                for on, ow, ov in pb.fields(v):
                     if on == 1 and ow == 2:
                         dom = _str(ov)
                     elif on == 2 and ow == 0:
@@ -232,9 +187,13 @@ def read_info(path: Path) -> OnnxInfo:
             elif n == 7 and w == 2:
                 _graph(v, info)
             elif n == 14 and w == 2:
-                kv = {fn: _str(fv) for fn, fw, fv in _fields(v) if fw == 2}
+                kv = {fn: _str(fv) for fn, fw, fv in pb.fields(v) if fw == 2}
                 info.metadata[kv.get(1, "")] = kv.get(2, "")
-    except (_Truncated, IndexError):
+            elif n == 25 and w == 2:  # FunctionProto: its body's nodes are never walked
+                info.functions.append(
+                    next((_str(fv) for fn, fw, fv in pb.fields(v) if fn == 1 and fw == 2), "")
+                )
+    except (pb.Truncated, IndexError):
         raise ModelFileError(f"{path}: truncated or not an ONNX model") from None
     if not info.ops or not info.inputs or not info.outputs:
         raise ModelFileError(f"{path}: not an ONNX model (no graph)")
@@ -248,6 +207,12 @@ def vet(path: Path, role: str, inputs: list[str], outputs: list[str]) -> OnnxInf
         raise ModelFileError(
             f"{path}: tensor '{info.external_data[0]}' is stored as external data; "
             "edgevae loads single-file models only"
+        )
+    if info.functions:
+        # Fix: ops inside model-local functions were not vetted (a node calling one only had
+        # to use an allowed name); edgevae never exports functions, so refuse them outright.
+        raise ModelFileError(
+            f"{path}: defines the local function '{info.functions[0]}'; edgevae models have none"
         )
     for dom, op, name in info.ops:
         dom = "" if dom == "ai.onnx" else dom
