@@ -6,7 +6,6 @@ Torch-free at import: torch is imported only for the torch fp32 row.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .benchreport import FAILED, REFERENCE, Row
+from .parity import torch_row_skip
 from .recipes import RECIPES
 from .runtime import DECODER_IO, ENCODER_IO, open_session
 
@@ -114,11 +114,9 @@ def torch_contender(
     """(contender, its run dir, None), or (None, None, why the row is skipped): the torch row
     needs torch installed and the run dir that was exported."""
     run = _resolve_run_dir(man, run_dir, export_dir)
-    if importlib.util.find_spec("torch") is None:
-        return None, None, "torch fp32 row skipped: torch is not installed"
-    if run is None or not run.is_dir():
-        where = run or "(none in manifest)"
-        return None, None, f"torch fp32 row skipped: run dir {where} not found (pass --run-dir)"
+    skip = torch_row_skip(run, " (pass --run-dir)")
+    if skip:
+        return None, None, f"torch fp32 row skipped: {skip}"
     row = Row("torch fp32", "torch", "fp32", note=f"run dir {run}")
     return _load_or_fail(row, lambda: _torch_model_contender(row, run)), run, None
 
@@ -140,7 +138,7 @@ def _resolve_run_dir(man: dict[str, Any], run_dir: Path | None, export_dir: Path
 def _torch_model_contender(row: Row, run_dir: Path) -> Contender:
     import torch
 
-    from .evaluate import load_model, torch_callables
+    from .evaluate import decoder_mean, load_model, torch_callables
 
     model, _ = load_model(run_dir)
     encode, decode, _gauss = torch_callables(model)
@@ -156,8 +154,7 @@ def _torch_model_contender(row: Row, run_dir: Path) -> Contender:
         else:
 
             def run():
-                with torch.inference_mode():
-                    return torch.sigmoid(model.decoder(t))
+                return decoder_mean(model, t)
 
         return run
 

@@ -41,6 +41,17 @@ def torch_callables(model: VAE):
     return encode, decode, gauss
 
 
+def decoder_mean(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    """The mean image sigmoid(decoder(z)): what the exported decoders output as x_mean."""
+    with torch.inference_mode():
+        return torch.sigmoid(model.decoder(z))
+
+
+def decode_mean(model: VAE, z: np.ndarray) -> np.ndarray:
+    """`decoder_mean` for numpy z: mean images [N, D] in [0, 1]."""
+    return decoder_mean(model, torch.from_numpy(z)).numpy()
+
+
 def split_images(cfg: dict, data: str | None, split: str) -> np.ndarray:
     """The images of one split, from --data or else from the run's own data spec and seed."""
     from .data import load_dataset

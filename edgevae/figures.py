@@ -149,14 +149,10 @@ def _metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 def _decode(run_dir: Path, z: np.ndarray) -> np.ndarray:
     """Mean images [N, H, W] from the run's fp32 torch decoder."""
-    import torch
-
-    from .evaluate import load_model
+    from .evaluate import decode_mean, load_model
 
     model, _ = load_model(run_dir)
-    with torch.inference_mode():
-        mean = torch.sigmoid(model.decoder(torch.from_numpy(z))).numpy()
-    return mean.reshape(len(z), *model.cfg.image_shape)
+    return decode_mean(model, z).reshape(len(z), *model.cfg.image_shape)
 
 
 def _command_line(command: Sequence[str] | None) -> str:

@@ -87,15 +87,25 @@ def firmware_decode(binary: Path, z: np.ndarray, out_dim: int) -> np.ndarray:
     return px.astype(np.uint8)
 
 
-def _torch_pixels(run_dir: Path, z: np.ndarray) -> np.ndarray:
-    import torch
+def torch_row_skip(run: Path | None, hint: str = "") -> str | None:
+    """Why a torch fp32 row cannot run (torch not installed, no run dir), or None if it can.
 
-    from .evaluate import load_model
+    Asked with find_spec, not an import: torch is optional (the device has none) and slow to
+    import. `edgevae bench` asks the same for its torch row."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    if run is None or not run.is_dir():
+        return f"run dir {run or '(none in manifest)'} not found{hint}"
+    return None
+
+
+def _torch_pixels(run_dir: Path, z: np.ndarray) -> np.ndarray:
+    from .evaluate import decode_mean, load_model
 
     model, _ = load_model(run_dir)
-    with torch.inference_mode():
-        mean = torch.sigmoid(model.decoder(torch.from_numpy(z))).numpy()
-    return images.to_uint8(mean)
+    return images.to_uint8(decode_mean(model, z))
 
 
 def _label(picture: np.ndarray, texts: list[tuple[int, str]]) -> np.ndarray:
@@ -153,12 +163,9 @@ def parity_grid(
 
     if torch_row:
         run = run_dir if run_dir is not None else Path(str(fp32.manifest.get("run_dir") or ""))
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:
-            rows.append(ParityRow("torch fp32", "skipped", "torch is not installed"))
-        elif not str(run) or not run.is_dir():
-            rows.append(ParityRow("torch fp32", "skipped", f"run dir {run} not found"))
+        skip = torch_row_skip(run)
+        if skip:
+            rows.append(ParityRow("torch fp32", "skipped", skip))
         else:
             attempt("torch fp32", lambda: _torch_pixels(run, z), f"run dir {run}")
     ref = images.to_uint8(fp32.decode(z))

@@ -1,11 +1,13 @@
 """The protobuf wire format, just enough to read and write ONNX files without the onnx package.
 
-The device path has only numpy and onnxruntime, so `onnxcheck` reads ModelProto bytes and
-`peak` writes its probe models with these few functions instead of a protobuf library.
+The device path has only numpy and onnxruntime, so `onnxcheck`, `onnxmodel` and `crosscheck`
+read ModelProto bytes and `peak` writes its probe models with these few functions instead of a
+protobuf library.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5  # the wire types ONNX uses
@@ -66,6 +68,23 @@ def packed_varints(buf: bytes | memoryview) -> list[int]:
         value, pos = read_varint(buf, pos)
         out.append(value)
     return out
+
+
+def repeated_varints(wt: int, val: int | bytes | memoryview) -> list[int]:
+    """The values one occurrence of a repeated integer field adds: readers must accept both
+    encodings, packed (one LEN field) and unpacked (one VARINT field per value)."""
+    return [val] if wt == VARINT else packed_varints(val)
+
+
+def repeated_fixed(wt: int, val: bytes | memoryview, code: str) -> tuple:
+    """The same for a repeated float ("f", I32) or double ("d", I64) field."""
+    count = len(val) // struct.calcsize(code) if wt == LEN else 1
+    return struct.unpack(f"<{count}{code}", val)
+
+
+def int64(value: int) -> int:
+    """A varint read back as the int64 it holds (a negative one was written as value + 2**64)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 # --------------------------------------------------------------------------- writing

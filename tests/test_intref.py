@@ -25,7 +25,8 @@ from edgevae.intref import (
     requantize,
     split_scale,
 )
-from edgevae.onnxgraph import QType, load_graph
+from edgevae.onnxgraph import QType
+from edgevae.onnxmodel import load_graph
 
 
 @pytest.fixture(scope="module")
