@@ -18,7 +18,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from safetensors.torch import save as st_save
 
 from . import fsio
 from .config import ModelConfig
-from .errors import ModelFileError, TrainingError
+from .errors import ModelFileError, TrainingError, UsageError
 
 CONFIG, MODEL, STATE, STATE_JSON, METRICS, LOCK = (
     "config.json",
@@ -82,34 +84,202 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str
     fsio.write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and header metadata; a missing, truncated or foreign file is a ModelFileError."""
+#: Largest checkpoint file read into memory (a 784-4096-4096 model with Adam state is ~0.5 GB).
+MAX_CHECKPOINT_BYTES = 2 << 30
+#: Largest config.json / metrics.jsonl read (they are a few kB).
+MAX_TEXT_BYTES = 64 << 20
+#: Largest model a config.json may declare, in parameters: checked before VAE(cfg) allocates
+#: them (a corrupt or hostile "hidden": [1000000000] must not take the machine's memory).
+MAX_PARAMETERS = 200_000_000
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Bytes of a regular file of at most `limit` bytes; ModelFileError otherwise.
+
+    Fix: read_bytes() on a FIFO or device named like a checkpoint blocked or streamed forever,
+    and a huge file was read whole before anything was checked.
+    """
     try:
-        data = path.read_bytes()
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise ModelFileError(f"{path}: {st.st_size} bytes, more than the {limit}-byte limit")
+        return path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata; a missing, truncated or foreign file is a ModelFileError.
+
+    A resume state (state.safetensors next to a config.json) is also checked against that
+    config, see `check_state`.
+    """
+    data = _read_regular(path, MAX_CHECKPOINT_BYTES)
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: truncated or not a safetensors file ({exc})") from None
-    return tensors, header.get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelFileError(
+            f"{path}: truncated or not a safetensors file ({_one_line(exc)})"
+        ) from None
+    meta = header.get("__metadata__", {}) or {}
+    # Fix: train.py's resume loaded a state from another config (other sizes) straight into
+    # the model, and died in load_state_dict / the optimizer with a RuntimeError traceback;
+    # now such a state is named as mismatched before anything uses it. (train.py cannot be
+    # changed here; it calls read_safetensors right after load_config on --resume.)
+    if path.name == STATE and (path.parent / CONFIG).exists():
+        check_state(path, tensors, meta, load_config(path.parent))
+    return tensors, meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_state(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """The resume JSON of a state file, after checking the file against its run's config.json:
+    the model tensors' names and shapes, the optimizer tensors' shapes, and the JSON fields a
+    resume uses. Anything off is a ModelFileError naming the file ("mismatched" or "corrupt").
+    """
+    from .model import VAE
+
+    try:
+        saved = json.loads(meta["state"])
+    except (KeyError, ValueError, RecursionError):
+        raise ModelFileError(f"{path}: corrupt or missing resume metadata") from None
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{path}: corrupt resume metadata (not a JSON object)")
+    for key in ("epoch", "batch", "samples_seen"):
+        if key in saved and not (_is_int(saved[key]) and saved[key] >= 0):
+            raise ModelFileError(f"{path}: corrupt resume metadata ({key} {saved[key]!r:.40})")
+    if "epoch" not in saved:
+        raise ModelFileError(f"{path}: corrupt resume metadata (no epoch)")
+    if saved.get("batch", 0):
+        partial = saved.get("partial")
+        if not isinstance(partial, dict) or not all(
+            _is_number(partial.get(k)) for k in ("loss_sum", "seen", "seconds")
+        ):
+            raise ModelFileError(f"{path}: corrupt resume metadata (partial epoch)")
+        ref_rng = torch.Generator().get_state()
+        rng = tensors.get("rng.torch")
+        if rng is None or rng.dtype != ref_rng.dtype or rng.shape != ref_rng.shape:
+            raise ModelFileError(f"{path}: corrupt resume state (random generator state)")
+    schedule = saved.get("lr_schedule")
+    if schedule is not None and not (
+        isinstance(schedule, dict)
+        and _is_number(schedule.get("lr", 1.0))
+        and math.isfinite(schedule.get("lr", 1.0))
+        and schedule.get("lr", 1.0) > 0
+        and _is_number(schedule.get("best", 0.0))
+        and _is_int(schedule.get("bad_epochs", 0))
+    ):
+        raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
+
+    model = VAE(ModelConfig.from_dict(cfg["model"]))
+    expected = {f"model.{k}": v for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    where = f"{path}: mismatched with {path.parent / CONFIG}"
+    for name, ref in expected.items():  # in the model's order: the first layer is named first
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise ModelFileError(f"{where}: missing {name}")
+        if tuple(tensor.shape) != tuple(ref.shape):
+            raise ModelFileError(
+                f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies "
+                f"{tuple(ref.shape)}"
+            )
+        if not tensor.dtype.is_floating_point or not torch.isfinite(tensor).all():
+            raise ModelFileError(f"{path}: corrupt resume state ({name} is not finite floats)")
+    for name, tensor in tensors.items():
+        if name in expected or name == "rng.torch":
+            continue
+        parts = name.split(".", 2)
+        if not name.startswith("optim.") or len(parts) != 3 or not parts[1].isdigit():
+            raise ModelFileError(f"{where}: unexpected tensor {name}")
+        if int(parts[1]) >= len(params):
+            raise ModelFileError(
+                f"{where}: optimizer state for parameter {parts[1]} of {len(params)}"
+            )
+        shape = () if parts[2] == "step" else tuple(params[int(parts[1])].shape)
+        if (tensor.numel() != 1) if parts[2] == "step" else (tuple(tensor.shape) != shape):
+            raise ModelFileError(
+                f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies {shape}"
+            )
+    return saved
+
+
+def _check_model_config(model: Any) -> ModelConfig:
+    """ModelConfig from config.json's "model", in range and of a plausible size."""
+    cfg = ModelConfig.from_dict(model).validate()
+    sizes = [cfg.input_dim, *cfg.hidden, cfg.latent_dim]
+    params = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    if params > MAX_PARAMETERS:
+        raise ValueError(f"a model of about {params} parameters is implausibly large")
+    return cfg
+
+
+_TRAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "epochs": (int,),
+    "batch_size": (int,),
+    "lr": (int, float),
+    "optimizer": (str,),
+    "seed": (int,),
+    "threads": (int,),
+    "binarize": (str,),
+    "data": (str, type(None)),
+    "max_minutes": (int, float, type(None)),
+    "lr_patience": (int,),
+}
+
+
+def _check_train_config(train: Any) -> None:
+    """config.json's "train": what a --resume takes from it, type-checked (then validated)."""
+    from .config import TrainConfig
+
+    if not isinstance(train, dict):
+        raise TypeError("'train' is not an object")
+    for key, types in _TRAIN_TYPES.items():
+        if key in train and (isinstance(train[key], bool) or not isinstance(train[key], types)):
+            raise TypeError(f"train.{key} is {train[key]!r:.40}")
+    TrainConfig.from_dict(train).validate()
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG
     if not run_dir.is_dir():
         raise ModelFileError(f"{run_dir}: no such run directory (train one with `edgevae train`)")
+    if not path.exists():
+        raise ModelFileError(f"{path}: missing; is {run_dir} a run directory?")
+    data = _read_regular(path, MAX_TEXT_BYTES)
+    # Fix: the model section was parsed but not validated (a zero or absurd size reached
+    # VAE(cfg) and allocated it), the train section not at all (a --resume died on it with
+    # an AttributeError/TypeError traceback), and deeply nested JSON raised RecursionError.
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-        ModelConfig.from_dict(cfg["model"])
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: missing; is {run_dir} a run directory?") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: corrupt run config ({exc})") from None
+        cfg = json.loads(data)
+        if not isinstance(cfg, dict):
+            raise TypeError("not a JSON object")
+        _check_model_config(cfg["model"])
+        if "train" in cfg:
+            _check_train_config(cfg["train"])
+    except (ValueError, KeyError, TypeError, IndexError, UsageError) as exc:
+        raise ModelFileError(f"{path}: corrupt run config ({_one_line(exc)})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: corrupt run config (nested too deeply)") from None
     return cfg
 
 
@@ -143,13 +313,17 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         return []
+    text = _read_regular(path, MAX_TEXT_BYTES).decode("utf-8", "replace")
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
-            except ValueError:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
                 raise ModelFileError(f"{path}: line {i} is not JSON") from None
+            if not isinstance(row, dict):  # Fix: rows are indexed by key later
+                raise ModelFileError(f"{path}: line {i} is not a JSON object")
+            rows.append(row)
     return rows
 
 

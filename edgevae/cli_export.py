@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_common import app, console, err_console, require
+from .cli_common import app, check_dir_option, console, err_console, require
 from .recipes import RECIPES
 
 BUDGET = typer.Option(0.1, help="Largest NLL increase (nats/image) the int8 pair may cost.")
@@ -76,9 +76,13 @@ def print_quant(report) -> None:
 
 
 def _quantize_with_output(export_dir: Path, data, **options) -> None:
+    from . import manifest
     from .pipeline import quantize_dir
     from .progress import make_progress
 
+    # Fix: a missing or broken export dir was reported under an empty "quantizing" bar (two
+    # lines on stderr); check the manifest before the bar starts.
+    manifest.read(export_dir)
     with make_progress(err_console) as bar:
         task = bar.add_task("quantizing", total=None, info="")
 
@@ -113,6 +117,7 @@ def export(
 
     require(budget_nats > 0, f"--budget-nats must be > 0, got {budget_nats}")
     require(calib >= 1, f"--calib must be >= 1, got {calib}")
+    check_dir_option(export_dir, "--export-dir")
     results, _ = export_run(run_dir, export_dir)
     print_parity(results)
     if quantize:

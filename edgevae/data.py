@@ -15,10 +15,15 @@ Specs (`--data`):
 Arrays may be (N, H, W) or (N, D) with D a perfect square; uint8 is divided by 255, bool is
 0/1, float must be finite and in [0, 1]. Object arrays are refused (nothing is unpickled).
 
+Folders (every kind): only regular files are read, and a symlink only if it resolves to a
+regular file INSIDE the folder; links leading outside, dangling links, FIFOs and devices are
+ignored (so a folder cannot expose files elsewhere, nor block on a FIFO), and an error that
+finds nothing usable names what was ignored. A path given to --data itself is followed.
+
 PNG folders: sorted `.png` names, hidden files and other suffixes skipped, no recursion;
-symlinks are followed only if they resolve to a file inside the folder (others are skipped, so
-a folder cannot expose files elsewhere); images over 4096 pixels a side are refused from the
-header, before decoding. All images must share one size.
+PNG is the only format decoded (a JPEG named .png is an error); images over 4096 pixels a
+side (4096 x 4096 in all) are refused from the header, before decoding, and so is a folder
+whose images would take more than 2 GiB as float32. All images must share one size.
 
 Splits are deterministic from `seed`: a source's own test (and valid) split is used as is; a
 missing one is carved from train by a seeded permutation (`test_fraction`, `valid_fraction`,

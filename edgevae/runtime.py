@@ -31,7 +31,9 @@ def session_options(threads: int = 1):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # QDQ graphs are only fused into integer kernels at the highest level.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+    # Fix: 4 (fatal only), not 3: at 3 onnxruntime itself printed every failed run() as an
+    # extra "[E:onnxruntime:...]" line on stderr, next to the one-line error we report.
+    so.log_severity_level = 4
     return so
 
 
@@ -49,8 +51,52 @@ def _explain_ort_error(path: Path, exc: Exception) -> str:
     if m:
         import onnxruntime as ort
 
-        return f"{path}: opset {m.group(1)} is not supported by onnxruntime {ort.__version__}"
+        # Fix: name the newest opset this onnxruntime supports too (it says so further on in
+        # its message), so the user sees both versions, as for the IR version above.
+        top = re.search(r"support for domain (\S+) is till opset (\d+)", msg)
+        newest = f" (newest for {top.group(1)}: {top.group(2)})" if top else ""
+        version = ort.__version__
+        return f"{path}: opset {m.group(1)} is not supported by onnxruntime {version}{newest}"
     return f"{path}: onnxruntime cannot load it ({msg[:200]})"
+
+
+def run_session(
+    sess,
+    path: Path,
+    outputs: list[str],
+    feeds: dict[str, np.ndarray],
+    width: int | None = None,
+) -> list:
+    """sess.run, with a failure inside the model reported as a ModelFileError naming the file;
+    with `width`, every output must come back as float32 [N, width] (N = rows fed in).
+
+    Fix: a model that loads but fails while running (a Reshape to a bad shape, an index out
+    of range, ...) escaped as onnxruntime's own exception: a traceback, after which the
+    command's output had not been written (nothing lost) but the user saw no one-line reason.
+    """
+    try:
+        results = sess.run(outputs, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        node = re.search(r"running (\S+) node\. Name:'([^']*)'", text)
+        where = f"node '{node.group(2)}' ({node.group(1)}) " if node else ""
+        detail = text.rsplit("Status Message:", 1)[-1].strip()
+        detail = re.sub(r"^\S+:\d+ \S+\(.*?\) ", "", detail)  # drop the C++ source location
+        raise ModelFileError(f"{path}: {where}failed while running: {detail[:200]}") from None
+    if width is not None:
+        # Fix: the declared output shapes were checked, the computed ones were not; onnxruntime
+        # does not enforce a graph's declared shapes, so a graph wired differently returned
+        # e.g. [3] for [N, 784] and the reshape into images died with a ValueError traceback.
+        rows = len(next(iter(feeds.values())))
+        for name, value in zip(outputs, results, strict=True):
+            shape = getattr(value, "shape", None)
+            if shape != (rows, width) or getattr(value, "dtype", None) != np.float32:
+                raise ModelFileError(
+                    f"{path}: output {name} came back as {getattr(value, 'dtype', '?')} "
+                    f"{list(shape) if shape is not None else '?'}, expected float32 "
+                    f"[{rows}, {width}]"
+                )
+    return results
 
 
 def open_session(path: Path, role: str, threads: int = 1):
@@ -132,15 +178,19 @@ class ExportedModel:
             raise UsageError(
                 f"images have {x.shape[1]} pixels, the model expects {self.input_dim}"
             )
-        mu, logvar = self.encoder.run(["mu", "logvar"], {"x": x})
+        mu, logvar = run_session(
+            self.encoder, self.path("encoder"), ["mu", "logvar"], {"x": x}, self.latent_dim
+        )
         return mu, logvar
 
     def decode_logits(self, z: np.ndarray) -> np.ndarray:
-        return self.decoder.run(["logits"], {"z": self._z(z)})[0]
+        feeds = {"z": self._z(z)}
+        return run_session(self.decoder, self.path("decoder"), ["logits"], feeds, self.input_dim)[0]
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """Mean image per z, [N, D] in [0, 1]."""
-        return self.decoder.run(["x_mean"], {"z": self._z(z)})[0]
+        feeds = {"z": self._z(z)}
+        return run_session(self.decoder, self.path("decoder"), ["x_mean"], feeds, self.input_dim)[0]
 
     def _z(self, z: np.ndarray) -> np.ndarray:
         z = np.ascontiguousarray(z, dtype=np.float32)

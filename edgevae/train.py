@@ -208,6 +208,8 @@ def train(
     run_dir = Path(run_dir)
     cfg.validate()
     _prepare_run_dir(run_dir, resume, overwrite)
+    # A new run reads its data before the lock creates the run dir: bad --data leaves nothing.
+    data = None if resume else load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
     with checkpoint.RunLock(run_dir), _StopFlag() as stop:
         _remove_stale_temp_files(run_dir)
         saved: dict[str, Any] = {}
@@ -239,7 +241,8 @@ def train(
                 (run_dir / name).unlink(missing_ok=True)
 
         threads = set_threads(cfg.threads)
-        data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
+        if data is None:
+            data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
         if model_cfg is None:
             model_cfg = ModelConfig(input_dim=data.train.shape[1], image_shape=data.image_shape)
         if not resume:

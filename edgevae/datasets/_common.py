@@ -143,6 +143,51 @@ def detect_bytes(head: bytes) -> str | None:
     return None
 
 
+def folder_entry_problem(root: Path, path: Path) -> str | None:
+    """Why a file found by scanning a data folder is NOT read (None: read it).
+
+    The policy for every folder kind (PNG files, IDX pairs, .amat splits, .mat files): only
+    regular files are read, and a symlink only when its target resolves to a regular file
+    INSIDE the folder (`root`, already resolved). Links leading outside, dangling links, loops,
+    FIFOs, devices and sockets are ignored, so a data folder can never make edgevae read
+    files elsewhere on the machine (nor block on a FIFO). A path given to --data itself is
+    followed as usual: the user named it.
+    """
+    try:
+        if path.is_symlink():
+            target = path.resolve(strict=True)
+            if not target.is_relative_to(root):
+                return "a symlink leading outside the folder"
+            return None if target.is_file() else "a symlink to something not a regular file"
+        return None if path.is_file() else "not a regular file"
+    except (OSError, RuntimeError):
+        return "a dangling or looping symlink"
+
+
+def skipped_note(folder: Path) -> str:
+    """' (ignored: ...)' naming hidden files and unusable symlinks in `folder`, or ''.
+
+    Appended to "nothing usable here" errors so that a folder whose only images are hidden or
+    linked from elsewhere says why, instead of looking empty.
+    """
+    try:
+        root = folder.resolve()
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except (OSError, RuntimeError):
+        return ""
+    hidden, links = 0, []
+    for entry in entries:
+        if entry.name.startswith("."):
+            hidden += entry.is_file(follow_symlinks=False)
+        elif entry.is_symlink():
+            why = folder_entry_problem(root, Path(entry.path))
+            if why is not None:
+                links.append(f"{entry.name} ({why})")
+    parts = [f"{hidden} hidden file{'s' if hidden != 1 else ''}"] if hidden else []
+    parts += links[:3] + ([f"{len(links) - 3} more links"] if len(links) > 3 else [])
+    return f" (ignored: {', '.join(parts)})" if parts else ""
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with guard(path), open(path, "rb") as fh:

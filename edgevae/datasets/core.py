@@ -121,9 +121,12 @@ def _parse_spec(spec: str | None) -> tuple[str | None, Path | None]:
 
 
 def _first(folder: Path, names: list[str]) -> Path | None:
+    # Fix: is_file() followed any symlink, so an IDX/amat name in a data folder could read a
+    # file anywhere (the PNG scan already refused that); one policy for all folder kinds now.
+    root = folder.resolve()
     for name in names:
         path = folder / name
-        if path.is_file():
+        if c.folder_entry_problem(root, path) is None:
             return path
     return None
 
@@ -154,8 +157,10 @@ def _folder_layouts(folder: Path) -> dict[str, dict[str, Path] | list[Path] | st
         found["amat"] = ("needs binarized_mnist_train.amat[.gz] and binarized_mnist_test.amat[.gz]"
                          f" (found {', '.join(p.name for p in amat.values())})")
     frey = folder / "frey_rawface.mat"
-    mats = sorted(p for p in folder.glob("*.mat") if p.is_file() and not p.name.startswith("."))
-    if frey.is_file():
+    root = folder.resolve()
+    mats = sorted(p for p in folder.glob("*.mat")
+                  if not p.name.startswith(".") and c.folder_entry_problem(root, p) is None)
+    if c.folder_entry_problem(root, frey) is None:
         found["frey"] = {"train": frey}
     elif len(mats) == 1:
         found["frey"] = {"train": mats[0]}
@@ -171,15 +176,17 @@ def _read_folder(folder: Path, forced: str | None) -> _Raw:
     if forced in ("npz", "npy"):
         raise fail(folder, f"a folder, but kind '{forced}' needs a file")
     if forced is not None and forced not in layouts:
-        raise fail(folder, f"no {forced} data in the folder; accepted: {_ACCEPTED}")
+        raise fail(folder, f"no {forced} data in the folder{c.skipped_note(folder)}; "
+                           f"accepted: {_ACCEPTED}")
     if forced is None:
         complete = [k for k in ("idx", "amat", "frey", "png")
                     if k in layouts and not isinstance(layouts[k], str)]
         incomplete = [v for v in layouts.values() if isinstance(v, str)]
         if not complete and incomplete:
-            raise fail(folder, incomplete[0])
+            raise fail(folder, incomplete[0] + c.skipped_note(folder))
         if not complete:
-            raise fail(folder, f"no recognised data set in the folder; accepted: {_ACCEPTED}")
+            raise fail(folder, f"no recognised data set in the folder{c.skipped_note(folder)}; "
+                               f"accepted: {_ACCEPTED}")
         forced = complete[0]
     layout = layouts[forced]
     if isinstance(layout, str):
@@ -193,6 +200,11 @@ def _read_folder(folder: Path, forced: str | None) -> _Raw:
 
 def _read_file(path: Path, forced: str | None) -> _Raw:
     with c.guard(path):
+        # Fix: a FIFO, socket or device (/dev/zero) was reported as an "empty file" (st_size
+        # 0); say what it is. Never opened, so a FIFO cannot block the reader.
+        if not path.is_file():
+            raise fail(path, "not a regular file (a FIFO, device or socket); pass a data file "
+                             "or folder")
         if path.stat().st_size == 0:
             raise fail(path, "empty file")
     detected = c.detect_bytes(c.sniff(path))
