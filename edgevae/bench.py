@@ -64,7 +64,6 @@ all accuracies in nats per image, pixel differences on the 0-255 scale:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import os
 import tempfile
 import time
@@ -208,7 +207,7 @@ def run_bench(
     gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
     macs = layer_macs(man)
     cpu = cpu_info()
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    created = manifest_mod.timestamp()
     loadavg = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     notes: list[str] = []
 

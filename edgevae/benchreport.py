@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .errors import one_line
 from .peak import PEAK_SHAPE
 
 SCHEMA = 1
@@ -65,8 +66,7 @@ class Row:
     def fail(self, status: str, reason: str | BaseException) -> None:
         """Mark the row; an exception becomes its first line, short enough for a table."""
         if isinstance(reason, BaseException):
-            text = str(reason).strip().splitlines()
-            reason = (text[0] if text else type(reason).__name__)[:300]
+            reason = one_line(reason)
         self.status, self.reason = status, reason
 
 

@@ -7,6 +7,12 @@ Library code raises these instead of printing; `cli.main` maps them to exit stat
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line for a table or report: its first line, else its type."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 class EdgeVAEError(Exception):
     """A failure the user can act on; the message is shown as is, on one line."""
 

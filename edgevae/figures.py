@@ -15,7 +15,6 @@ a rerun only redraws. torch and matplotlib are imported when needed, not at impo
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -301,7 +300,7 @@ def make_figures(
     )
     progress("drawing", 1, 1)
 
-    from .manifest import versions
+    from .manifest import timestamp, versions
 
     report = {
         "command": _command_line(command),
@@ -312,7 +311,7 @@ def make_figures(
         "epochs": {"mnist": n_epochs, **({"frey": n_frey_epochs} if frey else {})},
         "work": str(work),
         "threads": threads,
-        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "created": timestamp(),
         "wall_seconds": round(time.perf_counter() - start, 2),
         "figures": figures,
         "runs": list(runs.values()),

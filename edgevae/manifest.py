@@ -5,6 +5,7 @@ Read by the torch-free runtime, so this module needs only the standard library.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import math
@@ -27,6 +28,11 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def timestamp() -> str:
+    """Now in UTC, ISO 8601 to the second: when a report (bench, figures) was made."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def versions() -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import images
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .generate import prior_z
 from .runtime import ExportedModel, open_session
 
@@ -154,8 +154,7 @@ def parity_grid(
         try:
             px = fn()
         except Exception as exc:  # every decoder but the reference is optional
-            msg = str(exc).strip().splitlines()
-            rows.append(ParityRow(name, "failed", msg[0][:300] if msg else type(exc).__name__))
+            rows.append(ParityRow(name, "failed", one_line(exc)))
             return
         row = ParityRow(name, "ok", note)
         rows.append(row)
