@@ -47,5 +47,11 @@ from .datasets import (
     load_images,
 )
 
-__all__ = ["BINARIZE_MODES", "DATA_KINDS", "Dataset", "binarize_dynamic", "load_dataset",
-           "load_images"]
+__all__ = [
+    "BINARIZE_MODES",
+    "DATA_KINDS",
+    "Dataset",
+    "binarize_dynamic",
+    "load_dataset",
+    "load_images",
+]

@@ -139,8 +139,13 @@ def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Par
     results = []
     specs = [
         ("encoder", _EncoderGraph(model), torch.from_numpy(x[:4]), (["x"], ["mu", "logvar"]), x),
-        ("decoder", _DecoderGraph(model), torch.from_numpy(z[:4]), (["z"], ["x_mean", "logits"]),
-         z),
+        (
+            "decoder",
+            _DecoderGraph(model),
+            torch.from_numpy(z[:4]),
+            (["z"], ["x_mean", "logits"]),
+            z,
+        ),
     ]
     # Fix: int8 models quantized from an earlier export (possibly of another run) used to
     # survive a re-export, be listed in the fresh manifest and be served by `sample` (int8 is

@@ -175,9 +175,7 @@ class ExportedModel:
     def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), -1)
         if x.shape[1] != self.input_dim:
-            raise UsageError(
-                f"images have {x.shape[1]} pixels, the model expects {self.input_dim}"
-            )
+            raise UsageError(f"images have {x.shape[1]} pixels, the model expects {self.input_dim}")
         mu, logvar = run_session(
             self.encoder, self.path("encoder"), ["mu", "logvar"], {"x": x}, self.latent_dim
         )
@@ -202,4 +200,3 @@ class ExportedModel:
 
     def images(self, flat: np.ndarray) -> np.ndarray:
         return flat.reshape(len(flat), *self.image_shape)
-

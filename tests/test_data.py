@@ -50,8 +50,12 @@ def chunk(kind: bytes, data: bytes) -> bytes:
 def png_header_only(w: int, h: int) -> bytes:
     """A PNG whose header declares w x h pixels but carries almost no data."""
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 9))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def save_png(path: Path, arr: np.ndarray, mode: str = "L") -> None:
@@ -100,11 +104,14 @@ def test_idx_single_file_split_by_fractions(tmp_path, gz):
     assert ds.likelihood == "bernoulli" and ds.binary is False
 
 
-@pytest.mark.parametrize(("train_name", "test_name", "gz"), [
-    ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", True),
-    ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", False),
-    ("train-images.idx3-ubyte", "t10k-images.idx3-ubyte", True),
-])
+@pytest.mark.parametrize(
+    ("train_name", "test_name", "gz"),
+    [
+        ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", True),
+        ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", False),
+        ("train-images.idx3-ubyte", "t10k-images.idx3-ubyte", True),
+    ],
+)
 def test_idx_folder_uses_its_test_split(tmp_path, train_name, test_name, gz):
     train, test = images(40, seed=1), images(10, seed=2)
     suffix = ".gz" if gz else ""
@@ -120,12 +127,15 @@ def test_idx_folder_uses_its_test_split(tmp_path, train_name, test_name, gz):
 
 def test_amat_folder_single_file_gz_and_loose_layout(tmp_path):
     rng = np.random.default_rng(0)
-    bits = {s: (rng.random((n, 784)) < 0.3).astype(np.uint8)
-            for s, n in (("train", 30), ("valid", 6), ("test", 7))}
+    bits = {
+        s: (rng.random((n, 784)) < 0.3).astype(np.uint8)
+        for s, n in (("train", 30), ("valid", 6), ("test", 7))
+    }
     for split, b in bits.items():
         gz = split == "train"
-        write(tmp_path / "bm" / f"binarized_mnist_{split}.amat{'.gz' if gz else ''}",
-              amat_text(b), gz)
+        write(
+            tmp_path / "bm" / f"binarized_mnist_{split}.amat{'.gz' if gz else ''}", amat_text(b), gz
+        )
     assert (tmp_path / "bm" / "binarized_mnist_train.amat.gz").is_file()
     ds = load_dataset(str(tmp_path / "bm"))
     check_dataset(ds, "amat", (30, 6, 7))
@@ -157,9 +167,12 @@ def mat_v5(variables: dict[str, np.ndarray], endian: str = "<") -> bytes:
     out = b"MATLAB 5.0 MAT-file, written by test_data.py".ljust(116) + bytes(8)
     out += struct.pack(endian + "H", 0x0100) + (b"IM" if endian == "<" else b"MI")
     for key, arr in variables.items():
-        body = (element(6, struct.pack(endian + "II", 9, 0))  # mxUINT8_CLASS
-                + element(5, struct.pack(endian + "ii", *arr.shape)) + name(key)
-                + element(2, arr.tobytes(order="F")))
+        body = (
+            element(6, struct.pack(endian + "II", 9, 0))  # mxUINT8_CLASS
+            + element(5, struct.pack(endian + "ii", *arr.shape))
+            + name(key)
+            + element(2, arr.tobytes(order="F"))
+        )
         out += element(14, body)
     return out
 
@@ -186,8 +199,9 @@ def test_frey_mat_orientation_and_gaussian(tmp_path, endian):
 def test_frey_mat_written_by_scipy(tmp_path, compress):
     scipy_io = pytest.importorskip("scipy.io", reason="scipy writes the reference .mat files")
     ff = images(10, 28, 20, seed=4).reshape(10, 560).T.copy()
-    scipy_io.savemat(tmp_path / "f.mat", {"note": "text", "ff": ff, "x": np.eye(3)},
-                     do_compression=compress)
+    scipy_io.savemat(
+        tmp_path / "f.mat", {"note": "text", "ff": ff, "x": np.eye(3)}, do_compression=compress
+    )
     x, _ = load_images(str(tmp_path / "f.mat"), split="all")
     np.testing.assert_array_equal(x, ff.T / np.float32(255))
 
@@ -200,10 +214,13 @@ def test_frey_corrupt_mat_is_an_error(tmp_path):
     bad = good[:176] + bytes([102]) + good[177:]
     write(tmp_path / "crash.mat", bad)
     data_error(str(tmp_path / "crash.mat"), "crash.mat")
-    for name, data in {"cut.mat": good[:-9], "hdr.mat": good[:100], "v73.mat":
-                       b"MATLAB 7.3 MAT-file" + good[19:], "endian.mat": good[:126] + b"XX"
-                       + good[128:], "size.mat": good[:132] + b"\xff\xff\xff\x7f"
-                       + good[136:]}.items():
+    for name, data in {
+        "cut.mat": good[:-9],
+        "hdr.mat": good[:100],
+        "v73.mat": b"MATLAB 7.3 MAT-file" + good[19:],
+        "endian.mat": good[:126] + b"XX" + good[128:],
+        "size.mat": good[:132] + b"\xff\xff\xff\x7f" + good[136:],
+    }.items():
         write(tmp_path / name, data)
         data_error(str(tmp_path / name), name)
 
@@ -212,16 +229,21 @@ def test_frey_corrupt_mat_is_an_error(tmp_path):
 @pytest.mark.parametrize("flat", [False, True])
 def test_npy_dtypes_and_shapes(tmp_path, dtype, flat):
     arr = images(20, seed=4)
-    data = {"uint8": arr, "float32": arr.astype(np.float32) / 255,
-            "float64": arr / 255.0, "bool": arr > 127}[dtype]
+    data = {
+        "uint8": arr,
+        "float32": arr.astype(np.float32) / 255,
+        "float64": arr / 255.0,
+        "bool": arr > 127,
+    }[dtype]
     if flat:
         data = data.reshape(20, 784)
     np.save(tmp_path / "x.npy", data)
     ds = load_dataset(str(tmp_path / "x.npy"))
     check_dataset(ds, "npy", (16, 2, 2))
     x, _ = load_images(str(tmp_path / "x.npy"), split="all")
-    np.testing.assert_allclose(x, data.reshape(20, -1).astype(np.float64)
-                               / (255.0 if dtype == "uint8" else 1.0), atol=1e-7)
+    np.testing.assert_allclose(
+        x, data.reshape(20, -1).astype(np.float64) / (255.0 if dtype == "uint8" else 1.0), atol=1e-7
+    )
     assert ds.binary == (dtype == "bool")
 
 
@@ -229,8 +251,9 @@ def test_npz_keys(tmp_path):
     a, b, v = images(20, seed=5), images(6, seed=6), images(4, seed=7)
     np.savez(tmp_path / "keras.npz", x_train=a, y_train=np.zeros(20), x_test=b, y_test=np.ones(6))
     check_dataset(load_dataset(str(tmp_path / "keras.npz")), "npz", (18, 2, 6))
-    np.savez_compressed(tmp_path / "three.npz", train=a.astype(np.float32) / 255,
-                        valid=v.reshape(4, 784), test=b)
+    np.savez_compressed(
+        tmp_path / "three.npz", train=a.astype(np.float32) / 255, valid=v.reshape(4, 784), test=b
+    )
     ds = load_dataset(str(tmp_path / "three.npz"))
     check_dataset(ds, "npz", (20, 4, 6))
     np.testing.assert_array_equal(ds.valid, v.reshape(4, -1) / np.float32(255))
@@ -267,7 +290,7 @@ def test_png_folder_policy(tmp_path):
     deep.mkdir()
     from PIL import Image
 
-    wide = (np.arange(3 * 64, dtype=np.uint16).reshape(3, 8, 8) * 300)
+    wide = np.arange(3 * 64, dtype=np.uint16).reshape(3, 8, 8) * 300
     for i in range(3):
         Image.fromarray(wide[i]).save(deep / f"{i}.png")
     x16, _ = load_images(str(deep), split="all")
@@ -304,8 +327,13 @@ def test_splits_deterministic_from_seed(tmp_path):
 
 def test_bad_options_are_usage_errors(tmp_path):
     np.save(tmp_path / "x.npy", images(10))
-    for kwargs in ({"binarize": "otsu"}, {"seed": -1}, {"valid_fraction": 0.0},
-                   {"test_fraction": 1.5}, {"valid_fraction": 0.5, "test_fraction": 0.5}):
+    for kwargs in (
+        {"binarize": "otsu"},
+        {"seed": -1},
+        {"valid_fraction": 0.0},
+        {"test_fraction": 1.5},
+        {"valid_fraction": 0.5, "test_fraction": 0.5},
+    ):
         with pytest.raises(UsageError):
             load_dataset(str(tmp_path / "x.npy"), **kwargs)
     with pytest.raises(UsageError):
@@ -356,8 +384,13 @@ def test_spec_hashes_files(tmp_path):
     path = write(tmp_path / "x.gz", idx_bytes(images(20)), gz=True)
     spec = load_dataset(str(path), seed=4).spec()
     assert spec["kind"] == "idx" and spec["source"] == str(path.resolve())
-    assert spec["files"] == [{"path": str(path.resolve()), "bytes": path.stat().st_size,
-                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
+    assert spec["files"] == [
+        {
+            "path": str(path.resolve()),
+            "bytes": path.stat().st_size,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    ]
     assert spec["sizes"] == {"train": 16, "valid": 2, "test": 2}
     assert spec["image_shape"] == [28, 28] and spec["split"]["seed"] == 4
     assert spec["likelihood"] == "bernoulli"
@@ -487,9 +520,14 @@ def test_object_arrays_never_unpickled(tmp_path):
 def test_bad_arrays(tmp_path):
     x = images(10).astype(np.float32) / 255
     cases = {
-        "nan": x.copy(), "big": x * 2, "neg": x - 0.5, "empty": np.zeros((0, 784), np.float32),
-        "nonsquare": np.zeros((10, 785), np.float32), "int64": images(10).astype(np.int64),
-        "ndim4": np.zeros((2, 1, 28, 28), np.uint8), "string": np.array(["a", "b"]),
+        "nan": x.copy(),
+        "big": x * 2,
+        "neg": x - 0.5,
+        "empty": np.zeros((0, 784), np.float32),
+        "nonsquare": np.zeros((10, 785), np.float32),
+        "int64": images(10).astype(np.int64),
+        "ndim4": np.zeros((2, 1, 28, 28), np.uint8),
+        "string": np.array(["a", "b"]),
     }
     cases["nan"][0, 0, :3] = np.nan
     for name, arr in cases.items():
@@ -564,16 +602,21 @@ def _fuzz_seeds() -> dict[str, bytes]:
 _SEEDS = _fuzz_seeds()
 
 
-@settings(max_examples=50, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(sorted(_SEEDS)),
-       edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
-       cut=st.integers(0, 20), extra=st.binary(max_size=8), gz=st.booleans())
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    kind=st.sampled_from(sorted(_SEEDS)),
+    edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+    cut=st.integers(0, 20),
+    extra=st.binary(max_size=8),
+    gz=st.booleans(),
+)
 def test_fuzz_only_data_errors(tmp_path, kind, edits, cut, extra, gz):
     data = bytearray(_SEEDS[kind])
     for pos, value in edits:
         data[pos % len(data)] = value
-    data = bytes(data[:len(data) - cut]) + extra
+    data = bytes(data[: len(data) - cut]) + extra
     path = write(tmp_path / "fuzz.bin", data, gz)
     try:
         ds = load_dataset(str(path))

@@ -9,5 +9,11 @@ from .core import (
     load_images,
 )
 
-__all__ = ["BINARIZE_MODES", "DATA_KINDS", "Dataset", "binarize_dynamic", "load_dataset",
-           "load_images"]
+__all__ = [
+    "BINARIZE_MODES",
+    "DATA_KINDS",
+    "Dataset",
+    "binarize_dynamic",
+    "load_dataset",
+    "load_images",
+]

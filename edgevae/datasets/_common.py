@@ -33,8 +33,15 @@ CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: IDX element type codes (third magic byte) -> name.
-IDX_TYPES = {0x08: "uint8", 0x09: "int8", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32",
-             0x0E: "float64"}
+IDX_TYPES = {
+    0x08: "uint8",
+    0x09: "int8",
+    0x0B: "int16",
+    0x0C: "int32",
+    0x0D: "float32",
+    0x0E: "float64",
+}
+
 
 def fail(path: object, what: object) -> DataError:
     """`DataError("<path>: <what>")` with the message folded onto one line."""
@@ -135,8 +142,13 @@ def detect_bytes(head: bytes) -> str | None:
         return "frey"
     if head.startswith(PNG_MAGIC):
         return "png-file"
-    if len(head) >= 4 and head[0] == 0 and head[1] == 0 and head[2] in IDX_TYPES \
-            and 1 <= head[3] <= 4:
+    if (
+        len(head) >= 4
+        and head[0] == 0
+        and head[1] == 0
+        and head[2] in IDX_TYPES
+        and 1 <= head[3] <= 4
+    ):
         return "idx"
     if head and not head.translate(None, _TEXT_BYTES) and any(48 <= b <= 57 for b in head):
         return "amat"
@@ -206,8 +218,11 @@ def as_images(arr: np.ndarray, path: object) -> np.ndarray:
     if arr.ndim == 2:
         side = square_side(arr.shape[1])
         if side is None:
-            raise fail(path, f"array of shape {arr.shape}: {arr.shape[1]} values per image is not "
-                             "a square image; save it as (N, H, W)")
+            raise fail(
+                path,
+                f"array of shape {arr.shape}: {arr.shape[1]} values per image is not "
+                "a square image; save it as (N, H, W)",
+            )
         arr = arr.reshape(arr.shape[0], side, side)
     elif arr.ndim != 3:
         raise fail(path, f"array of shape {arr.shape}; expected (N, H, W) or (N, D)")
@@ -224,15 +239,20 @@ def check_pixels(arr: np.ndarray, path: object) -> None:
     if arr.dtype in (np.uint8, np.bool_):
         return
     if arr.dtype.kind != "f" or arr.dtype.itemsize > 8:
-        raise fail(path, f"dtype {arr.dtype} is not supported; expected uint8 (0-255), bool, "
-                         "or float in [0, 1]")
+        raise fail(
+            path,
+            f"dtype {arr.dtype} is not supported; expected uint8 (0-255), bool, or float in [0, 1]",
+        )
     bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
     if bad:
         raise fail(path, f"{bad} values are NaN or infinite")
     outside = int(np.count_nonzero((arr < 0) | (arr > 1)))
     if outside:
-        raise fail(path, f"{outside} values lie outside [0, 1] (min {float(arr.min()):g}, "
-                         f"max {float(arr.max()):g}); scale to [0, 1] or save uint8 0-255")
+        raise fail(
+            path,
+            f"{outside} values lie outside [0, 1] (min {float(arr.min()):g}, "
+            f"max {float(arr.max()):g}); scale to [0, 1] or save uint8 0-255",
+        )
 
 
 def to_unit_float(arr: np.ndarray) -> np.ndarray:
@@ -248,7 +268,7 @@ def to_unit_float(arr: np.ndarray) -> np.ndarray:
 def is_binary(x: np.ndarray, block: int = 4096) -> bool:
     """Every value is 0 or 1 (checked block by block, stopping at the first other value)."""
     for start in range(0, x.shape[0], block):
-        part = x[start:start + block]
+        part = x[start : start + block]
         if not np.all((part == 0) | (part == 1)):
             return False
     return True

@@ -25,8 +25,10 @@ FORCEABLE_KINDS: tuple[str, ...] = DATA_KINDS[1:]
 BINARIZE_MODES: tuple[str, ...] = ("none", "static", "dynamic")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
-_ACCEPTED = ("IDX images (.idx3-ubyte[.gz]), binarized MNIST .amat[.gz], Frey Face .mat, .npz, "
-             ".npy, or a folder of PNGs / IDX pair / binarized_mnist_*.amat / frey_rawface.mat")
+_ACCEPTED = (
+    "IDX images (.idx3-ubyte[.gz]), binarized MNIST .amat[.gz], Frey Face .mat, .npz, "
+    ".npy, or a folder of PNGs / IDX pair / binarized_mnist_*.amat / frey_rawface.mat"
+)
 
 # Independent random streams derived from the seed.
 _SPLIT_STREAM, _BINARIZE_STREAM = 0, 1
@@ -68,21 +70,36 @@ class Dataset:
             digest = hashlib.sha256()
             for p, h in zip(paths, hashes, strict=True):
                 digest.update(f"{p.name}\0{h}\n".encode())
-            files = [{"path": self.source, "count": len(paths), "bytes": sum(sizes),
-                      "sha256": digest.hexdigest(),
-                      "sha256_of": "lines 'name\\0sha256(file)\\n' in sorted name order"}]
+            files = [
+                {
+                    "path": self.source,
+                    "count": len(paths),
+                    "bytes": sum(sizes),
+                    "sha256": digest.hexdigest(),
+                    "sha256_of": "lines 'name\\0sha256(file)\\n' in sorted name order",
+                }
+            ]
         else:
-            files = [{"path": str(p), "bytes": n, "sha256": h}
-                     for p, n, h in zip(paths, sizes, hashes, strict=True)]
+            files = [
+                {"path": str(p), "bytes": n, "sha256": h}
+                for p, n, h in zip(paths, sizes, hashes, strict=True)
+            ]
         return {
             "kind": self.kind,
             "source": self.source,
             "files": files,
             "image_shape": list(self.image_shape),
-            "sizes": {"train": int(self.train.shape[0]), "valid": int(self.valid.shape[0]),
-                      "test": int(self.test.shape[0])},
-            "split": {"seed": self.seed, "valid_fraction": self.valid_fraction,
-                      "test_fraction": self.test_fraction, "origin": dict(self.split_origin)},
+            "sizes": {
+                "train": int(self.train.shape[0]),
+                "valid": int(self.valid.shape[0]),
+                "test": int(self.test.shape[0]),
+            },
+            "split": {
+                "seed": self.seed,
+                "valid_fraction": self.valid_fraction,
+                "test_fraction": self.test_fraction,
+                "origin": dict(self.split_origin),
+            },
             "binarize": self.binarize,
             "binary": self.binary,
             "likelihood": self.likelihood,
@@ -148,18 +165,24 @@ def _folder_layouts(folder: Path) -> dict[str, dict[str, Path] | list[Path] | st
         found["idx"] = {"train": train, "test": test}
     elif train or test:
         have, missing = (train, _IDX_TEST[0]) if train else (test, _IDX_TRAIN[0])
-        found["idx"] = (f"has {have.name} but no {missing}[.gz]; pass the file itself to split "
-                        "it by fractions")
+        found["idx"] = (
+            f"has {have.name} but no {missing}[.gz]; pass the file itself to split it by fractions"
+        )
     amat = {s: p for s in SPLITS if (p := _first(folder, _AMAT[s]))}
     if "train" in amat and "test" in amat:
         found["amat"] = amat
     elif amat:
-        found["amat"] = ("needs binarized_mnist_train.amat[.gz] and binarized_mnist_test.amat[.gz]"
-                         f" (found {', '.join(p.name for p in amat.values())})")
+        found["amat"] = (
+            "needs binarized_mnist_train.amat[.gz] and binarized_mnist_test.amat[.gz]"
+            f" (found {', '.join(p.name for p in amat.values())})"
+        )
     frey = folder / "frey_rawface.mat"
     root = folder.resolve()
-    mats = sorted(p for p in folder.glob("*.mat")
-                  if not p.name.startswith(".") and c.folder_entry_problem(root, p) is None)
+    mats = sorted(
+        p
+        for p in folder.glob("*.mat")
+        if not p.name.startswith(".") and c.folder_entry_problem(root, p) is None
+    )
     if c.folder_entry_problem(root, frey) is None:
         found["frey"] = {"train": frey}
     elif len(mats) == 1:
@@ -176,17 +199,24 @@ def _read_folder(folder: Path, forced: str | None) -> _Raw:
     if forced in ("npz", "npy"):
         raise fail(folder, f"a folder, but kind '{forced}' needs a file")
     if forced is not None and forced not in layouts:
-        raise fail(folder, f"no {forced} data in the folder{c.skipped_note(folder)}; "
-                           f"accepted: {_ACCEPTED}")
+        raise fail(
+            folder, f"no {forced} data in the folder{c.skipped_note(folder)}; accepted: {_ACCEPTED}"
+        )
     if forced is None:
-        complete = [k for k in ("idx", "amat", "frey", "png")
-                    if k in layouts and not isinstance(layouts[k], str)]
+        complete = [
+            k
+            for k in ("idx", "amat", "frey", "png")
+            if k in layouts and not isinstance(layouts[k], str)
+        ]
         incomplete = [v for v in layouts.values() if isinstance(v, str)]
         if not complete and incomplete:
             raise fail(folder, incomplete[0] + c.skipped_note(folder))
         if not complete:
-            raise fail(folder, f"no recognised data set in the folder{c.skipped_note(folder)}; "
-                               f"accepted: {_ACCEPTED}")
+            raise fail(
+                folder,
+                f"no recognised data set in the folder{c.skipped_note(folder)}; "
+                f"accepted: {_ACCEPTED}",
+            )
         forced = complete[0]
     layout = layouts[forced]
     if isinstance(layout, str):
@@ -203,14 +233,14 @@ def _read_file(path: Path, forced: str | None) -> _Raw:
         # Fix: a FIFO, socket or device (/dev/zero) was reported as an "empty file" (st_size
         # 0); say what it is. Never opened, so a FIFO cannot block the reader.
         if not path.is_file():
-            raise fail(path, "not a regular file (a FIFO, device or socket); pass a data file "
-                             "or folder")
+            raise fail(
+                path, "not a regular file (a FIFO, device or socket); pass a data file or folder"
+            )
         if path.stat().st_size == 0:
             raise fail(path, "empty file")
     detected = c.detect_bytes(c.sniff(path))
     if forced == "png" or (forced is None and detected == "png-file"):
-        raise fail(path, "a single file; kind 'png' reads a folder of PNG images - pass the "
-                         "folder")
+        raise fail(path, "a single file; kind 'png' reads a folder of PNG images - pass the folder")
     if forced is not None and detected is not None and detected != forced:
         raise fail(path, f"forced kind '{forced}' but the content looks like '{detected}'")
     kind = forced or detected
@@ -220,25 +250,41 @@ def _read_file(path: Path, forced: str | None) -> _Raw:
         members = readers.read_npz(path)
         parts = {split: arr for split, (arr, _) in members.items()}
         return _raw(parts, kind, path, [path], {s: where for s, (_, where) in members.items()})
-    reader = {"idx": readers.read_idx, "amat": readers.read_amat, "frey": readers.read_frey,
-              "npy": readers.read_npy}[kind]
+    reader = {
+        "idx": readers.read_idx,
+        "amat": readers.read_amat,
+        "frey": readers.read_frey,
+        "npy": readers.read_npy,
+    }[kind]
     return _raw({"train": reader(path)}, kind, path, [path])
 
 
-def _raw(images: dict[str, np.ndarray], kind: str, source: Path, files: list[Path],
-         labels: dict[str, str] | None = None) -> _Raw:
+def _raw(
+    images: dict[str, np.ndarray],
+    kind: str,
+    source: Path,
+    files: list[Path],
+    labels: dict[str, str] | None = None,
+) -> _Raw:
     """Check the parts agree on image size and convert them; `labels` name parts in errors."""
     labels = labels or {}
     shapes = {split: arr.shape[1:] for split, arr in images.items()}
     ref = shapes["train"]
     for split, shape in shapes.items():
         if shape != ref:
-            raise fail(source, f"{split} images are {shape[0]}x{shape[1]} but train images are "
-                               f"{ref[0]}x{ref[1]}")
+            raise fail(
+                source,
+                f"{split} images are {shape[0]}x{shape[1]} but train images are {ref[0]}x{ref[1]}",
+            )
     for split, arr in images.items():
         c.check_pixels(arr, labels.get(split, source))
-    return _Raw(images, (int(ref[0]), int(ref[1])), kind, str(source.resolve()),
-                [Path(os.path.abspath(p)) for p in files])
+    return _Raw(
+        images,
+        (int(ref[0]), int(ref[1])),
+        kind,
+        str(source.resolve()),
+        [Path(os.path.abspath(p)) for p in files],
+    )
 
 
 def _read_source(spec: str | None) -> _Raw:
@@ -264,11 +310,15 @@ def _check_options(seed: int, binarize: str, valid_fraction: float, test_fractio
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UsageError(f"--seed: expected a non-negative integer, got {seed!r}")
     if binarize not in BINARIZE_MODES:
-        raise UsageError(f"--binarize: expected one of {', '.join(BINARIZE_MODES)}, "
-                         f"got {binarize!r}")
+        raise UsageError(
+            f"--binarize: expected one of {', '.join(BINARIZE_MODES)}, got {binarize!r}"
+        )
     for name, value in (("valid", valid_fraction), ("test", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-                or not 0.0 < float(value) < 1.0:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0.0 < float(value) < 1.0
+        ):
             raise UsageError(f"--{name}-fraction: expected a number in (0, 1), got {value!r}")
     if valid_fraction + test_fraction >= 1.0:
         raise UsageError("--valid-fraction + --test-fraction must be below 1")
@@ -287,12 +337,15 @@ def _split(raw: _Raw, seed: int, valid_fraction: float, test_fraction: float):
         whole = "all images" if len(parts) == 1 else "the train file"
         for split in missing:
             count = max(1, int(round(n * fractions[split])))
-            parts[split] = pool[perm[start:start + count]]
+            parts[split] = pool[perm[start : start + count]]
             origin[split] = f"{fractions[split]:g} of {whole}, seeded shuffle"
             start += count
         if start >= n:
-            raise fail(raw.source, f"only {n} images: too few to split off "
-                                   f"{' and '.join(missing)} and keep a train split")
+            raise fail(
+                raw.source,
+                f"only {n} images: too few to split off "
+                f"{' and '.join(missing)} and keep a train split",
+            )
         parts["train"] = pool[perm[start:]]
         origin["train"] = f"rest of {whole}, seeded shuffle"
     for split in SPLITS:
@@ -314,8 +367,14 @@ def _binarize_static(x: np.ndarray, seed: int, index: int) -> np.ndarray:
     return binarize_dynamic(x, np.random.default_rng([seed, _BINARIZE_STREAM, index]))
 
 
-def load_dataset(spec: str | None, *, seed: int = 0, binarize: str = "none",
-                 valid_fraction: float = 0.1, test_fraction: float = 0.1) -> Dataset:
+def load_dataset(
+    spec: str | None,
+    *,
+    seed: int = 0,
+    binarize: str = "none",
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> Dataset:
     _check_options(seed, binarize, valid_fraction, test_fraction)
     raw = _read_source(spec)
     parts, origin = _split(raw, int(seed), valid_fraction, test_fraction)
@@ -325,18 +384,32 @@ def load_dataset(spec: str | None, *, seed: int = 0, binarize: str = "none",
             parts[split] = _binarize_static(parts[split], int(seed), index)
     binary = all(c.is_binary(parts[split]) for split in SPLITS)
     return Dataset(
-        train=parts["train"], valid=parts["valid"], test=parts["test"],
-        image_shape=raw.image_shape, kind=raw.kind, source=raw.source, binary=binary,
+        train=parts["train"],
+        valid=parts["valid"],
+        test=parts["test"],
+        image_shape=raw.image_shape,
+        kind=raw.kind,
+        source=raw.source,
+        binary=binary,
         likelihood="gaussian" if raw.kind == "frey" else "bernoulli",
-        files=tuple(str(p) for p in raw.files), seed=int(seed), binarize=binarize,
-        valid_fraction=float(valid_fraction), test_fraction=float(test_fraction),
+        files=tuple(str(p) for p in raw.files),
+        seed=int(seed),
+        binarize=binarize,
+        valid_fraction=float(valid_fraction),
+        test_fraction=float(test_fraction),
         split_origin=tuple((s, origin[s]) for s in SPLITS),
     )
 
 
-def load_images(spec: str | None, *, split: str = "test", seed: int = 0,
-                binarize: str = "none", valid_fraction: float = 0.1,
-                test_fraction: float = 0.1) -> tuple[np.ndarray, tuple[int, int]]:
+def load_images(
+    spec: str | None,
+    *,
+    split: str = "test",
+    seed: int = 0,
+    binarize: str = "none",
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> tuple[np.ndarray, tuple[int, int]]:
     """One split as float32 [N, D] plus (H, W); split 'all' = every image in source order."""
     if split == "all":
         if binarize != "none":
@@ -348,10 +421,21 @@ def load_images(spec: str | None, *, split: str = "test", seed: int = 0,
         return np.ascontiguousarray(x, dtype=np.float32), raw.image_shape
     if split not in SPLITS:
         raise UsageError(f"split: expected one of train, valid, test, all; got {split!r}")
-    ds = load_dataset(spec, seed=seed, binarize=binarize, valid_fraction=valid_fraction,
-                      test_fraction=test_fraction)
+    ds = load_dataset(
+        spec,
+        seed=seed,
+        binarize=binarize,
+        valid_fraction=valid_fraction,
+        test_fraction=test_fraction,
+    )
     return getattr(ds, split), ds.image_shape
 
 
-__all__ = ["BINARIZE_MODES", "DATA_KINDS", "Dataset", "binarize_dynamic",
-           "load_dataset", "load_images"]
+__all__ = [
+    "BINARIZE_MODES",
+    "DATA_KINDS",
+    "Dataset",
+    "binarize_dynamic",
+    "load_dataset",
+    "load_images",
+]

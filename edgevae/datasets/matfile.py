@@ -23,11 +23,31 @@ from . import _common as c
 from ._common import fail
 
 # storage type codes (mi*) -> numpy dtype character
-_MI_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8",
-             13: "u8"}
+_MI_TYPES = {
+    1: "i1",
+    2: "u1",
+    3: "i2",
+    4: "u2",
+    5: "i4",
+    6: "u4",
+    7: "f4",
+    9: "f8",
+    12: "i8",
+    13: "u8",
+}
 # array class codes (mx*) -> numpy dtype character
-_MX_CLASSES = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4",
-               14: "i8", 15: "u8"}
+_MX_CLASSES = {
+    6: "f8",
+    7: "f4",
+    8: "i1",
+    9: "u1",
+    10: "i2",
+    11: "u2",
+    12: "i4",
+    13: "u4",
+    14: "i8",
+    15: "u8",
+}
 _MX_NAMES = {1: "cell", 2: "struct", 3: "object", 4: "char", 5: "sparse"}
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 
@@ -49,15 +69,16 @@ def _elements(buf: memoryview, endian: str, *, top: bool):
             mtype, nbytes = first & 0xFFFF, first >> 16
             if nbytes > 4:
                 raise _Bad(f"bad small data element at byte {pos}")
-            yield mtype, buf[pos + 4:pos + 4 + nbytes]
+            yield mtype, buf[pos + 4 : pos + 4 + nbytes]
             pos += 8
             continue
         mtype, nbytes = first, second
         start = pos + 8
         if nbytes > len(buf) - start:
-            raise _Bad(f"element at byte {pos} declares {nbytes} bytes, only {len(buf) - start} "
-                       "remain")
-        yield mtype, buf[start:start + nbytes]
+            raise _Bad(
+                f"element at byte {pos} declares {nbytes} bytes, only {len(buf) - start} remain"
+            )
+        yield mtype, buf[start : start + nbytes]
         pos = start + nbytes
         if not (top and mtype == _MI_COMPRESSED):
             pos += -nbytes % 8
@@ -107,8 +128,10 @@ def _matrix(body: memoryview, endian: str, want: str) -> tuple[str, np.ndarray |
     stored = np.dtype(endian + _MI_TYPES[rtype])
     count = dims[0] * dims[1]
     if len(real) != count * stored.itemsize:
-        raise _Bad(f"variable '{want}' declares {dims[0]}x{dims[1]} values but holds "
-                   f"{len(real)} bytes of {stored.name}")
+        raise _Bad(
+            f"variable '{want}' declares {dims[0]}x{dims[1]} values but holds "
+            f"{len(real)} bytes of {stored.name}"
+        )
     arr = np.frombuffer(real, dtype=stored, count=count).reshape(dims, order="F")
     return name, arr.astype(np.dtype(_MX_CLASSES[mx]))
 

@@ -75,8 +75,11 @@ def _open_checked(path: Path):
     w, h = im.size
     if w > c.MAX_SIDE or h > c.MAX_SIDE or w * h > MAX_PIXELS or w == 0 or h == 0:
         im.close()
-        raise fail(path, f"image of {w}x{h} pixels exceeds the {c.MAX_SIDE}x{c.MAX_SIDE} limit; "
-                         "refused before decoding")
+        raise fail(
+            path,
+            f"image of {w}x{h} pixels exceeds the {c.MAX_SIDE}x{c.MAX_SIDE} limit; "
+            "refused before decoding",
+        )
     return im
 
 
@@ -109,13 +112,19 @@ def read_png_folder(folder: Path, files: list[Path] | None = None) -> np.ndarray
             total = len(files) * im.size[0] * im.size[1] * 4
             if total > c.MAX_FILE_BYTES:
                 im.close()
-                raise fail(folder, f"{len(files)} images of {im.size[0]}x{im.size[1]} pixels "
-                                   f"would take {total} bytes, more than the "
-                                   f"{c.MAX_FILE_BYTES}-byte limit; refused before decoding")
+                raise fail(
+                    folder,
+                    f"{len(files)} images of {im.size[0]}x{im.size[1]} pixels "
+                    f"would take {total} bytes, more than the "
+                    f"{c.MAX_FILE_BYTES}-byte limit; refused before decoding",
+                )
         elif im.size != first[1]:
             size, ref = im.size, first[1]
             im.close()
-            raise fail(path, f"{size[0]}x{size[1]} pixels, but {first[0].name} is "
-                             f"{ref[0]}x{ref[1]}; all images must have one size")
+            raise fail(
+                path,
+                f"{size[0]}x{size[1]} pixels, but {first[0].name} is "
+                f"{ref[0]}x{ref[1]}; all images must have one size",
+            )
         images.append(_decode(im, path))
     return np.stack(images)

