@@ -16,7 +16,7 @@ install: $(STAMP)
 # Re-installs only when the dependency list changes; the package itself is editable.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[train,dev]'
+	$(BIN)/python -m pip install -qq -e '.[train,dev]'
 	@touch $@
 
 demo: install

@@ -123,8 +123,8 @@ app = _GuardedTyper(
 )
 
 # Piped output gets a fixed width wide enough for the comparison tables.
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 STATE = {"debug": False}
 
