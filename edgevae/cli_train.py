@@ -30,7 +30,9 @@ def train(
     lr: float = typer.Option(1e-3, help="Learning rate."),
     optimizer: str = typer.Option("adam", help="adam or adagrad."),
     lr_patience: int = typer.Option(
-        0, help="Halve --lr after this many epochs without a better valid bound (0 = off)."
+        0,
+        help="Halve --lr (down to --lr/1000) after this many epochs without a better "
+        "valid bound (0 = off).",
     ),
     preset: str = typer.Option(
         "default", help=f"Model sizes: {', '.join(PRESETS)} (overridden by --hidden/--latent-dim)."

@@ -143,8 +143,9 @@ def _save_state(run_dir: Path, model: VAE, opt, meta: dict[str, Any], gen_state)
     fsio.write_text(run_dir / checkpoint.STATE_JSON, dumps(meta))
 
 
-def _step_lr_schedule(state: dict, valid: float, patience: int, opt) -> None:
-    """Halve the learning rate after `patience` epochs without a better validation bound.
+def _step_lr_schedule(state: dict, valid: float, patience: int, opt, floor: float = 0.0) -> None:
+    """Halve the learning rate after `patience` epochs without a better validation bound,
+    down to `floor` (below ~1e-3 of the start nothing moves any more; seen: 4e-12).
 
     Driven by the (deterministic) validation numbers, so a resumed run follows the same
     schedule; its state travels in the resume metadata.
@@ -156,7 +157,7 @@ def _step_lr_schedule(state: dict, valid: float, patience: int, opt) -> None:
         return
     state["bad_epochs"] += 1
     if state["bad_epochs"] >= patience:
-        state["lr"] = state["lr"] / 2
+        state["lr"] = max(state["lr"] / 2, floor)
         state["bad_epochs"] = 0
         for group in opt.param_groups:
             group["lr"] = state["lr"]
@@ -364,7 +365,7 @@ def train(
             if not all(math.isfinite(v) for v in (valid["neg_elbo"], test["neg_elbo"])):
                 raise TrainingError(f"validation -ELBO is not finite after epoch {epoch + 1}")
             rows.append(row)
-            _step_lr_schedule(lr_state, valid["neg_elbo"], cfg.lr_patience, opt)
+            _step_lr_schedule(lr_state, valid["neg_elbo"], cfg.lr_patience, opt, cfg.lr * 1e-3)
             meta = {
                 "epoch": epoch + 1,
                 "batch": 0,

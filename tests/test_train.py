@@ -128,6 +128,9 @@ def test_lr_schedule_halves_on_plateau_and_survives_resume(tmp_path, npy300, cap
     for valid in (10.0, 9.0, 9.5, 9.2, 8.0, 8.5):
         _step_lr_schedule(state, valid, 2, opt)
     assert state["lr"] == 0.5 and opt.param_groups[0]["lr"] == 0.5 and state["best"] == 8.0
+    for valid in (9.0,) * 40:
+        _step_lr_schedule(state, valid, 2, opt, floor=1e-3)
+    assert state["lr"] == 1e-3  # never below the floor
 
     args = ("--batch-size", "50", "--lr", "0.05", "--lr-patience", "1")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
