@@ -7,51 +7,15 @@ file claiming 8e12 values failed with a MemoryError traceback, or tried to take 
 
 from __future__ import annotations
 
-import io
 import stat
 from pathlib import Path
 
 import numpy as np
 
+from .datasets.readers import npy_from_bytes
 from .errors import DataError
 
 MAX_BYTES = 1 << 30
-
-
-def _parse(path: Path, data: bytes) -> np.ndarray:
-    fmt = np.lib.format
-    bio = io.BytesIO(data)
-    try:
-        version = fmt.read_magic(bio)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(bio)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(bio)
-        else:
-            raise DataError(f"{path}: unsupported .npy format version {version}")
-    except DataError:
-        raise
-    except Exception as exc:  # numpy's header parser raises ValueError, TokenError, ...
-        detail = " ".join(str(exc).split())[:120]
-        raise DataError(f"{path}: not a readable .npy ({detail or type(exc).__name__})") from None
-    if dtype.hasobject:
-        raise DataError(f"{path}: not a readable .npy without pickle (it holds Python objects)")
-    if dtype.kind not in "fiu" or dtype.fields is not None or dtype.subdtype is not None:
-        raise DataError(f"{path}: dtype {dtype} is not numeric")
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    declared = count * dtype.itemsize
-    offset = bio.tell()
-    actual = len(data) - offset
-    if actual != declared:
-        kind = "truncated" if actual < declared else "trailing data"
-        raise DataError(
-            f"{path}: {kind}: header declares shape {shape} {dtype} ({declared} bytes) but "
-            f"{actual} bytes of data follow"
-        )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -72,7 +36,13 @@ def read_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data[:2] == b"PK":
         raise DataError(f"{path}: expected a single array (.npy), not an archive")
-    a = _parse(path, data)
+    a = npy_from_bytes(
+        data,
+        str(path),
+        kinds="fiu",
+        expected="a numeric array (dtype is not numeric)",
+        objects="not a readable .npy without pickle (it holds Python objects)",
+    )
     if a.ndim == 1:
         a = a[None, :]
     if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:

@@ -176,8 +176,16 @@ def read_frey(path: Path) -> np.ndarray:
 _NPY_KINDS = "buf"  # bool, unsigned, float; check_pixels narrows this further
 
 
-def _npy_from_bytes(data: bytes, where: str) -> np.ndarray:
-    """Parse one .npy image from memory; header checked against len(data) before use."""
+def npy_from_bytes(
+    data: bytes,
+    where: str,
+    kinds: str = _NPY_KINDS,
+    expected: str = "uint8 (0-255), bool, or float in [0, 1]",
+    objects: str = "holds Python objects (dtype object), which would need pickle; refused. "
+    "Save a numeric array",
+) -> np.ndarray:
+    """Parse one .npy from memory; header checked against len(data) before anything is
+    allocated. Also reads the latent vectors of `edgevae decode` (other kinds, messages)."""
     fmt = np.lib.format
     bio = io.BytesIO(data)
     try:
@@ -195,16 +203,9 @@ def _npy_from_bytes(data: bytes, where: str) -> np.ndarray:
     except Exception as exc:  # numpy's header parser raises ValueError, TokenError, ...
         raise fail(where, f"not a valid .npy header ({c.describe(exc)})") from None
     if dtype.hasobject:
-        raise fail(
-            where,
-            "holds Python objects (dtype object), which would need pickle; "
-            "refused. Save a numeric array",
-        )
-    if dtype.kind not in _NPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise fail(
-            where,
-            f"dtype {dtype} is not supported; expected uint8 (0-255), bool, or float in [0, 1]",
-        )
+        raise fail(where, objects)
+    if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        raise fail(where, f"dtype {dtype} is not supported; expected {expected}")
     count = 1
     for dim in shape:
         count *= int(dim)
@@ -223,7 +224,7 @@ def _npy_from_bytes(data: bytes, where: str) -> np.ndarray:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    return c.as_images(_npy_from_bytes(c.read_content(path), str(path)), path)
+    return c.as_images(npy_from_bytes(c.read_content(path), str(path)), path)
 
 
 _SPLIT_KEYS = {
@@ -267,7 +268,7 @@ def read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
                 raw = c.read_upto(member, c.MAX_FILE_BYTES + 1)
             if len(raw) > c.MAX_FILE_BYTES:
                 raise fail(where, f"more than the {c.MAX_FILE_BYTES}-byte limit")
-            out[split] = (c.as_images(_npy_from_bytes(raw, where), where), where)
+            out[split] = (c.as_images(npy_from_bytes(raw, where), where), where)
     return out
 
 
