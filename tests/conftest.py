@@ -6,7 +6,10 @@ fixture costs a few seconds.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,19 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     export_run(tiny_run, export_dir)
     quantize_dir(export_dir, recipe="static-pc-rr", budget_nats=10.0, calib=500)
     return export_dir
+
+
+def run_script(tmp_path: Path, text: str, *args: object, timeout: int = 600):
+    """Run a Python script in a subprocess (one thread) and return its last stdout line as JSON."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

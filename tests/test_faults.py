@@ -31,6 +31,7 @@ from _hardening_support import (
     png_bytes,
     temp_files,
 )
+from conftest import run_script
 
 from edgevae import checkpoint
 from edgevae.cli import main
@@ -116,19 +117,8 @@ print(json.dumps(out))
 
 
 def test_sigkill_during_resumed_trainings_always_leaves_a_resumable_run(tmp_path, blobs):
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
     trials = 6
-    proc = subprocess.run(
-        [sys.executable, str(script), str(blobs), str(tmp_path), str(trials)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_script(tmp_path, KILLER, blobs, tmp_path, trials)
     # every process was still training when killed (none refused by a stale lock, none died)
     assert [r["killed"] for r in results] == [True] * trials, results
 

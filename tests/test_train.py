@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_data
+from conftest import run_script, shared_data
 
 from edgevae import checkpoint, fsio
 from edgevae.cli import main
@@ -343,19 +343,8 @@ def test_sigkill_at_random_moments_leaves_loadable_checkpoints(tmp_path, capsys)
     """kill -9 at random moments of a training with tiny epochs (so most moments fall inside
     checkpoint writes): every file left loads, and --resume continues to a consistent run."""
     data = write_npy(tmp_path / "tiny.npy", 60)  # 48 train images: 5 steps an epoch
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
     trials = 8
-    proc = subprocess.run(
-        [sys.executable, str(script), str(data), str(tmp_path), str(trials)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_script(tmp_path, KILLER, data, tmp_path, trials)
     assert len(results) == trials and all(r["killed"] for r in results), results
 
     temp_left, with_checkpoint = [], 0
