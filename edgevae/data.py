@@ -38,7 +38,7 @@ Errors are `DataError("<file>: <what is wrong>")` on one line; sizes declared in
 checked against the data before memory is allocated for it.
 """
 
-from .datasets import (
+from .datasets.core import (
     BINARIZE_MODES,
     DATA_KINDS,
     Dataset,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, metrics
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig
 from .errors import UsageError
 from .model import VAE
 
@@ -54,14 +54,12 @@ def decode_mean(model: VAE, z: np.ndarray) -> np.ndarray:
 
 def split_images(cfg: dict, data: str | None, split: str) -> np.ndarray:
     """The images of one split, from --data or else from the run's own data spec and seed."""
-    from .data import load_dataset
+    from .pipeline import run_dataset
 
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}")
-    tcfg = TrainConfig.from_dict(cfg["train"])
-    binarize = "static" if tcfg.binarize == "dynamic" else tcfg.binarize
-    ds = load_dataset(data if data is not None else tcfg.data, seed=tcfg.seed, binarize=binarize)
-    return getattr(ds, split)
+    run = {"train": cfg["train"], "image_shape": cfg["model"]["image_shape"]}
+    return getattr(run_dataset(run, data), split)
 
 
 def evaluate_run(

@@ -12,8 +12,9 @@ from .errors import UsageError
 
 
 def run_dataset(man: dict[str, Any], data: str | None):
-    """The exported run's Dataset (or --data's), split and binarized as in training; dynamic
-    binarization becomes the fixed seeded sample that evaluation uses."""
+    """A run's Dataset (or --data's), split and binarized as in training; dynamic
+    binarization becomes the fixed seeded sample that evaluation uses. `man` needs "train"
+    (the run's train config) and "image_shape": a manifest, or the run's config.json parts."""
     from .data import load_dataset
 
     train = man.get("train") or {}

@@ -429,13 +429,3 @@ def load_images(
         test_fraction=test_fraction,
     )
     return getattr(ds, split), ds.image_shape
-
-
-__all__ = [
-    "BINARIZE_MODES",
-    "DATA_KINDS",
-    "Dataset",
-    "binarize_dynamic",
-    "load_dataset",
-    "load_images",
-]
