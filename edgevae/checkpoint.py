@@ -244,6 +244,7 @@ _TRAIN_TYPES: dict[str, tuple[type, ...]] = {
     "data": (str, type(None)),
     "max_minutes": (int, float, type(None)),
     "lr_patience": (int,),
+    "kl_warmup": (int,),
 }
 
 

@@ -34,6 +34,11 @@ def train(
         help="Halve --lr (down to --lr/1000) after this many epochs without a better "
         "valid bound (0 = off).",
     ),
+    kl_warmup: int = typer.Option(
+        0,
+        help="Ramp the KL weight linearly from 0 to 1 over this many epochs (0 = off); "
+        "reported bounds are always the full -ELBO.",
+    ),
     preset: str = typer.Option(
         "default", help=f"Model sizes: {', '.join(PRESETS)} (overridden by --hidden/--latent-dim)."
     ),
@@ -79,6 +84,7 @@ def train(
         data=data,
         max_minutes=max_minutes,
         lr_patience=lr_patience,
+        kl_warmup=kl_warmup,
     ).validate()
     if export and export_dir.exists() and not export_dir.is_dir():
         raise UsageError(f"--export-dir: {export_dir} is not a directory")

@@ -74,6 +74,7 @@ class TrainConfig:
     data: str | None = None
     max_minutes: float | None = None  # stop after the epoch that crosses this wall time
     lr_patience: int = 0  # halve lr after this many epochs without a better valid bound
+    kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to 1
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -94,6 +95,8 @@ class TrainConfig:
             raise UsageError(
                 f"--lr-patience must be >= 0 (0 = constant lr), got {self.lr_patience}"
             )
+        if self.kl_warmup < 0:
+            raise UsageError(f"--kl-warmup must be >= 0 (0 = off), got {self.kl_warmup}")
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {self.seed}")
         return self

@@ -332,15 +332,21 @@ def train(
                 idx = perm[b * bs : (b + 1) * bs]
                 xb = x_epoch.index_select(0, idx)
                 eps = torch.randn(len(idx), model_cfg.latent_dim, generator=g)
-                loss, _, _ = model.loss(xb, eps)
+                loss, recon, kl = model.loss(xb, eps)
                 value = loss.item()
+                objective = loss
+                if epoch < cfg.kl_warmup:
+                    # KL annealing (Sonderby et al. 2016): units get used before the KL
+                    # term can switch them off; the metrics still report the full -ELBO.
+                    beta = (epoch * n_batches + b + 1) / (cfg.kl_warmup * n_batches)
+                    objective = recon + beta * kl
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"loss became {value} at epoch {epoch + 1}, step {b + 1}; "
                         "nothing was saved for this epoch (try a lower --lr)"
                     )
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
                 opt.step()
                 loss_sum += value * len(idx)
                 seen += len(idx)

@@ -144,6 +144,25 @@ def test_lr_schedule_halves_on_plateau_and_survives_resume(tmp_path, npy300, cap
     assert [r["lr"] for r in checkpoint.read_metrics(resumed)] == lrs
 
 
+def test_kl_warmup_uses_more_kl_and_resumes_exactly(tmp_path, npy300, capsys) -> None:
+    """Annealing lets the posterior spend more KL early on; the ramp is a function of the
+    step, so a run resumed inside the warm-up reaches the same weights."""
+    args = ("--batch-size", "50", "--lr", "0.01")
+    plain, warm, resumed = tmp_path / "plain", tmp_path / "warm", tmp_path / "resumed"
+    assert run_train(plain, npy300, "--epochs", "1", *args) == 0
+    assert run_train(warm, npy300, "--epochs", "3", "--kl-warmup", "4", *args) == 0
+    kl_plain = checkpoint.read_metrics(plain)[0]["valid_kl"]
+    kl_warm = checkpoint.read_metrics(warm)[0]["valid_kl"]
+    assert kl_warm > kl_plain * 1.2
+    assert run_train(resumed, npy300, "--epochs", "1", "--kl-warmup", "4", *args) == 0
+    assert run_train(resumed, npy300, "--resume", "--epochs", "3") == 0
+    assert model_bytes(resumed) == model_bytes(warm)
+    assert json.loads((warm / "config.json").read_text())["train"]["kl_warmup"] == 4
+    capsys.readouterr()
+    assert run_train(tmp_path / "bad", npy300, "--kl-warmup", "-1") == 2
+    assert "--kl-warmup must be >= 0" in capsys.readouterr().err
+
+
 def test_resume_of_a_finished_run_asks_for_more_epochs(tmp_path, npy300, capsys) -> None:
     run_dir = tmp_path / "run"
     assert run_train(run_dir, npy300, "--epochs", "1", "--batch-size", "100") == 0
