@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import checkpoint, fsio, manifest
+from . import checkpoint, fsio, handgrad, manifest
 from .config import ModelConfig, TrainConfig, dumps
 from .errors import TrainingError, UsageError
 from .model import VAE, build
@@ -258,6 +258,7 @@ def train(
 
         model = build(model_cfg, cfg.seed)
         opt = _make_optimizer(model, cfg)
+        gradients = handgrad.gradient_fn(model)
         lr_state = {"lr": cfg.lr, "best": math.inf, "bad_epochs": 0}
         if resume:
             model.load_state_dict(
@@ -332,21 +333,17 @@ def train(
                 idx = perm[b * bs : (b + 1) * bs]
                 xb = x_epoch.index_select(0, idx)
                 eps = torch.randn(len(idx), model_cfg.latent_dim, generator=g)
-                loss, recon, kl = model.loss(xb, eps)
-                value = loss.item()
-                objective = loss
+                beta = 1.0
                 if epoch < cfg.kl_warmup:
                     # KL annealing (Sonderby et al. 2016): units get used before the KL
                     # term can switch them off; the metrics still report the full -ELBO.
                     beta = (epoch * n_batches + b + 1) / (cfg.kl_warmup * n_batches)
-                    objective = recon + beta * kl
+                value = gradients(xb, eps, beta)
                 if not math.isfinite(value):
                     raise TrainingError(
                         f"loss became {value} at epoch {epoch + 1}, step {b + 1}; "
                         "nothing was saved for this epoch (try a lower --lr)"
                     )
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
                 opt.step()
                 loss_sum += value * len(idx)
                 seen += len(idx)

@@ -24,7 +24,6 @@ from edgevae import checkpoint, fsio
 from edgevae.cli import main
 from edgevae.config import ModelConfig, TrainConfig
 from edgevae.errors import EdgeVAEError, ModelFileError, TrainingError
-from edgevae.model import VAE
 from edgevae.train import train
 
 TINY = ["--hidden", "32", "--latent-dim", "2", "--threads", "1", "--no-export"]
@@ -410,19 +409,20 @@ def test_sigkill_at_random_moments_leaves_loadable_checkpoints(tmp_path, capsys)
 
 
 def _nan_at_training_step(monkeypatch, step: int) -> None:
-    """VAE.loss returns NaN on the step-th training call (evaluation calls do not count)."""
-    real_loss = VAE.loss
+    """The training step's loss is NaN on the step-th call (evaluation does not go through it)."""
+    from edgevae.handgrad import HandGradStep
+
+    real_call = HandGradStep.__call__
     calls = {"n": 0}
 
-    def loss(self, x, eps):
-        out = real_loss(self, x, eps)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == step:
-                return (out[0] * float("nan"), out[1], out[2])
+    def call(self, x, eps, beta=1.0):
+        out = real_call(self, x, eps, beta)
+        calls["n"] += 1
+        if calls["n"] == step:
+            return (out[0] * float("nan"), out[1], out[2])
         return out
 
-    monkeypatch.setattr(VAE, "loss", loss)
+    monkeypatch.setattr(HandGradStep, "__call__", call)
 
 
 def test_nan_loss_stops_with_epoch_and_step_and_saves_nothing(
