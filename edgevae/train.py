@@ -229,9 +229,11 @@ def train(
                 saved = json.loads(meta["state"])
             except (KeyError, ValueError):
                 raise TrainingError(f"{run_dir / checkpoint.STATE}: no resume metadata") from None
-            if saved["epoch"] >= cfg.epochs and saved.get("batch", 0) == 0:
+            if saved["epoch"] >= cfg.epochs:
+                # Mid-epoch (batch > 0) the range below would be empty too: exit 0, no work.
+                part = f" and part of epoch {saved['epoch'] + 1}" if saved.get("batch", 0) else ""
                 raise UsageError(
-                    f"--epochs: {run_dir} has already trained {saved['epoch']} epochs; "
+                    f"--epochs: {run_dir} has already trained {saved['epoch']} epochs{part}; "
                     f"pass --epochs > {saved['epoch']} to continue"
                 )
         elif overwrite:

@@ -304,6 +304,11 @@ def test_sigint_mid_epoch_saves_state_and_resume_is_exact(tmp_path, capsys) -> N
     done = checkpoint.read_metrics(run_dir)
     assert [r["epoch"] for r in done] == list(range(1, state["epoch"] + 1))
 
+    capsys.readouterr()
+    # Too few epochs for the one in progress: refused (it used to do nothing and exit 0).
+    assert main([*_train_cmd(run_dir, data, state["epoch"]), "--resume"]) == 2
+    assert f"and part of epoch {state['epoch'] + 1}" in capsys.readouterr().err
+    assert state_meta(run_dir) == state
     assert main([*_train_cmd(run_dir, data, epochs), "--resume"]) == 0
     reference = tmp_path / "uninterrupted"
     assert main(_train_cmd(reference, data, epochs)) == 0
