@@ -147,30 +147,36 @@ def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Par
             z,
         ),
     ]
-    # Fix: int8 models quantized from an earlier export (possibly of another run) used to
-    # survive a re-export, be listed in the fresh manifest and be served by `sample` (int8 is
-    # the default) and by the firmware codegen. They derive from the fp32 files replaced
-    # below, so drop them; `edgevae quantize` makes new ones.
-    for stale in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
-        (export_dir / stale).unlink(missing_ok=True)
-    for role, module, example, names, inputs in specs:
-        module.eval()
-        proto = _to_onnx(module, example, names)
-        set_metadata(proto, metadata(model, "fp32", "fp32", role))
-        proto.producer_name, proto.producer_version = "edgevae", __version__
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-        except onnx.checker.ValidationError as exc:
-            raise ModelFileError(f"{role}: exported graph fails the ONNX checker: {exc}") from None
-        path = export_dir / f"{role}.fp32.onnx"
-        fsio.write_bytes(path, proto.SerializeToString())
-        result = parity(path, module, inputs)
-        results.append(result)
-        if not result.ok:
-            raise ModelFileError(
-                f"{path}: onnxruntime differs from torch by {max(result.max_abs_diff.values()):.2e}"
-                f" (> {PARITY_TOL:g})"
-            )
+    # Everything is written and checked in a staging dir first: a failure (checker, parity,
+    # full disk) leaves the previous export exactly as it was instead of half replaced.
+    with tempfile.TemporaryDirectory(dir=export_dir, prefix=".export-") as tmp:
+        for role, module, example, names, inputs in specs:
+            module.eval()
+            proto = _to_onnx(module, example, names)
+            set_metadata(proto, metadata(model, "fp32", "fp32", role))
+            proto.producer_name, proto.producer_version = "edgevae", __version__
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except onnx.checker.ValidationError as exc:
+                raise ModelFileError(
+                    f"{role}: exported graph fails the ONNX checker: {exc}"
+                ) from None
+            staged = Path(tmp) / f"{role}.fp32.onnx"
+            fsio.write_bytes(staged, proto.SerializeToString())
+            result = parity(staged, module, inputs)
+            results.append(result)
+            if not result.ok:
+                raise ModelFileError(
+                    f"{export_dir / staged.name}: onnxruntime differs from torch by "
+                    f"{max(result.max_abs_diff.values()):.2e} (> {PARITY_TOL:g})"
+                )
+        # int8 models quantized from an earlier export (possibly of another run) derive from
+        # the fp32 files replaced here: drop them, or they would be listed in the fresh
+        # manifest and served by `sample` and the firmware codegen.
+        for stale in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
+            (export_dir / stale).unlink(missing_ok=True)
+        for role in ("encoder", "decoder"):
+            fsio.move_into(Path(tmp) / f"{role}.fp32.onnx", export_dir / f"{role}.fp32.onnx")
     gauss = None
     if model.cfg.likelihood == "gaussian":
         gauss = model.decoder.gaussian_logvar().detach().numpy().astype(float).tolist()

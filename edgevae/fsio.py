@@ -73,3 +73,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def move_into(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move a finished file (fsync'ed, same filesystem, e.g. from a staging dir inside the
+    destination's directory) over `dst` in one atomic rename."""
+    src, dst = Path(src), Path(dst)
+    try:
+        with open(src, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(src, dst)
+    except OSError as exc:
+        raise EdgeVAEError(f"cannot write {dst}: {exc.strerror or exc}") from exc
+    _fsync_dir(dst.parent if str(dst.parent) else Path("."))

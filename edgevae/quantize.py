@@ -381,7 +381,7 @@ def quantize_export(
         for role in ("encoder", "decoder"):
             shutil.copyfile(work / f"{role}.{chosen.recipe}.onnx", work / f"{role}.int8.onnx")
         for name in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
-            _replace_into(work / name, export_dir / name)
+            fsio.move_into(work / name, export_dir / name)
 
     report = QuantReport(
         chosen=chosen.recipe,
@@ -423,7 +423,3 @@ def _why_cpu_specific(rec: Recipe) -> str:
     else:
         why = "float16/int4 kernels differ between CPUs"
     return f"{rec.name} is not bit-exact across CPUs: {why}; decoder.int8.static.onnx is"
-
-
-def _replace_into(src: Path, dst: Path) -> None:
-    fsio.write_bytes(dst, src.read_bytes())

@@ -270,3 +270,33 @@ def test_runtime_int8_decoder_keeps_float_logits(tiny_export):
     assert not _fully_static(proto.graph)
     producer, _ = _producers_consumers(proto.graph)
     assert producer["logits"].op_type == "Gemm"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failing_role", ["encoder", "decoder"])
+def test_failed_re_export_leaves_the_previous_export_untouched(
+    tiny_run, tiny_export, tmp_path, monkeypatch, failing_role
+):
+    """Parity failing on either model must not leave new fp32 files next to old int8 ones and
+    an old manifest (it used to replace the encoder, then fail on the decoder)."""
+    import shutil
+
+    from edgevae import export
+    from edgevae.errors import ModelFileError
+
+    export_dir = tmp_path / "export"
+    shutil.copytree(tiny_export, export_dir)
+    before = {p.name: p.read_bytes() for p in export_dir.iterdir()}
+    real = export.parity
+
+    def parity(path, module, x):
+        result = real(path, module, x)
+        if path.name.startswith(failing_role):
+            result.max_abs_diff = {k: 1.0 for k in result.max_abs_diff}
+        return result
+
+    monkeypatch.setattr(export, "parity", parity)
+    with pytest.raises(ModelFileError, match=f"{failing_role}.fp32.onnx: onnxruntime differs"):
+        export.export_run(tiny_run, export_dir)
+    after = {p.name: p.read_bytes() for p in export_dir.iterdir()}  # staging dir gone too
+    assert after == before
