@@ -21,34 +21,30 @@ module runs on a Raspberry Pi or under qemu-user. Used as
 
 The last line `compare` prints is the summary (targets, max differences, PASS/FAIL); its exit
 status is 0 on PASS, 1 on FAIL, 2 on a usage or input error. This module is the run side and
-the CLI; `crosscheck_compare` holds the results file format and the comparison.
+the CLI; `crosscheck_models` reads what each model is, `crosscheck_compare` holds the results
+file format and the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import inspect
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from . import protobuf as pb
 from .crosscheck_compare import (
     DEFAULT_TOLERANCES,
     DYNAMIC,
     FORMAT,
-    FP16,
     FP32,
-    INT4,
     KIND_ORDER,
-    STATIC,
     CrosscheckError,
     Results,
     compare,
@@ -58,23 +54,20 @@ from .crosscheck_compare import (
     save_results,
     summary_line,
 )
+from .crosscheck_compare import FP16 as FP16
+from .crosscheck_compare import INT4 as INT4
 
 # The rest of the comparison side, re-exported: arm/run_check.py and the tests use this module
 # as the tool's one entry point.
 from .crosscheck_compare import PNG as PNG
+from .crosscheck_compare import STATIC as STATIC
 from .crosscheck_compare import Check as Check
 from .crosscheck_compare import Report as Report
 from .crosscheck_compare import compare_png as compare_png
-
-_DYNAMIC_OPS = {
-    "DynamicQuantizeLinear",
-    "MatMulInteger",
-    "ConvInteger",
-    "DynamicQuantizeMatMul",
-    "DynamicQuantizeLSTM",
-    "MatMulIntegerToFloat",
-}
-_STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul", "QLinearConv"}
+from .crosscheck_models import describe_models, model_dims, open_session
+from .crosscheck_models import model_kind as model_kind
+from .crosscheck_models import onnx_graph_info as onnx_graph_info
+from .crosscheck_models import onnx_op_types as onnx_op_types
 
 SAMPLE_ARGS = ("--n", "16", "--seed", "0", "--precision", "int8")
 
@@ -147,129 +140,6 @@ def make_inputs(
     return {"x": np.ascontiguousarray(x), "z": np.ascontiguousarray(z)}
 
 
-# --------------------------------------------------------------------------- models
-
-
-def onnx_graph_info(data: bytes) -> tuple[set[str], set[int]]:
-    """(op types, initializer data types) of an ONNX model's main graph, from the protobuf bytes.
-
-    No `onnx` needed: ModelProto.graph is field 7; GraphProto.node field 1 (NodeProto.op_type:
-    field 4) and GraphProto.initializer field 5 (TensorProto.data_type: field 2). Not
-    `onnxmodel.parse_model`: that decodes every tensor and refuses the data types it has no
-    use for (fp16, bf16), and a kind is needed for every model.
-    """
-    ops: set[str] = set()
-    dtypes: set[int] = set()
-    try:
-        for num, wire, graph in pb.fields(memoryview(data)):
-            if num != 7 or wire != pb.LEN:
-                continue
-            for gnum, gwire, item in pb.fields(graph):
-                if gwire != pb.LEN or gnum not in (1, 5):
-                    continue
-                for inum, iwire, value in pb.fields(item):
-                    if gnum == 1 and inum == 4 and iwire == pb.LEN:
-                        ops.add(bytes(value).decode("utf-8", "replace"))
-                    elif gnum == 5 and inum == 2 and iwire == pb.VARINT:
-                        dtypes.add(value)
-    except pb.Truncated:
-        raise CrosscheckError("not an ONNX model (truncated or not protobuf)") from None
-    return ops, dtypes
-
-
-def onnx_op_types(data: bytes) -> set[str]:
-    """Op types of an ONNX model's main graph."""
-    return onnx_graph_info(data)[0]
-
-
-def model_kind(ops: Iterable[str], dtypes: Iterable[int] = ()) -> str:
-    """int8-static, int8-dynamic, int4, fp16 or fp32 from a graph's ops and weight types."""
-    ops = set(ops)
-    if ops & _DYNAMIC_OPS:
-        return DYNAMIC
-    if ops & _STATIC_OPS or any(op.startswith("QLinear") for op in ops):
-        return STATIC
-    if any("NBits" in op for op in ops):
-        return INT4
-    if set(dtypes) & {10, 16}:  # TensorProto.FLOAT16, BFLOAT16
-        return FP16
-    return FP32
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-
-
-def _feature_dim(shape) -> int | None:
-    return shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
-
-
-def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
-    """{model stem: {file, kind, sha256, ops}} for every `*.onnx` in the export dir."""
-    export_dir = Path(export_dir)
-    paths = sorted(export_dir.glob("*.onnx"))
-    if not paths:
-        raise CrosscheckError(f"no *.onnx models in {export_dir}")
-    models = {}
-    for path in paths:
-        data = path.read_bytes()
-        try:
-            ops, dtypes = onnx_graph_info(data)
-        except CrosscheckError as exc:
-            # Truncated files stop here, before onnxruntime (whose error names the file) sees
-            # them: name the file too.
-            raise CrosscheckError(f"{path}: {exc}") from None
-        models[path.name[: -len(".onnx")]] = {
-            "file": path.name,
-            "kind": model_kind(ops, dtypes),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "ops": sorted(ops),
-        }
-    return models
-
-
-def model_dims(export_dir: str | os.PathLike) -> dict:
-    """input_dim, latent_dim and image_shape from manifest.json, else from the model inputs."""
-    export_dir = Path(export_dir)
-    dims: dict = {}
-    manifest_path = export_dir / "manifest.json"
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CrosscheckError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if isinstance(manifest.get("latent_dim"), int):
-            dims["latent_dim"] = manifest["latent_dim"]
-        shape = manifest.get("image_shape")
-        if isinstance(shape, str):
-            shape = [int(s) for s in shape.replace("x", ",").split(",") if s.strip()]
-        if isinstance(shape, list) and len(shape) >= 2:
-            dims["image_shape"] = (int(shape[-2]), int(shape[-1]))
-            dims["input_dim"] = int(np.prod(shape))
-    for path in sorted(export_dir.glob("*.onnx")):
-        if "input_dim" in dims and "latent_dim" in dims:
-            break
-        try:
-            inp = _session(path).get_inputs()
-        except Exception:  # noqa: BLE001 - a broken model is reported by run_models
-            continue
-        if len(inp) == 1 and _feature_dim(inp[0].shape):
-            key = {"x": "input_dim", "z": "latent_dim"}.get(inp[0].name)
-            if key:
-                dims.setdefault(key, _feature_dim(inp[0].shape))
-    dims.setdefault("input_dim", 784)
-    dims.setdefault("latent_dim", 20)
-    return dims
-
-
 def run_models(
     export_dir: str | os.PathLike, inputs: Mapping[str, np.ndarray], *, single_rows: int = 4
 ) -> dict[str, np.ndarray]:
@@ -284,7 +154,7 @@ def run_models(
     for path in sorted(Path(export_dir).glob("*.onnx")):
         stem = path.name[: -len(".onnx")]
         try:
-            sess = _session(path)
+            sess = open_session(path)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise CrosscheckError(f"{path}: onnxruntime cannot load it: {exc}") from None
         model_inputs = sess.get_inputs()
