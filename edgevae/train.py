@@ -230,7 +230,7 @@ def train(
             except (KeyError, ValueError):
                 raise TrainingError(f"{run_dir / checkpoint.STATE}: no resume metadata") from None
             if saved["epoch"] >= cfg.epochs:
-                # Mid-epoch (batch > 0) the range below would be empty too: exit 0, no work.
+                # Mid-epoch (batch > 0) too: the loop below would do nothing and exit 0.
                 part = f" and part of epoch {saved['epoch'] + 1}" if saved.get("batch", 0) else ""
                 raise UsageError(
                     f"--epochs: {run_dir} has already trained {saved['epoch']} epochs{part}; "
