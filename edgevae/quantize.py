@@ -11,7 +11,6 @@ import contextlib
 import io
 import logging
 import math
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -379,9 +378,8 @@ def quantize_export(
         progress("firmware decoder", 1, 1)
 
         for role in ("encoder", "decoder"):
-            shutil.copyfile(work / f"{role}.{chosen.recipe}.onnx", work / f"{role}.int8.onnx")
-        for name in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
-            fsio.move_into(work / name, export_dir / name)
+            fsio.move_into(work / f"{role}.{chosen.recipe}.onnx", export_dir / f"{role}.int8.onnx")
+        fsio.move_into(work / "decoder.int8.static.onnx", export_dir / "decoder.int8.static.onnx")
 
     report = QuantReport(
         chosen=chosen.recipe,
