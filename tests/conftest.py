@@ -66,3 +66,39 @@ def run_script(tmp_path: Path, text: str, *args: object, timeout: int = 600):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# Prepended to the SIGKILL scripts: torch is imported once in the parent, then each training
+# runs in a forked child that is killed at a chosen moment.
+KILL_TRAINING = r'''
+import os, signal, time
+
+import edgevae.cli
+import edgevae.train  # noqa: F401  (torch: imported before forking, never run here)
+import torch
+
+torch.use_deterministic_algorithms(True)  # imports torch._dynamo: seconds, paid once here
+
+
+def kill_training(args, delay, wait_for=None, timeout=120.0):
+    """Fork `edgevae ARGS` (output to /dev/null); once `wait_for` exists (when given), sleep
+    `delay` s and SIGKILL it. Returns (whether SIGKILL ended it, its wait status)."""
+    pid = os.fork()
+    if pid == 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        code = 3
+        try:
+            code = edgevae.cli.main(args)
+        finally:
+            os._exit(code)
+    if wait_for is not None:
+        deadline = time.monotonic() + timeout
+        while not wait_for.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+'''

@@ -31,7 +31,7 @@ from _hardening_support import (
     png_bytes,
     temp_files,
 )
-from conftest import run_script
+from conftest import KILL_TRAINING, run_script
 
 from edgevae import checkpoint
 from edgevae.cli import main
@@ -73,16 +73,12 @@ def _check_run(run_dir: Path) -> int:
 
 KILLER = r'''
 """Start a training, then resume it again and again, SIGKILLing each process at a seeded random
-moment; snapshot the run dir after every kill. torch is imported once, before forking."""
-import json, os, random, shutil, signal, sys, time
+moment; snapshot the run dir after every kill."""
+import json, random, shutil, sys
 from pathlib import Path
 
-import edgevae.cli
-import edgevae.train  # noqa: F401
 import onnxruntime  # noqa: F401
-import torch
 
-torch.use_deterministic_algorithms(True)
 data, base, trials = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 run_dir = base / "run"
 rng = random.Random(20240607)
@@ -91,34 +87,18 @@ for i in range(trials):
     args = ["train", "--data", data, "--run-dir", str(run_dir), "--hidden", "16",
             "--latent-dim", "2", "--batch-size", "10", "--epochs", "100000", "--threads", "1",
             "--no-export"] + (["--resume"] if i else [])
-    pid = os.fork()
-    if pid == 0:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        code = 3
-        try:
-            code = edgevae.cli.main(args)
-        finally:
-            os._exit(code)
-    if i == 0:  # the first kill only once there is a checkpoint to resume from
-        deadline = time.monotonic() + 120
-        while not (run_dir / "model.safetensors").exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
+    # the first kill only once there is a checkpoint to resume from
     delay = rng.uniform(0.0, 0.5)
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
+    killed, _ = kill_training(args, delay, run_dir / "model.safetensors" if i == 0 else None)
     shutil.copytree(run_dir, base / f"snap{i}")
-    out.append({"trial": i, "delay": round(delay, 3),
-                "killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL})
+    out.append({"trial": i, "delay": round(delay, 3), "killed": killed})
 print(json.dumps(out))
 '''
 
 
 def test_sigkill_during_resumed_trainings_always_leaves_a_resumable_run(tmp_path, blobs):
     trials = 6
-    results = run_script(tmp_path, KILLER, blobs, tmp_path, trials)
+    results = run_script(tmp_path, KILL_TRAINING + KILLER, blobs, tmp_path, trials)
     # every process was still training when killed (none refused by a stale lock, none died)
     assert [r["killed"] for r in results] == [True] * trials, results
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_script, shared_data
+from conftest import KILL_TRAINING, run_script, shared_data
 
 from edgevae import checkpoint, fsio
 from edgevae.cli import main
@@ -317,46 +317,24 @@ def test_sigint_mid_epoch_saves_state_and_resume_is_exact(tmp_path, capsys) -> N
 
 
 KILLER = r'''
-"""Fork training children and SIGKILL each at a random moment (torch is imported once)."""
-import json, os, random, signal, sys, time
+"""Fork training children and SIGKILL each at a random moment."""
+import json, random, sys
 from pathlib import Path
-
-import edgevae.cli
-import edgevae.train  # noqa: F401  (torch: imported before forking, never run here)
-import torch
-
-torch.use_deterministic_algorithms(True)  # imports torch._dynamo: seconds, paid once here
 
 data, base, trials = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(1234)
 out = []
 for i in range(trials):
     run_dir = base / f"trial{i}"
-    pid = os.fork()
-    if pid == 0:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        code = 3
-        try:
-            code = edgevae.cli.main(["train", "--data", data, "--run-dir", str(run_dir),
-                                     "--hidden", "32", "--latent-dim", "2", "--batch-size", "10",
-                                     "--epochs", "100000", "--threads", "1", "--no-export"])
-        finally:
-            os._exit(code)
+    args = ["train", "--data", data, "--run-dir", str(run_dir), "--hidden", "32",
+            "--latent-dim", "2", "--batch-size", "10", "--epochs", "100000", "--threads", "1",
+            "--no-export"]
     # odd trials: wait for the first checkpoint, then kill inside the stream of epoch saves;
     # even trials: kill any time from the start (possibly before any checkpoint)
-    if i % 2:
-        deadline = time.monotonic() + 60
-        while not (run_dir / "state.safetensors").exists() and time.monotonic() < deadline:
-            time.sleep(0.005)
     delay = rng.uniform(0.0, 0.6)
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    out.append({"trial": i, "delay": delay,
-                "killed": os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL,
-                "status": status})
+    wait_for = run_dir / "state.safetensors" if i % 2 else None
+    killed, status = kill_training(args, delay, wait_for, timeout=60.0)
+    out.append({"trial": i, "delay": delay, "killed": killed, "status": status})
 print(json.dumps(out))
 '''
 
@@ -367,7 +345,7 @@ def test_sigkill_at_random_moments_leaves_loadable_checkpoints(tmp_path, capsys)
     checkpoint writes): every file left loads, and --resume continues to a consistent run."""
     data = write_npy(tmp_path / "tiny.npy", 60)  # 48 train images: 5 steps an epoch
     trials = 8
-    results = run_script(tmp_path, KILLER, data, tmp_path, trials)
+    results = run_script(tmp_path, KILL_TRAINING + KILLER, data, tmp_path, trials)
     assert len(results) == trials and all(r["killed"] for r in results), results
 
     temp_left, with_checkpoint = [], 0
