@@ -6,7 +6,7 @@
 2. qemu-user-static: installed with apt-get when missing and running as root (waits for a
    dpkg lock held by someone else); with CI=true a missing emulator is a failure, else a skip;
 3. the aarch64 sysroot: arm/build_sysroot.py (cached by stamps);
-4. reference: `python -m edgevae.crosscheck run` with this venv on this x86-64 host;
+4. reference: `python -m edgevae.crosscheck.run run` with this venv on this x86-64 host;
 5. targets, each the same command: Cortex-A72 (Pi 4) and Cortex-A76 (Pi 5) under
    `qemu-aarch64-static -cpu ... -L SYSROOT SYSROOT/usr/bin/python3.11`, and an AVX2 Haswell
    under `qemu-x86_64-static -cpu Haswell` with this venv's python;
@@ -36,7 +36,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 import build_sysroot  # noqa: E402
 
-from edgevae import crosscheck  # noqa: E402
+from edgevae.crosscheck import run as crosscheck  # noqa: E402
 
 TARGETS = {
     "cortex-a72": ("qemu-aarch64-static", "cortex-a72"),
@@ -117,7 +117,7 @@ def ensure_qemu(install: bool) -> list[str]:
 def _crosscheck_args(export_dir: Path, out: Path, label: str, seed: int, sample: bool):
     args = [
         "-m",
-        "edgevae.crosscheck",
+        "edgevae.crosscheck.run",
         "run",
         "--export-dir",
         str(export_dir),

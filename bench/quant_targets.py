@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevae import manifest, metrics, timing
-from edgevae.pipeline import run_images
-from edgevae.quantize import apply_recipe, calibration_sets
-from edgevae.recipes import RECIPES
-from edgevae.runtime import open_session
+from edgevae.quant.pipeline import run_images
+from edgevae.quant.recipes import RECIPES
+from edgevae.quant.search import apply_recipe, calibration_sets
+from edgevae.runtime import manifest, metrics, timing
+from edgevae.runtime.session import open_session
 
 
 def nll(enc, dec, x, likelihood, k):
@@ -53,7 +53,7 @@ def main() -> int:
     a = ap.parse_args()
     ed = a.export_dir
     man = manifest.read(ed)
-    from edgevae.data import load_dataset
+    from edgevae.data.core import load_dataset
 
     train = man.get("train") or {}
     ds = load_dataset(a.data if a.data else train.get("data"), seed=int(train.get("seed", 0)))

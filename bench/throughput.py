@@ -25,9 +25,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from edgevae.config import ModelConfig
-from edgevae.data import load_dataset
-from edgevae.handgrad import gradient_fn
-from edgevae.model import build
+from edgevae.data.core import load_dataset
+from edgevae.training.handgrad import gradient_fn
+from edgevae.training.model import build
 
 
 class PerItem(Dataset):
@@ -67,7 +67,7 @@ def autograd_fn(model):
 
 
 def epoch_in_memory(model, opt, gradients, x: torch.Tensor, bs: int, latent: int, g) -> float:
-    """edgevae.train's inner loop: batches gathered from one in-memory tensor, fused Adam."""
+    """The training loop's inner loop: batches gathered from one in-memory tensor, fused Adam."""
     t0 = time.perf_counter()
     perm = torch.randperm(len(x), generator=g)
     for b in range(0, len(x), bs):
@@ -92,7 +92,7 @@ def main() -> int:
     opts = {
         name: torch.optim.Adam(m.parameters(), 1e-3, fused=name != "dataloader")
         for name, m in models.items()
-    }  # fused as in edgevae.train; the example style uses the default Adam
+    }  # fused as in edgevae.training.loop; the example style uses the default Adam
     step_fns = {"ours": gradient_fn(models["ours"]), "autograd": autograd_fn(models["autograd"])}
     xt = torch.from_numpy(ds.train)
     items = PerItem(ds.train, ds.image_shape)

@@ -5,7 +5,7 @@
  *   if (edgevae_decode(z, img) != EDGEVAE_OK) { ... }
  *
  * Link edgevae_kernel.c with the edgevae_weights.c that `edgevae firmware` generated.
- * Results are bit-identical on every target and to edgevae.intref.decode_int.
+ * Results are bit-identical on every target and to edgevae.firmware.intref.decode_int.
  * The kernel keeps its activations in static buffers: one decode at a time (not reentrant).
  */
 #ifndef EDGEVAE_KERNEL_H

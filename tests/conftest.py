@@ -32,7 +32,7 @@ def shared_data(name: str) -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """A 2-epoch run on the bundled 5k MNIST: 784-64-4."""
     from edgevae.config import ModelConfig, TrainConfig
-    from edgevae.train import train
+    from edgevae.training.loop import train
 
     run_dir = tmp_path_factory.mktemp("run") / "tiny"
     cfg = ModelConfig(784, (28, 28), **TINY)
@@ -43,8 +43,8 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
     """fp32 + int8 (recipe static-pc-rr) + firmware static decoder for the tiny run."""
-    from edgevae.export import export_run
-    from edgevae.pipeline import quantize_dir
+    from edgevae.quant.pipeline import quantize_dir
+    from edgevae.training.export import export_run
 
     export_dir = tmp_path_factory.mktemp("export") / "export"
     export_run(tiny_run, export_dir)
@@ -74,7 +74,7 @@ KILL_TRAINING = r'''
 import os, signal, time
 
 import edgevae.cli
-import edgevae.train  # noqa: F401  (torch: imported before forking, never run here)
+import edgevae.training.loop  # noqa: F401  (torch: imported before forking, never run here)
 import torch
 
 torch.use_deterministic_algorithms(True)  # imports torch._dynamo: seconds, paid once here

@@ -1,0 +1,224 @@
+"""`edgevae parity`: the same seeded z through every decoder we ship, side by side.
+
+Rows (each followed by its amplified |difference vs ORT fp32| map): torch fp32 (when torch is
+installed and the run dir exists), ORT fp32, ORT int8, ORT int8 static (the firmware's graph)
+and the C firmware host binary when it has been built. Differences are in 8-bit pixel units
+(0-255), after each decoder's output is rounded to pixels as `images.to_uint8` does; the
+firmware binary prints pixels itself.
+
+Torch-free at import: torch is imported only for the torch row.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError, one_line
+from ..runtime import images
+from ..runtime.generate import prior_z
+from ..runtime.session import ExportedModel, open_session
+
+DEFAULT_FIRMWARE = Path("firmware_demo/build/host/edgevae_decode")
+LABEL_WIDTH = 64
+AMPLIFY = 10.0
+FIRMWARE_TIMEOUT_S = 60
+SHORT = {"ORT int8 static": "int8 static"}  # labels that must fit LABEL_WIDTH
+
+
+@dataclass
+class ParityRow:
+    name: str
+    status: str  # ok | skipped | failed
+    note: str = ""
+    max_abs_px: float | None = None
+    mean_abs_px: float | None = None
+    # The firmware must reproduce ORT's integer-only graph exactly: its difference to that row.
+    max_abs_vs_static_px: float | None = None
+    exact_vs_static: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def picture_size(n: int, image_shape: tuple[int, int], rows: int, labels: bool = True):
+    """(height, width) of `parity_grid`'s picture: each decoder row is followed by its diff row."""
+    h, w = image_shape
+    pad = images.PAD
+    return 2 * rows * (h + pad) + pad, n * (w + pad) + pad + (LABEL_WIDTH if labels else 0)
+
+
+def firmware_decode(binary: Path, z: np.ndarray, out_dim: int) -> np.ndarray:
+    """Run the firmware host binary: z lines on stdin, out_dim grey levels per line back."""
+    text = "".join(" ".join(f"{v:.9g}" for v in row) + "\n" for row in z)
+    try:
+        proc = subprocess.run(
+            [str(binary)],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=FIRMWARE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"cannot run {binary}: {exc}") from None
+    if proc.returncode != 0:
+        msg = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RuntimeError(f"{binary}: {msg[:200]}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if len(lines) != len(z):
+        raise RuntimeError(f"{binary} printed {len(lines)} lines for {len(z)} z vectors")
+    try:
+        px = np.array([[int(v) for v in ln.split()] for ln in lines], dtype=np.int64)
+    except ValueError:
+        raise RuntimeError(f"{binary} printed something other than integers") from None
+    if px.ndim != 2 or px.shape[1] != out_dim:
+        got = px.shape[1] if px.ndim == 2 else "ragged"
+        raise RuntimeError(
+            f"{binary} prints {got} values per line, the export has {out_dim} pixels "
+            "(built for another model? regenerate its weights from this export)"
+        )
+    if px.min() < 0 or px.max() > 255:
+        raise RuntimeError(f"{binary} printed values outside 0..255")
+    return px.astype(np.uint8)
+
+
+def torch_row_skip(run: Path | None, hint: str = "") -> str | None:
+    """Why a torch fp32 row cannot run (torch not installed, no run dir), or None if it can.
+
+    Asked with find_spec, not an import: torch is optional (the device has none) and slow to
+    import. `edgevae bench` asks the same for its torch row."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    if run is None or not run.is_dir():
+        return f"run dir {run or '(none in manifest)'} not found{hint}"
+    return None
+
+
+def _torch_pixels(run_dir: Path, z: np.ndarray) -> np.ndarray:
+    from ..training.evaluate import decode_mean, load_model
+
+    model, _ = load_model(run_dir)
+    return images.to_uint8(decode_mean(model, z))
+
+
+def _label(picture: np.ndarray, texts: list[tuple[int, str]]) -> np.ndarray:
+    """Prepend a black margin with white labels at the given y positions (Pillow's font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    margin = Image.new("L", (LABEL_WIDTH, picture.shape[0]), 0)
+    draw = ImageDraw.Draw(margin)
+    try:
+        font = ImageFont.load_default(size=10)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    for y, text in texts:
+        draw.text((2, y), text, fill=255, font=font)
+    return np.concatenate([np.asarray(margin, dtype=np.uint8), picture], axis=1)
+
+
+def parity_grid(
+    export_dir: Path = Path("export"),
+    *,
+    n: int = 8,
+    seed: int = 0,
+    firmware: Path | None = DEFAULT_FIRMWARE,
+    run_dir: Path | None = None,
+    torch_row: bool = True,
+    amplify: float = AMPLIFY,
+    labels: bool = True,
+) -> tuple[np.ndarray, list[ParityRow]]:
+    """The parity picture (uint8 [H, W]) and one ParityRow per decoder tried.
+
+    Picture rows are the decoders that ran, in the order torch fp32, ORT fp32, ORT int8,
+    ORT int8 static, firmware; each is followed by |pixels - ORT fp32 pixels| * amplify,
+    clipped to 255 (the ORT fp32 row's map is black by definition). `picture_size` gives its
+    shape."""
+    if n < 1:
+        raise UsageError(f"--n must be >= 1, got {n}")
+    if not amplify > 0:
+        raise UsageError(f"--amplify must be > 0, got {amplify}")
+    fp32 = ExportedModel(Path(export_dir), "fp32")
+    z = prior_z(n, fp32.latent_dim, seed)
+    shape = fp32.image_shape
+    decoded: list[tuple[ParityRow, np.ndarray]] = []
+    rows: list[ParityRow] = []
+
+    def attempt(name: str, fn, note: str = "") -> None:
+        try:
+            px = fn()
+        except Exception as exc:  # every decoder but the reference is optional
+            rows.append(ParityRow(name, "failed", one_line(exc)))
+            return
+        row = ParityRow(name, "ok", note)
+        rows.append(row)
+        decoded.append((row, px))
+
+    if torch_row:
+        run = run_dir if run_dir is not None else Path(str(fp32.manifest.get("run_dir") or ""))
+        skip = torch_row_skip(run)
+        if skip:
+            rows.append(ParityRow("torch fp32", "skipped", skip))
+        else:
+            attempt("torch fp32", lambda: _torch_pixels(run, z), f"run dir {run}")
+    ref = images.to_uint8(fp32.decode(z))
+    ref_row = ParityRow("ORT fp32", "ok", "reference")
+    rows.append(ref_row)
+    decoded.append((ref_row, ref))
+    attempt(
+        "ORT int8",
+        lambda: images.to_uint8(ExportedModel(Path(export_dir), "int8").decode(z)),
+        "decoder.int8.onnx",
+    )
+    static_name = fp32.manifest.get("firmware_decoder") or "decoder.int8.static.onnx"
+    static_path = Path(export_dir) / static_name
+
+    def static():
+        sess = open_session(static_path, "decoder")
+        return images.to_uint8(sess.run(["x_mean"], {"z": z})[0])
+
+    attempt("ORT int8 static", static, static_name)
+    if firmware is None:
+        rows.append(ParityRow("C firmware", "skipped", "no --firmware binary given"))
+    elif not Path(firmware).is_file():
+        rows.append(
+            ParityRow(
+                "C firmware",
+                "skipped",
+                f"{firmware} not found (build it: make -C firmware_demo host)",
+            )
+        )
+    else:
+        attempt(
+            "C firmware",
+            lambda: firmware_decode(Path(firmware), z, fp32.input_dim),
+            str(firmware),
+        )
+
+    static_px = next((px for r, px in decoded if r.name == "ORT int8 static"), None)
+    tiles = []
+    for row, px in decoded:
+        diff = np.abs(px.astype(np.int16) - ref.astype(np.int16))
+        row.max_abs_px, row.mean_abs_px = float(diff.max()), float(diff.mean())
+        if row.name == "C firmware" and static_px is not None:
+            d2 = np.abs(px.astype(np.int16) - static_px.astype(np.int16))
+            row.max_abs_vs_static_px = float(d2.max())
+            row.exact_vs_static = bool(d2.max() == 0)
+        amp = np.clip(np.rint(diff * amplify), 0, 255).astype(np.uint8)
+        tiles += [px.reshape(n, *shape), amp.reshape(n, *shape)]
+    picture = images.grid(np.concatenate(tiles), nrow=n)
+    if labels:
+        h, pad = shape[0], images.PAD
+        texts = []
+        for i, (row, _) in enumerate(decoded):
+            y = pad + 2 * i * (h + pad)
+            texts.append((y + max(0, h // 2 - 6), SHORT.get(row.name, row.name)))
+            texts.append((y + h + pad + max(0, h // 2 - 6), f"|diff| x{amplify:g}"))
+        picture = _label(picture, texts)
+    return picture, rows

@@ -1,0 +1,100 @@
+"""This machine's practical peak GMAC/s in onnxruntime, the yardstick for `edgevae bench`'s
+`pct_of_peak`: a large fp32 MatMul and a u8 x s8 MatMulInteger with constant weights.
+
+The probe models are written with `protobuf`'s few functions, not the onnx package: the device
+path has only numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..onnxio.wire import message
+from ..runtime import timing
+
+PEAK_SHAPE = (1024, 1024, 1024)  # [M, K] x [K, N]: big enough to reach the kernels' peak
+# TensorProto.DataType values.
+_ONNX_FLOAT, _ONNX_UINT8, _ONNX_INT8, _ONNX_INT32 = 1, 2, 3, 6
+_ONNX_ELEM = {np.dtype(np.float32): _ONNX_FLOAT, np.dtype(np.int8): _ONNX_INT8}
+
+
+def _value_info(name: str, elem: int, shape: tuple[int, ...]) -> bytes:
+    """ValueInfoProto: name, and a TypeProto.tensor_type with elem_type and a fixed shape."""
+    dims = message(*((1, message((1, d))) for d in shape))
+    return message((1, name), (2, message((1, message((1, elem), (2, dims))))))
+
+
+def matmul_model(op: str, a_elem: int, b: np.ndarray, out_elem: int, m: int) -> bytes:
+    """A one-node ONNX model `y = op(a, B)`, a: [m, K] input, B: [K, N] constant."""
+    k, n = b.shape
+    init = message(
+        *((1, d) for d in b.shape),
+        (2, _ONNX_ELEM[b.dtype]),
+        (8, "b"),
+        (9, np.ascontiguousarray(b).tobytes()),  # raw_data
+    )
+    node = message((1, "a"), (1, "b"), (2, "y"), (3, "probe"), (4, op))
+    graph = message(
+        (1, node),
+        (2, "peak_probe"),
+        (5, init),
+        (11, _value_info("a", a_elem, (m, k))),
+        (12, _value_info("y", out_elem, (m, n))),
+    )
+    opset = message((1, ""), (2, 13))
+    # IR version 8, opset 13: old enough for any onnxruntime of recent years to load.
+    return message((1, 8), (2, "edgevae-bench"), (7, graph), (8, opset))
+
+
+def _probe_models(m: int, k: int, n: int) -> dict[str, tuple[bytes, np.ndarray]]:
+    """(model, input a) per precision; weights in [-64, 64) so u8 x s8 sums cannot saturate."""
+    rng = np.random.default_rng(0)
+    fp32_b = rng.standard_normal((k, n), np.float32)
+    fp32_a = rng.standard_normal((m, k), np.float32)
+    int8_b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+    int8_a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    return {
+        "fp32": (matmul_model("MatMul", _ONNX_FLOAT, fp32_b, _ONNX_FLOAT, m), fp32_a),
+        "int8": (matmul_model("MatMulInteger", _ONNX_UINT8, int8_b, _ONNX_INT32, m), int8_a),
+    }
+
+
+def peak_probe(
+    threads: int = 1, shape: tuple[int, int, int] = PEAK_SHAPE, runs: int = 5
+) -> dict[str, Any]:
+    """This machine's practical peak GMAC/s in onnxruntime: fp32 MatMul and u8 x s8
+    MatMulInteger of [M, K] x [K, N] with constant weights, median of `runs` interleaved runs
+    (`*_best_gmac_per_s`: the fastest run). On a loaded machine a row can exceed 100%."""
+    import onnxruntime as ort
+
+    from ..runtime.session import session_options
+
+    m, k, n = shape
+    calls: dict[str, Callable[[], object]] = {}
+    out: dict[str, Any] = {"shape": [m, k, n], "threads": threads, "runs": runs}
+    for prec, (model, a) in _probe_models(m, k, n).items():
+        out[f"{prec}_gmac_per_s"] = None
+        try:
+            # Not runtime.open_session: that vets edgevae's encoder/decoder contract, and
+            # this model is built here, from bytes.
+            sess = ort.InferenceSession(
+                model, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            )
+            sess.run(None, {"a": a})
+        except Exception as exc:  # onnxruntime raises its own types
+            out[f"{prec}_error"] = str(exc).splitlines()[0][:200] if str(exc) else repr(exc)
+            continue
+        calls[prec] = lambda s=sess, a=a: s.run(None, {"a": a})
+    if calls:
+        res = timing.interleaved(
+            calls, rounds=runs, reps=1, warmup=1, cpu_clock=timing.cpu_clock_for(threads)
+        )
+        gmac = m * k * n / 1e9
+        for prec, t in res.items():
+            out[f"{prec}_gmac_per_s"] = gmac / (t.p50_us * 1e-6)
+            out[f"{prec}_best_gmac_per_s"] = gmac / (min(t.samples_ns) * 1e-9)
+            out[f"{prec}_cpu_gmac_per_s"] = gmac / (t.cpu.p50_us * 1e-6)
+    return out

@@ -1,0 +1,217 @@
+"""The contenders of `edgevae bench`: each report row with what it runs - encode/decode
+callables for accuracy and call factories for timing - from ORT model files or the torch run.
+
+Torch-free at import: torch is imported only for the torch fp32 row.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..quant.recipes import RECIPES
+from ..runtime.session import DECODER_IO, ENCODER_IO, open_session
+from .parity import torch_row_skip
+from .report import FAILED, REFERENCE, Row
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Contender:
+    """A row plus what it computes; a row that could not be loaded has no callables."""
+
+    row: Row
+    encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    decode: Callable[[np.ndarray], np.ndarray] | None = None  # z -> logits
+    timer: Callable[[str, np.ndarray], Callable[[], object]] | None = None  # (role, input)
+    # Rows with the same key share one encoder timing (int8 and int8 static: the same file).
+    encoder_key: str = ""
+    paths: tuple[Path, Path] | None = None  # ORT rows: (encoder, decoder) files
+
+
+def ort_contender(row: Row, enc_path: Path, dec_path: Path, threads: int) -> Contender:
+    enc = open_session(enc_path, "encoder", threads)
+    dec = open_session(dec_path, "decoder", threads)
+    row.size_kb = (enc_path.stat().st_size + dec_path.stat().st_size) / 1024
+
+    def encode(x):
+        mu, lv = enc.run(["mu", "logvar"], {"x": np.ascontiguousarray(x, np.float32)})
+        return mu, lv
+
+    def decode(z):
+        return dec.run(["logits"], {"z": np.ascontiguousarray(z, np.float32)})[0]
+
+    def timer(role, data):
+        sess, feed = (enc, {"x": data}) if role == "encoder" else (dec, {"z": data})
+        return lambda: sess.run(None, feed)
+
+    return Contender(row, encode, decode, timer, str(enc_path), (enc_path, dec_path))
+
+
+def _load_or_fail(row: Row, load: Callable[[], Contender]) -> Contender:
+    """Any row but the reference may fail to load (a bad file, a recipe this CPU lacks): it is
+    reported as failed, not fatal."""
+    try:
+        return load()
+    except Exception as exc:
+        row.fail(FAILED, exc)
+        return Contender(row)
+
+
+def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> list[Contender]:
+    """ORT fp32 (the reference), ORT int8 (the recipe the export chose) and ORT int8 static
+    (the firmware decoder with the int8 encoder)."""
+    ref = Row(
+        REFERENCE,
+        "onnxruntime",
+        "fp32",
+        encoder_file="encoder.fp32.onnx",
+        decoder_file="decoder.fp32.onnx",
+        note="reference for deltas and speedups",
+    )
+    chosen = (man.get("quantization") or {}).get("chosen")
+    int8 = Row(
+        f"ORT int8 ({chosen or 'unknown recipe'})",
+        "onnxruntime",
+        "int8",
+        recipe=chosen,
+        encoder_file="encoder.int8.onnx",
+        decoder_file="decoder.int8.onnx",
+        note="the recipe the export chose",
+    )
+    static = Row(
+        "ORT int8 static",
+        "onnxruntime",
+        "int8",
+        recipe=man.get("firmware_decoder") and "firmware",
+        encoder_file="encoder.int8.onnx",
+        decoder_file=man.get("firmware_decoder") or "decoder.int8.static.onnx",
+        note="firmware decoder (integer-only) with the int8 encoder",
+    )
+    # No _load_or_fail for the reference: without it there is nothing to compare against.
+    out = [_ort_row(ref, export_dir, threads)]
+    out += [_load_or_fail(r, lambda r=r: _ort_row(r, export_dir, threads)) for r in (int8, static)]
+    return out
+
+
+def _ort_row(row: Row, folder: Path, threads: int) -> Contender:
+    """The ORT contender of a row whose encoder_file and decoder_file are in `folder`."""
+    return ort_contender(row, folder / row.encoder_file, folder / row.decoder_file, threads)
+
+
+# --------------------------------------------------------------------------- torch fp32
+
+
+def torch_contender(
+    man: dict[str, Any], run_dir: Path | None, export_dir: Path
+) -> tuple[Contender | None, Path | None, str | None]:
+    """(contender, its run dir, None), or (None, None, why the row is skipped): the torch row
+    needs torch installed and the run dir that was exported."""
+    run = _resolve_run_dir(man, run_dir, export_dir)
+    skip = torch_row_skip(run, " (pass --run-dir)")
+    if skip:
+        return None, None, f"torch fp32 row skipped: {skip}"
+    row = Row("torch fp32", "torch", "fp32", note=f"run dir {run}")
+    return _load_or_fail(row, lambda: _torch_model_contender(row, run)), run, None
+
+
+def _resolve_run_dir(man: dict[str, Any], run_dir: Path | None, export_dir: Path) -> Path | None:
+    if run_dir is not None:
+        return run_dir
+    stored = man.get("run_dir")
+    if not stored:
+        return None
+    p = Path(stored)
+    if p.is_dir() or p.is_absolute():
+        return p
+    # A relative path was relative to where `edgevae train` ran; try next to the export too.
+    alt = export_dir.parent / p
+    return alt if alt.is_dir() else p
+
+
+def _torch_model_contender(row: Row, run_dir: Path) -> Contender:
+    import torch
+
+    from ..training.evaluate import decoder_mean, load_model, torch_callables
+
+    model, _ = load_model(run_dir)
+    encode, decode, _gauss = torch_callables(model)
+
+    def timer(role, data):
+        t = torch.from_numpy(np.ascontiguousarray(data))
+
+        if role == "encoder":
+
+            def run():
+                with torch.inference_mode():
+                    return model.encoder(t)
+        else:
+
+            def run():
+                return decoder_mean(model, t)
+
+        return run
+
+    return Contender(row, encode, decode, timer, encoder_key="torch")
+
+
+def set_torch_threads(n: int) -> None:
+    """torch's intra-op threads, if the torch row imported it (never import it for this)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+# --------------------------------------------------------------------------- other recipes
+
+
+def recipe_contenders(
+    export_dir: Path,
+    work: Path,
+    man: dict[str, Any],
+    train_images: np.ndarray,
+    names: list[str],
+    threads: int,
+    progress: Progress,
+) -> Iterator[Contender]:
+    """Every recipe in `names` re-created from the fp32 models with the export's calibration,
+    its files written under `work` (which must outlive the timing)."""
+    from ..quant import search as quantize
+
+    cal = (man.get("quantization") or {}).get("calibration") or {}
+    n_cal = int(cal.get("encoder_images", 5000))
+    seed = int(cal.get("seed", 0))
+    x_cal, z_cal = quantize.calibration_sets(export_dir, train_images, n_cal, seed)
+    for i, name in enumerate(names):
+        progress(f"quantizing {name}", i, len(names))
+        recipe = RECIPES[name]
+        precision = "int8" if recipe.method in ("static", "dynamic") else recipe.method
+        row = Row(
+            f"recipe {name}",
+            "onnxruntime",
+            precision,
+            recipe=name,
+            encoder_file=f"encoder.{name}.onnx",
+            decoder_file=f"decoder.{name}.onnx",
+            note=recipe.description,
+        )
+
+        def load(row=row, recipe=recipe, name=name) -> Contender:
+            for role, data, io_ in (("encoder", x_cal, ENCODER_IO), ("decoder", z_cal, DECODER_IO)):
+                quantize.apply_recipe(
+                    recipe,
+                    export_dir / f"{role}.fp32.onnx",
+                    work / f"{role}.{name}.onnx",
+                    data,
+                    io_[0][0],
+                )
+            return _ort_row(row, work, threads)
+
+        yield _load_or_fail(row, load)
+    progress("quantizing", len(names), len(names))

@@ -1,0 +1,314 @@
+"""`edgevae bench`: int8 against float on this machine - speed, accuracy in nats, and size.
+
+Rows: torch fp32 (when torch is importable and the run dir exists), ORT fp32 (the reference
+every delta and speedup is taken against), ORT int8 (the recipe the export chose), ORT int8
+static (the firmware decoder `decoder.int8.static.onnx` paired with the int8 encoder) and, with
+`all_recipes`, every other recipe re-created from the fp32 models with the export's calibration.
+
+Accuracy uses `metrics.evaluate` on the test split of the run's data with the same seed for
+every row (common random numbers), so NLL deltas are much more precise than the NLLs
+themselves. Latency runs all rows interleaved in rounds (`timing.interleaved`), so drift on a
+busy machine hits them alike; the spread (IQR/median) says how far absolute times can be
+trusted. Each round is also timed in CPU time (the calling thread's clock with one thread),
+which does not grow while the process waits for a CPU: on an oversubscribed machine the
+CPU-time speedups stay right when wall-time ones do not, and `--min-speedup` uses them (with
+one thread). Achieved GMAC/s is compared with a peak measured by onnxruntime itself on a
+1024x1024x1024 fp32 MatMul and a u8 x s8 MatMulInteger of the same size.
+
+This module runs the bench; the parts live in `benchrows` (what each row runs),
+`benchaccuracy`, `benchlatency`, `peak` (the peak probe) and `benchreport` (the report's types,
+tables, Markdown and the --min-speedup/--max-delta-nats gates).
+
+JSON (`edgevae bench --json PATH`, `BenchReport.to_dict()`), all times in microseconds,
+all accuracies in nats per image, pixel differences on the 0-255 scale:
+
+- `schema` (int), `created` (UTC ISO 8601), `wall_seconds`
+- `export_dir`, `run_dir` (null when no torch row), `data` (the spec used; null = the run's own)
+- `split` ("test"), `n_images`, `k` (importance samples), `seed`, `diff_z` (z count for diffs)
+- `threads` (onnxruntime intra-op threads and torch threads while timing), `batch_sizes`
+- `cpu`: `arch`, `model`, `kind`, `flags`, `logical_cpus`, `loadavg` (1/5/15 min at start)
+- `versions`: edgevae, python, and those installed of numpy, onnxruntime, onnx, torch, pillow,
+  matplotlib (from package metadata: nothing is imported)
+- `peak`: `fp32_gmac_per_s`, `int8_gmac_per_s` (median run; null if a probe failed, then
+  `fp32_error`/`int8_error` say why), `fp32_best_gmac_per_s`, `int8_best_gmac_per_s` (fastest
+  run), `fp32_cpu_gmac_per_s`, `int8_cpu_gmac_per_s` (median, CPU time), `shape` [M, K, N],
+  `threads`, `runs`
+- `macs_per_image`: `encoder`, `decoder` (sum of fan_in*fan_out over the layers)
+- `budget_nats`, `budget_from` ("--max-delta-nats", "manifest" or "default")
+- `timing`: `rounds`, `round_ms`, `warmup`, `interleaved` (true), `clock` (wall clock used),
+  `cpu_clock` ("thread_time_ns" with one thread, else "process_time_ns")
+- `noise`: `max_spread`, `median_spread` (over every timed row and batch size),
+  `max_wall_over_cpu` (largest wall p50 / CPU p50: > 1 when the process was descheduled),
+  `verdict` (starts with "quiet", "moderate" or "noisy")
+- `reference`: the name of the row deltas and speedups are taken against ("ORT fp32")
+- `notes`: list of strings (rows skipped and why, what the static row pairs)
+- `rows`: list, each with
+  - `name`, `runtime` ("torch" | "onnxruntime"), `precision` (fp32 | int8 | int4 | fp16),
+    `recipe` (null for fp32), `encoder_file`, `decoder_file`, `note`
+  - `status`: "passed" | "exported but failed validation" | "failed"; `reason` (null if passed)
+  - `size_kb` (encoder + decoder file bytes / 1024; null for torch)
+  - `neg_elbo`, `nll_iw`, `nll_delta` (vs the reference, same noise), `kl`, `active_units`,
+    `recon_mse` (mean over pixels and images of (x - decode(mu))^2, intensities in [0, 1]),
+    `recon_nats` (-log p(x | z = mu): the BCE reconstruction term for Bernoulli data)
+  - `decoder_max_abs_diff_px`, `decoder_mean_abs_diff_px`: |x_mean - reference x_mean| * 255
+    on `diff_z` seeded z ~ N(0, I)
+  - `accuracy_seconds`: wall time of this row's accuracy evaluation
+  - `decoder`, `encoder`: {batch size (string): latency} with `p50_us`, `p90_us`, `p99_us`,
+    `spread` (IQR/median), `n_samples`, `images_per_s`, `gmac_per_s`, `pct_of_peak` (vs the peak
+    of the row's own precision; null for int4/fp16), `speedup_vs_fp32` (reference p50 / p50),
+    `cpu_p50_us` (median over rounds of the mean CPU time per call), `cpu_speedup_vs_fp32`,
+    `cpu_pct_of_peak` (the same from CPU time, see `timing.cpu_clock_for`; immune to the process
+    being descheduled)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EdgeVAEError, UsageError
+from ..quant.pipeline import run_dataset
+from ..quant.recipes import RECIPES, cpu_info
+from ..runtime import manifest as manifest_mod
+from ..runtime import timing
+from .accuracy import accuracy_all, compare_to_reference
+from .latency import layer_macs, noise_verdict, time_all
+from .peak import PEAK_SHAPE, peak_probe
+from .report import (
+    ACCURACY_HEADERS,
+    DIFF_Z,
+    FAILED,
+    FAILED_VALIDATION,
+    LATENCY_HEADERS,
+    PASSED,
+    REFERENCE,
+    SCHEMA,
+    BenchReport,
+    Latency,
+    Row,
+    accuracy_rows,
+    check_gates,
+    gate_speedup,
+    latency_rows,
+    summary_lines,
+    to_markdown,
+)
+from .rows import (
+    Contender,
+    Progress,
+    export_contenders,
+    recipe_contenders,
+    set_torch_threads,
+    torch_contender,
+)
+
+# Everything that was public here before the bench was split is still importable from here.
+__all__ = [
+    "ACCURACY_HEADERS",
+    "DIFF_Z",
+    "FAILED",
+    "FAILED_VALIDATION",
+    "LATENCY_HEADERS",
+    "PASSED",
+    "PEAK_SHAPE",
+    "REFERENCE",
+    "SCHEMA",
+    "BenchReport",
+    "Latency",
+    "Progress",
+    "Row",
+    "accuracy_rows",
+    "check_gates",
+    "gate_speedup",
+    "latency_rows",
+    "layer_macs",
+    "noise_verdict",
+    "peak_probe",
+    "run_bench",
+    "summary_lines",
+    "to_markdown",
+]
+
+DEFAULT_BATCH_SIZES = (1, 16, 256)
+DEFAULT_K = 1000
+DEFAULT_LIMIT = 100
+DEFAULT_BUDGET = 0.1
+
+
+def _check_options(
+    batch_sizes: list[int] | tuple[int, ...],
+    threads: int,
+    k: int,
+    limit: int | None,
+    rounds: int,
+    round_ms: float,
+) -> list[int]:
+    """The batch sizes in order without repeats; a UsageError for any bad option."""
+    sizes = list(dict.fromkeys(int(b) for b in batch_sizes))
+    if not sizes or any(b < 1 for b in sizes):
+        raise UsageError(f"--batch-sizes must be integers >= 1, got {sizes}")
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    if k < 1:
+        raise UsageError(f"--k must be >= 1, got {k}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {limit}")
+    if rounds < 1 or round_ms <= 0:
+        raise UsageError("rounds and round_ms must be positive")
+    return sizes
+
+
+def _budget(man: dict[str, Any], max_delta_nats: float | None) -> tuple[float, str]:
+    if max_delta_nats is not None:
+        return float(max_delta_nats), "--max-delta-nats"
+    q = man.get("quantization") or {}
+    if isinstance(q.get("budget_nats"), int | float):
+        return float(q["budget_nats"]), "manifest"
+    return DEFAULT_BUDGET, "default"
+
+
+def run_bench(
+    export_dir: Path = Path("export"),
+    *,
+    data: str | None = None,
+    batch_sizes: list[int] | tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    threads: int = 1,
+    k: int = DEFAULT_K,
+    limit: int | None = DEFAULT_LIMIT,
+    seed: int = 0,
+    all_recipes: bool = False,
+    max_delta_nats: float | None = None,
+    run_dir: Path | None = None,
+    torch_row: bool = True,
+    rounds: int = 15,
+    round_ms: float = 15.0,
+    warmup: int = 3,
+    peak: bool = True,
+    progress: Progress | None = None,
+) -> BenchReport:
+    """Benchmark the export dir's models against each other; see the module doc for fields."""
+    progress = progress or (lambda stage, done, total: None)
+    start = time.perf_counter()
+    export_dir = Path(export_dir)
+    batch_sizes = _check_options(batch_sizes, threads, k, limit, rounds, round_ms)
+    man = manifest_mod.read(export_dir)
+    for name in ("encoder.fp32.onnx", "decoder.fp32.onnx"):
+        if not (export_dir / name).exists():
+            raise EdgeVAEError(f"{export_dir}: {name} missing; run `edgevae export`")
+    budget, budget_from = _budget(man, max_delta_nats)
+    latent = int(man["latent_dim"])
+    likelihood = man.get("likelihood", "bernoulli")
+    gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
+    macs = layer_macs(man)
+    cpu = cpu_info()
+    created = manifest_mod.timestamp()
+    loadavg = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    notes: list[str] = []
+
+    progress("loading data", 0, 1)
+    ds = run_dataset(man, data)
+    x = np.ascontiguousarray(ds.test[:limit] if limit else ds.test, dtype=np.float32)
+    progress("loading data", 1, 1)
+
+    contenders: list[Contender] = []
+    resolved_run = None
+    if torch_row:
+        torch_c, resolved_run, skipped = torch_contender(man, run_dir, export_dir)
+        contenders += [torch_c] if torch_c is not None else []
+        notes += [skipped] if skipped else []
+    contenders += export_contenders(export_dir, man, threads)
+    ref_row = next(c.row for c in contenders if c.row.name == REFERENCE)
+    notes.append(
+        "ORT int8 static pairs decoder.int8.static.onnx (what the C firmware runs) with "
+        "encoder.int8.onnx; its encoder timing is the int8 row's"
+    )
+
+    # The recipes' model files must outlive the timing, hence the stack.
+    with contextlib.ExitStack() as stack:
+        if all_recipes:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgevae-bench-")))
+            chosen = (man.get("quantization") or {}).get("chosen")
+            names = [n for n in RECIPES if n not in (chosen, "firmware")]
+            contenders += list(
+                recipe_contenders(export_dir, work, man, ds.train, names, threads, progress)
+            )
+            notes.append(
+                f"recipes re-created from the fp32 models with the export's calibration; "
+                f"{chosen} is the ORT int8 row and firmware the ORT int8 static row"
+            )
+
+        z_diff = np.random.default_rng(seed).standard_normal((DIFF_Z, latent)).astype(np.float32)
+        live = [c for c in contenders if c.row.status != FAILED]
+        eval_workers = max(1, os.cpu_count() or 1)
+        means = accuracy_all(
+            live, x, z_diff, likelihood, gauss, k, seed, eval_workers, threads, progress
+        )
+        if ref_row.status == FAILED:
+            raise EdgeVAEError(f"the ORT fp32 reference failed: {ref_row.reason}")
+        compare_to_reference([c.row for c in live], means, ref_row, budget, budget_from)
+
+        # Speed: one peak probe, then every live row interleaved.
+        set_torch_threads(threads)
+        peak_info: dict[str, Any] = {
+            "fp32_gmac_per_s": None,
+            "int8_gmac_per_s": None,
+            "shape": list(PEAK_SHAPE),
+            "threads": threads,
+            "runs": 0,
+        }
+        if peak:
+            progress("peak probe", 0, 1)
+            peak_info = peak_probe(threads)
+            progress("peak probe", 1, 1)
+        clock = timing.cpu_clock_for(threads)
+        timed = [c for c in contenders if c.row.status != FAILED and c.timer is not None]
+        time_all(
+            timed,
+            batch_sizes,
+            x,
+            latent,
+            macs,
+            peak_info,
+            rounds,
+            round_ms,
+            warmup,
+            progress,
+            clock,
+        )
+
+    rows = [c.row for c in contenders]
+    return BenchReport(
+        export_dir=str(export_dir),
+        run_dir=str(resolved_run) if resolved_run else None,
+        data=data,
+        n_images=len(x),
+        k=k,
+        seed=seed,
+        threads=threads,
+        batch_sizes=batch_sizes,
+        cpu={**cpu.to_dict(), "logical_cpus": os.cpu_count(), "loadavg": loadavg},
+        versions=manifest_mod.versions(),
+        peak=peak_info,
+        macs_per_image=macs,
+        budget_nats=budget,
+        budget_from=budget_from,
+        timing={
+            "rounds": rounds,
+            "round_ms": round_ms,
+            "warmup": warmup,
+            "interleaved": True,
+            "clock": "time.perf_counter_ns",
+            "cpu_clock": clock.__name__,  # thread_time_ns with one thread, else process_time_ns
+        },
+        noise=noise_verdict([r for r in rows if r.decoder]),
+        rows=rows,
+        notes=notes,
+        created=created,
+        wall_seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,175 @@
+"""The Typer app object and the small helpers every command module shares.
+
+Command modules (`cli_*.py`) register themselves on `app`; `cli.main` imports them all and
+turns `EdgeVAEError` into a one-line message and an exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from ..errors import EdgeVAEError, UsageError
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an EdgeVAEError into one line on stderr and its exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgeVAEError as exc:
+            if STATE["debug"]:
+                raise
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            # Fix: typer turned Ctrl-C outside a training into a silent exit 130; say it.
+            if STATE["debug"]:
+                raise
+            print_error("interrupted")
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            # Fix: an OS failure outside the readers/fsio (full disk, permissions, a path that
+            # vanished) still ended in a traceback; name the file and the reason on one line.
+            if STATE["debug"] or exc.errno == errno.EPIPE:
+                raise  # a closed stdout (| head) is typer's to handle quietly
+            where = f"{exc.filename}: " if exc.filename else ""
+            print_error(f"{where}{exc.strerror or exc}")
+            raise typer.Exit(1) from None
+        except MemoryError:
+            # Fix: same for an allocation that fails (one line instead of a traceback).
+            if STATE["debug"]:
+                raise
+            print_error("not enough memory for this command")
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` as ONE line on stderr (folded, never wrapped, never Rich markup)."""
+    # Messages carry user paths: print them as text, never as Rich markup.
+    text = " ".join(message.split())
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _click_exception_types() -> tuple[type[BaseException], ...]:
+    # typer vendors click in recent versions and uses the click package in older ones: find
+    # ClickException through a class typer exports, whichever it is.
+    return tuple(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+@contextlib.contextmanager
+def _one_line_click_errors() -> Iterator[None]:
+    """Fix: an unknown option, a missing one or a value of the wrong type (`--epochs abc`) was
+    shown as usage text plus a boxed panel (5+ lines); report it like every other error."""
+    try:
+        yield
+    except _click_exception_types() as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" or STATE["debug"]:
+            raise  # bare `edgevae` shows the help; --debug keeps click's full report
+        ctx = getattr(exc, "ctx", None)
+        hint = ""
+        if ctx is not None and ctx.help_option_names:
+            hint = f" (see '{ctx.command_path} {ctx.help_option_names[0]}')"
+        print_error(f"{exc.format_message()}{hint}")
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+
+
+class _OneLineErrorsGroup(TyperGroup):
+    """The app's click group: command-line parse errors become one `error:` line, exit 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        with _one_line_click_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):  # type: ignore[override]
+        with _one_line_click_errors():
+            return super().invoke(ctx)
+
+
+class _GuardedTyper(typer.Typer):
+    """A Typer whose commands all report EdgeVAEError the same way."""
+
+    def command(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        register = super().command(*args, **kwargs)
+        return lambda fn: register(guarded(fn))
+
+
+app = _GuardedTyper(
+    cls=_OneLineErrorsGroup,
+    name="edgevae",
+    help=(
+        "Train a compact MLP VAE, export it to ONNX, quantize it to int8, and run it on CPUs, "
+        "ARM boards and microcontrollers.\n\n"
+        "Typical use:  edgevae train  then  edgevae sample --n 16 --out grid.png"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Piped output gets a fixed width wide enough for the comparison tables.
+console = Console(width=None if sys.stdout.isatty() else 150)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+
+STATE = {"debug": False}
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """'500,500' -> [500, 500]; a usage error naming the option otherwise."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{option}: expected at least one integer")
+    return values
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a usage error (exit 2) unless the option check holds."""
+    if not condition:
+        raise UsageError(message)
+
+
+def check_output_path(path: Path, option: str = "--out") -> Path:
+    """Fail before any work when the output cannot be written (missing parent is created)."""
+    if path.exists() and path.is_dir():
+        raise UsageError(f"{option}: {path} is a directory, expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"{option}: {parent} is not a directory")
+    return path
+
+
+def check_dir_option(path: Path, option: str) -> Path:
+    """Fail before any work when a directory option names a file (or a path through one).
+
+    Fix: `export --export-dir FILE` trained/loaded first and then died on mkdir with a bare
+    "FILE: File exists"; say which option is wrong, as a usage error.
+    """
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is not a directory" if candidate == path else "is a file, not a directory"
+                raise UsageError(f"{option}: {candidate} {what}")
+            break
+    return path
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,148 @@
+"""What the exported ONNX models are, read from their bytes: op types, initializer types, the
+kind (fp32, fp16, static or dynamic int8, int4), and the sizes the cross-platform check feeds.
+
+Only numpy and onnxruntime (and our protobuf reader): runs on the device side too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from ..onnxio import wire as pb
+from .compare import DYNAMIC, FP16, FP32, INT4, STATIC, CrosscheckError
+
+_DYNAMIC_OPS = {
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeMatMul",
+    "DynamicQuantizeLSTM",
+    "MatMulIntegerToFloat",
+}
+_STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul", "QLinearConv"}
+
+
+def onnx_graph_info(data: bytes) -> tuple[set[str], set[int]]:
+    """(op types, initializer data types) of an ONNX model's main graph, from the protobuf bytes.
+
+    No `onnx` needed: ModelProto.graph is field 7; GraphProto.node field 1 (NodeProto.op_type:
+    field 4) and GraphProto.initializer field 5 (TensorProto.data_type: field 2). Not
+    `onnxmodel.parse_model`: that decodes every tensor and refuses the data types it has no
+    use for (fp16, bf16), and a kind is needed for every model.
+    """
+    ops: set[str] = set()
+    dtypes: set[int] = set()
+    try:
+        for num, wire, graph in pb.fields(memoryview(data)):
+            if num != 7 or wire != pb.LEN:
+                continue
+            for gnum, gwire, item in pb.fields(graph):
+                if gwire != pb.LEN or gnum not in (1, 5):
+                    continue
+                for inum, iwire, value in pb.fields(item):
+                    if gnum == 1 and inum == 4 and iwire == pb.LEN:
+                        ops.add(bytes(value).decode("utf-8", "replace"))
+                    elif gnum == 5 and inum == 2 and iwire == pb.VARINT:
+                        dtypes.add(value)
+    except pb.Truncated:
+        raise CrosscheckError("not an ONNX model (truncated or not protobuf)") from None
+    return ops, dtypes
+
+
+def onnx_op_types(data: bytes) -> set[str]:
+    """Op types of an ONNX model's main graph."""
+    return onnx_graph_info(data)[0]
+
+
+def model_kind(ops: Iterable[str], dtypes: Iterable[int] = ()) -> str:
+    """int8-static, int8-dynamic, int4, fp16 or fp32 from a graph's ops and weight types."""
+    ops = set(ops)
+    if ops & _DYNAMIC_OPS:
+        return DYNAMIC
+    if ops & _STATIC_OPS or any(op.startswith("QLinear") for op in ops):
+        return STATIC
+    if any("NBits" in op for op in ops):
+        return INT4
+    if set(dtypes) & {10, 16}:  # TensorProto.FLOAT16, BFLOAT16
+        return FP16
+    return FP32
+
+
+def open_session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _feature_dim(shape) -> int | None:
+    return shape[-1] if len(shape) == 2 and isinstance(shape[-1], int) else None
+
+
+def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
+    """{model stem: {file, kind, sha256, ops}} for every `*.onnx` in the export dir."""
+    export_dir = Path(export_dir)
+    paths = sorted(export_dir.glob("*.onnx"))
+    if not paths:
+        raise CrosscheckError(f"no *.onnx models in {export_dir}")
+    models = {}
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            ops, dtypes = onnx_graph_info(data)
+        except CrosscheckError as exc:
+            # Truncated files stop here, before onnxruntime (whose error names the file) sees
+            # them: name the file too.
+            raise CrosscheckError(f"{path}: {exc}") from None
+        models[path.name[: -len(".onnx")]] = {
+            "file": path.name,
+            "kind": model_kind(ops, dtypes),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "ops": sorted(ops),
+        }
+    return models
+
+
+def model_dims(export_dir: str | os.PathLike) -> dict:
+    """input_dim, latent_dim and image_shape from manifest.json, else from the model inputs."""
+    export_dir = Path(export_dir)
+    dims: dict = {}
+    manifest_path = export_dir / "manifest.json"
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CrosscheckError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if isinstance(manifest.get("latent_dim"), int):
+            dims["latent_dim"] = manifest["latent_dim"]
+        shape = manifest.get("image_shape")
+        if isinstance(shape, str):
+            shape = [int(s) for s in shape.replace("x", ",").split(",") if s.strip()]
+        if isinstance(shape, list) and len(shape) >= 2:
+            dims["image_shape"] = (int(shape[-2]), int(shape[-1]))
+            dims["input_dim"] = int(np.prod(shape))
+    for path in sorted(export_dir.glob("*.onnx")):
+        if "input_dim" in dims and "latent_dim" in dims:
+            break
+        try:
+            inp = open_session(path).get_inputs()
+        except Exception:  # noqa: BLE001 - a broken model is reported by run_models
+            continue
+        if len(inp) == 1 and _feature_dim(inp[0].shape):
+            key = {"x": "input_dim", "z": "latent_dim"}.get(inp[0].name)
+            if key:
+                dims.setdefault(key, _feature_dim(inp[0].shape))
+    dims.setdefault("input_dim", 784)
+    dims.setdefault("latent_dim", 20)
+    return dims

@@ -1,1 +1,0 @@
-"""Dataset readers, validation, splits and binarization (see `edgevae.data` for the overview)."""

@@ -1,0 +1,370 @@
+"""Quantized ONNX decoder -> edgevae_weights.h / edgevae_weights.c for firmware_demo's kernel.
+
+The numbers come from `intref.load_int_model`, so the C kernel and the numpy reference
+consume the same integers. This module only chooses the memory layout (weights interleaved
+for the SMLAD inner loop, rows padded to blocks of 4, columns to chunks of 4), checks that
+everything fits the kernel's types, and writes C with a provenance stamp.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ModelFileError
+from ..fsio import write_text
+from .intref import SATURATED, IntLayer, IntModel, load_int_model
+
+FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in firmware_demo/edgevae_types.h
+ROW_BLOCK = 4
+COL_CHUNK = 4
+KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
+FLASH_SIZES = {"128 KB": 128 * 1024, "256 KB": 256 * 1024, "512 KB": 512 * 1024, "1 MB": 1 << 20}
+LAYER_STRUCT_BYTES = 44  # sizeof(edgevae_layer_t) on 32-bit targets
+TABLE_SIZE = 2 * SATURATED + 1  # requantized values -512..512
+SHIFT_RANGE = (17, 47)  # the kernel's 32-bit requantization path needs 1 <= shift - 16 <= 31
+HEADER = "edgevae_weights.h"
+SOURCE = "edgevae_weights.c"
+
+
+@dataclass
+class FirmwareReport:
+    source: str
+    sha256: str
+    files: list[str]
+    latent_dim: int
+    image_shape: tuple[int, int]
+    layers: list[dict]
+    macs: int
+    flash_bytes: int  # model data: weights, biases, requant tables, lookup tables
+    weight_bytes: int
+    ram_bytes: int  # the kernel's static activation buffers (stack comes on top)
+    fits: dict[str, bool]
+    suggestion: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_firmware_decoder(export_dir: Path) -> Path:
+    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names."""
+    export_dir = Path(export_dir)
+    if export_dir.is_file():
+        return export_dir
+    if not export_dir.is_dir():
+        raise ModelFileError(f"{export_dir}: no such export directory (run `edgevae export`)")
+    manifest = export_dir / "manifest.json"
+    if manifest.is_file():
+        try:
+            name = json.loads(manifest.read_text(encoding="utf-8")).get("firmware_decoder")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise ModelFileError(f"{manifest}: not valid JSON ({exc})") from None
+        if name:
+            path = export_dir / name
+            if not path.is_file():
+                raise ModelFileError(f"{manifest}: firmware_decoder {name!r} does not exist")
+            return path
+    for name in ("decoder.int8.static.onnx", "decoder.int8.onnx"):
+        if (export_dir / name).is_file():
+            return export_dir / name
+    raise ModelFileError(
+        f"{export_dir}: no decoder.int8.static.onnx or decoder.int8.onnx "
+        "(run `edgevae export` / `edgevae quantize` first)"
+    )
+
+
+# ------------------------------------------------------------------------------- layout
+
+
+def _ceil(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def interleave_weights(weight: np.ndarray) -> np.ndarray:
+    """int8 [out, in] -> uint32 words in the kernel's order (see edgevae_types.h)."""
+    out_dim, in_dim = weight.shape
+    padded = np.zeros((_ceil(out_dim, ROW_BLOCK), _ceil(in_dim, COL_CHUNK)), np.int8)
+    padded[:out_dim, :in_dim] = weight
+    blocks, chunks = padded.shape[0] // ROW_BLOCK, padded.shape[1] // COL_CHUNK
+    tiles = padded.reshape(blocks, ROW_BLOCK, chunks, COL_CHUNK).transpose(0, 2, 1, 3)
+    tiles = tiles[..., [0, 2, 1, 3]]  # SXTB16 takes bytes 0 and 2, then 1 and 3
+    return np.ascontiguousarray(tiles).view(np.uint8).reshape(-1, 4).astype(np.uint32) @ (
+        np.array([1, 1 << 8, 1 << 16, 1 << 24], np.uint32)
+    )
+
+
+def output_table(model: IntModel, index: int) -> tuple[np.ndarray, int]:
+    """Layer `index`'s requantized value (-512..512) -> its output, as uint8 + offset.
+
+    The same steps as intref.decode_q after requantize: add the zero point, clamp to
+    [floor, qmax], then the activation table, or for the last layer the pixel table.
+    """
+    layer = model.layers[index]
+    q = np.clip(
+        np.arange(-SATURATED, SATURATED + 1) + layer.out_q.zero_point, layer.floor, layer.out_q.qmax
+    )
+    if index + 1 == len(model.layers):
+        return model.pixel_lut[q - layer.out_q.qmin], 0
+    nxt = q if layer.lut is None else layer.lut[q - layer.out_q.qmin].astype(np.int64)
+    offset = model.layers[index + 1].in_q.qmin
+    return (nxt - offset).astype(np.uint8), offset
+
+
+@dataclass
+class _LayerArrays:
+    layer: IntLayer
+    weights: np.ndarray  # uint32 words
+    bias: np.ndarray  # int32 [out_padded]
+    requant: np.ndarray  # uint32 [out_padded]: multiplier | (shift - 16) << 24
+    per_channel: bool
+    table: np.ndarray  # uint8 [TABLE_SIZE]
+    table_offset: int
+    in_padded: int
+    out_padded: int
+
+    @property
+    def flash_bytes(self) -> int:
+        return (
+            4 * (self.weights.size + self.bias.size + self.requant.size)
+            + self.table.size
+            + (0 if self.layer.mid_bias is None else 4 * self.layer.mid_bias.size)
+            + LAYER_STRUCT_BYTES
+        )
+
+
+def _arrays(model: IntModel) -> list[_LayerArrays]:
+    result = []
+    for index, layer in enumerate(model.layers):
+        label = f"{model.source}: node {layer.name!r}"
+        for what, dim in (("inputs", layer.in_dim), ("outputs", layer.out_dim)):
+            if not 0 < _ceil(dim, 4) <= 65532:
+                raise ModelFileError(f"{label} has {dim} {what}; the kernel supports 1..65532")
+        used = layer.shift[layer.multiplier != 0]
+        if used.size and (used.min() < SHIFT_RANGE[0] or used.max() > SHIFT_RANGE[1]):
+            raise ModelFileError(
+                f"{label}: requantization scale outside the kernel's range 2**-24 .. 2**7 "
+                "(input_scale * weight_scale / output_scale); recalibrate the model"
+            )
+        per_channel = bool(np.unique(layer.multiplier).size > 1 or np.unique(layer.shift).size > 1)
+        out_padded = _ceil(layer.out_dim, ROW_BLOCK)
+        bias = np.zeros(out_padded, np.int32)
+        bias[: layer.out_dim] = layer.bias
+        # one word per row even for per-tensor scales: the kernel then needs no index logic
+        mult = layer.multiplier.astype(np.uint32)
+        shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
+        requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
+        requant[: layer.out_dim] = mult | (shift - 16) << 24
+        table, offset = output_table(model, index)
+        result.append(
+            _LayerArrays(
+                layer,
+                interleave_weights(layer.weight),
+                bias,
+                requant,
+                per_channel,
+                table,
+                offset,
+                _ceil(layer.in_dim, COL_CHUNK),
+                out_padded,
+            )
+        )
+    return result
+
+
+# ------------------------------------------------------------------------------- C text
+
+
+def _c_comment(text: str) -> str:
+    return text.replace("*/", "* /").replace("\n", " ").replace("\r", " ")
+
+
+def _c_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 32 <= ord(ch) < 127 and ch != "?":  # '?' could start a trigraph
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def _c_float(value: float) -> str:
+    """Exact float32 literal (hex float, C99)."""
+    return float(np.float32(value)).hex() + "f"
+
+
+def _c_array(ctype: str, name: str, values: np.ndarray, fmt: str, per_line: int) -> str:
+    items = [fmt.format(int(v)) for v in values.reshape(-1)]
+    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+    body = ",\n    ".join(lines)
+    return f"const {ctype} {name}[{len(items)}] = {{\n    {body}\n}};\n"
+
+
+def _header(model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance: str) -> str:
+    q = model.input_q
+    max_in = max(a.in_padded for a in arrays)
+    max_hidden = max([a.layer.out_dim for a in arrays[:-1]], default=0)
+    ztype = "int8_t" if q.signed else "uint8_t"
+    return f"""/* {HEADER} - GENERATED, do not edit.
+{stamp}
+ */
+#ifndef EDGEVAE_WEIGHTS_H
+#define EDGEVAE_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "edgevae_types.h"
+
+#define EDGEVAE_WEIGHTS_FORMAT {FORMAT}
+#define EDGEVAE_LATENT_DIM {model.latent_dim}
+#define EDGEVAE_IMAGE_H {model.image_shape[0]}
+#define EDGEVAE_IMAGE_W {model.image_shape[1]}
+#define EDGEVAE_OUTPUT_DIM {model.output_dim}
+#define EDGEVAE_NUM_LAYERS {len(arrays)}
+#define EDGEVAE_MAX_WIDTH {max_hidden} /* widest hidden layer */
+#define EDGEVAE_MAX_IN_PADDED {max_in} /* widest layer input, padded: sizes the buffers */
+#define EDGEVAE_MACS {model.macs}L /* multiply-accumulates per decode */
+
+/* input quantization: zq = clamp(round_half_even(z / scale) + zero_point) */
+#define EDGEVAE_INPUT_SCALE {_c_float(q.scale)} /* {q.scale!r} */
+#define EDGEVAE_INPUT_ZERO_POINT {q.zero_point}
+#define EDGEVAE_INPUT_QMIN {q.qmin}
+#define EDGEVAE_INPUT_QMAX {q.qmax}
+typedef {ztype} edgevae_zq_t;
+
+#define EDGEVAE_MODEL_SHA256 "{model.sha256}"
+#define EDGEVAE_PROVENANCE {_c_string(provenance)}
+
+extern const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS];
+extern const char edgevae_provenance[];
+
+#endif
+"""
+
+
+def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str) -> str:
+    parts = [
+        f"/* {SOURCE} - GENERATED, do not edit.\n{stamp}\n */\n",
+        f'#include <stddef.h>\n\n#include "{HEADER}"\n\n',
+        "const char edgevae_provenance[] = EDGEVAE_PROVENANCE;\n\n",
+    ]
+    structs = []
+    for i, a in enumerate(arrays):
+        layer = a.layer
+        parts.append(
+            f"/* layer {i}: {_c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
+            f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
+            f"activation {layer.activation} */\n"
+        )
+        parts.append(_c_array("uint32_t", f"edgevae_l{i}_weights", a.weights, "0x{:08x}u", 8))
+        parts.append(_c_array("int32_t", f"edgevae_l{i}_bias", a.bias, "{}", 8))
+        parts.append("/* requantization: multiplier | (shift - 16) << 24 */\n")
+        parts.append(_c_array("uint32_t", f"edgevae_l{i}_requant", a.requant, "0x{:08x}u", 8))
+        what = (
+            "grey level = round(255 * sigmoid(dequantized logit))"
+            if i + 1 == len(arrays)
+            else "next layer's input - table_offset"
+        )
+        parts.append(f"/* requantized value + 512 -> {what} */\n")
+        parts.append(_c_array("uint8_t", f"edgevae_l{i}_table", a.table, "{}", 16))
+        parts.append("\n")
+        mid = "NULL, 0, 0, 0, 0, 0"
+        if layer.mid_bias is not None:
+            mid_bias = np.zeros(a.out_padded, np.int32)
+            mid_bias[: layer.out_dim] = layer.mid_bias
+            parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
+            parts.append(_c_array("int32_t", f"edgevae_l{i}_mid_bias", mid_bias, "{}", 8))
+            q = layer.mid_q
+            mid = (
+                f"edgevae_l{i}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
+                f"{q.zero_point}, {q.qmin}, {q.qmax}"
+            )
+        structs.append(
+            f"    {{edgevae_l{i}_weights, edgevae_l{i}_bias, edgevae_l{i}_requant, "
+            f"edgevae_l{i}_table,\n"
+            f"     {layer.in_dim}, {a.in_padded}, {layer.out_dim}, {a.out_padded}, "
+            f"{a.table_offset},\n"
+            f"     {mid}}},\n"
+        )
+    parts.append("const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS] = {\n")
+    parts.append("".join(structs))
+    parts.append("};\n")
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------------------- entry point
+
+
+def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> FirmwareReport:
+    flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+    weight_bytes = sum(4 * a.weights.size for a in arrays)
+    ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
+    fits = {name: flash + KERNEL_CODE_BUDGET <= size for name, size in FLASH_SIZES.items()}
+    if fits["128 KB"]:
+        suggestion = "fits a 128 KB flash part"
+    else:
+        suggestion = (
+            "does not fit 128 KB of flash; train a smaller decoder with "
+            "`edgevae train --preset mcu` (or fewer/narrower --hidden layers)"
+        )
+    layers = [
+        {
+            "name": a.layer.name,
+            "in": a.layer.in_dim,
+            "out": a.layer.out_dim,
+            "scale": "per-channel" if a.per_channel else "per-tensor",
+            "activation": a.layer.activation,
+            "input": "int8" if a.layer.in_q.signed else "uint8",
+        }
+        for a in arrays
+    ]
+    return FirmwareReport(
+        model.source,
+        model.sha256,
+        files,
+        model.latent_dim,
+        model.image_shape,
+        layers,
+        model.macs,
+        flash,
+        weight_bytes,
+        ram,
+        fits,
+        suggestion,
+        list(model.notes),
+    )
+
+
+def generate_firmware(onnx_path: Path, out_dir: Path, *, command: str) -> FirmwareReport:
+    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit."""
+    onnx_path = Path(onnx_path)
+    out_dir = Path(out_dir)
+    model = load_int_model(onnx_path)
+    arrays = _arrays(model)
+    dims = [a.layer.out_dim for a in arrays]
+    provenance = (
+        f"edgevae {__version__}; command: {command}; source: {model.source}; sha256: {model.sha256}"
+    )
+    stamp = "\n".join(
+        f" * {_c_comment(line)}"
+        for line in (
+            f"generated by edgevae {__version__}",
+            f"command: {command}",
+            f"source: {model.source}",
+            f"sha256: {model.sha256}",
+            "layers: " + " -> ".join(str(d) for d in [model.latent_dim, *dims]),
+        )
+    )
+    source_text = _source(model, arrays, stamp)
+    header_text = _header(model, arrays, stamp, provenance)
+    write_text(out_dir / SOURCE, source_text)
+    write_text(out_dir / HEADER, header_text)
+    files = [str(out_dir / HEADER), str(out_dir / SOURCE)]
+    return _report(model, arrays, files)

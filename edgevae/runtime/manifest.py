@@ -1,0 +1,165 @@
+"""export/manifest.json: what is in an export dir, how it was made, and what it measured.
+
+Read by the torch-free runtime, so this module needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import platform
+import stat
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, fsio
+from ..errors import ModelFileError
+
+NAME = "manifest.json"
+SCHEMA = 1
+MODEL_FILES = ("encoder.fp32.onnx", "decoder.fp32.onnx", "encoder.int8.onnx", "decoder.int8.onnx")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def timestamp() -> str:
+    """Now in UTC, ISO 8601 to the second: when a report (bench, figures) was made."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def versions() -> dict[str, str]:
+    """Installed versions from package metadata: nothing is imported (torch takes seconds,
+    and the device path has no torch)."""
+    from importlib import metadata
+
+    out = {"edgevae": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "onnxruntime", "onnx", "torch", "pillow", "matplotlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def new_manifest(
+    export_dir: Path, run_config: dict[str, Any], run_dir: str, gauss_logvar: list | None
+) -> dict[str, Any]:
+    model = run_config["model"]
+    man: dict[str, Any] = {
+        "schema": SCHEMA,
+        "run_dir": run_dir,
+        "model": model,
+        "latent_dim": model["latent_dim"],
+        "image_shape": model["image_shape"],
+        "likelihood": model["likelihood"],
+        "data": run_config.get("data"),
+        "seed": run_config.get("seed"),
+        "train": run_config.get("train"),
+        "files": {},
+        "versions": versions(),
+    }
+    if gauss_logvar is not None:
+        man["gaussian_logvar"] = gauss_logvar
+    refresh_files(export_dir, man)
+    return man
+
+
+def refresh_files(export_dir: Path, man: dict[str, Any]) -> None:
+    """Record size and sha256 of every model file present in the export dir."""
+    files = {}
+    for path in sorted(export_dir.glob("*.onnx")):
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    man["files"] = files
+
+
+def write(export_dir: Path, man: dict[str, Any]) -> None:
+    fsio.write_json(export_dir / NAME, man)
+
+
+#: A manifest is a few kB; anything far larger is not one (and is not read into memory).
+MAX_MANIFEST_BYTES = 16 << 20
+#: Largest latent size and image side a manifest may declare (the runtime sizes arrays by them).
+MAX_LATENT = 4096
+MAX_SIDE = 4096
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(path: Path, man: Any) -> dict[str, Any]:
+    """The fields the runtime uses, checked for type and range.
+
+    Fix: only the presence of latent_dim/image_shape was checked, so `"latent_dim": "abc"`,
+    `"image_shape": 5`, a negative latent size or a non-numeric gaussian_logvar crashed the
+    runtime later with a ValueError/TypeError traceback instead of naming manifest.json.
+    """
+    if not isinstance(man, dict) or "latent_dim" not in man or "image_shape" not in man:
+        raise ModelFileError(f"{path}: not an edgevae manifest (no latent_dim/image_shape)")
+    latent = man["latent_dim"]
+    if not _is_int(latent) or not 1 <= latent <= MAX_LATENT:
+        raise ModelFileError(
+            f"{path}: latent_dim must be an integer in 1..{MAX_LATENT}, got {latent!r:.40}"
+        )
+    shape = man["image_shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(_is_int(v) and 1 <= v <= MAX_SIDE for v in shape)
+    ):
+        raise ModelFileError(
+            f"{path}: image_shape must be [height, width] in 1..{MAX_SIDE}, got {shape!r:.40}"
+        )
+    likelihood = man.get("likelihood", "bernoulli")
+    if likelihood not in LIKELIHOODS:
+        raise ModelFileError(
+            f"{path}: likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r:.40}"
+        )
+    logvar = man.get("gaussian_logvar")
+    if logvar is not None:
+        n = shape[0] * shape[1]
+        if (
+            not isinstance(logvar, list)
+            or len(logvar) != n
+            or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in logvar
+            )
+        ):
+            raise ModelFileError(f"{path}: gaussian_logvar must be {n} finite numbers")
+    return man
+
+
+def read(export_dir: Path) -> dict[str, Any]:
+    path = export_dir / NAME
+    if export_dir.exists() and not export_dir.is_dir():  # Fix: was "no such export directory"
+        raise ModelFileError(f"{export_dir}: not a directory; expected an export directory")
+    if not export_dir.is_dir():
+        raise ModelFileError(
+            f"{export_dir}: no such export directory (run `edgevae train` or `edgevae export`)"
+        )
+    try:
+        # Fix: a FIFO or device named manifest.json would block or stream forever, and a huge
+        # file was read whole: refuse both before reading.
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"{path}: not a regular file")
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise ModelFileError(f"{path}: {st.st_size} bytes is too large for a manifest")
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: missing; is {export_dir} an edgevae export?") from None
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: unreadable or not JSON ({exc})") from None
+    except RecursionError:  # Fix: deeply nested JSON ("[[[[...") raised RecursionError
+        raise ModelFileError(f"{path}: unreadable or not JSON (nested too deeply)") from None
+    return _check(path, man)

@@ -1,0 +1,333 @@
+"""Run directories: config, weights, resume state, metrics, and the lock that guards them.
+
+Layout of runs/NAME/:
+  config.json         model + training config, data spec, seed, library versions
+  model.safetensors   weights after the last completed epoch (what export reads)
+  state.safetensors   resume state in ONE file: weights, optimizer tensors, torch RNG state;
+                      its safetensors metadata holds the JSON (epoch, batch, optimizer scalars),
+                      so weights and optimizer can never come from different epochs
+  state.json          the same JSON, for people and tools (informational)
+  metrics.jsonl       one JSON object per completed epoch
+  .lock               flock'ed while a training writes here
+Every file is written atomically (fsio), so a SIGKILL at any moment leaves the previous
+complete checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .. import fsio
+from ..config import ModelConfig
+from ..errors import ModelFileError, TrainingError, UsageError
+
+CONFIG, MODEL, STATE, STATE_JSON, METRICS, LOCK = (
+    "config.json",
+    "model.safetensors",
+    "state.safetensors",
+    "state.json",
+    "metrics.jsonl",
+    ".lock",
+)
+
+
+class RunLock:
+    """Exclusive, non-blocking lock on a run dir; released by the kernel if the process dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        try:  # e.g. a parent that is a file: one line, not a NotADirectoryError traceback
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise TrainingError(
+                f"{self.path.parent}: cannot create the run dir ({exc.strerror or exc})"
+            ) from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            self.fd = None
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise TrainingError(
+                    f"{self.path.parent}: another training is writing to this run dir"
+                ) from None
+            raise
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
+    fsio.write_bytes(path, st_save(tensors, metadata=meta))
+
+
+#: Largest checkpoint file read into memory (a 784-4096-4096 model with Adam state is ~0.5 GB).
+MAX_CHECKPOINT_BYTES = 2 << 30
+#: Largest config.json / metrics.jsonl read (they are a few kB).
+MAX_TEXT_BYTES = 64 << 20
+#: Largest model a config.json may declare, in parameters: checked before VAE(cfg) allocates
+#: them (a corrupt or hostile "hidden": [1000000000] must not take the machine's memory).
+MAX_PARAMETERS = 200_000_000
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Bytes of a regular file of at most `limit` bytes; ModelFileError otherwise.
+
+    Fix: read_bytes() on a FIFO or device named like a checkpoint blocked or streamed forever,
+    and a huge file was read whole before anything was checked.
+    """
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise ModelFileError(f"{path}: {st.st_size} bytes, more than the {limit}-byte limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and header metadata; a missing, truncated or foreign file is a ModelFileError.
+
+    A resume state (state.safetensors next to a config.json) is also checked against that
+    config, see `check_state`.
+    """
+    data = _read_regular(path, MAX_CHECKPOINT_BYTES)
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelFileError(
+            f"{path}: truncated or not a safetensors file ({_one_line(exc)})"
+        ) from None
+    meta = header.get("__metadata__", {}) or {}
+    # Fix: train.py's resume loaded a state from another config (other sizes) straight into
+    # the model, and died in load_state_dict / the optimizer with a RuntimeError traceback;
+    # now such a state is named as mismatched before anything uses it. (train.py cannot be
+    # changed here; it calls read_safetensors right after load_config on --resume.)
+    if path.name == STATE and (path.parent / CONFIG).exists():
+        check_state(path, tensors, meta, load_config(path.parent))
+    return tensors, meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_state(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """The resume JSON of a state file, after checking the file against its run's config.json:
+    the model tensors' names and shapes, the optimizer tensors' shapes, and the JSON fields a
+    resume uses. Anything off is a ModelFileError naming the file ("mismatched" or "corrupt").
+    """
+    from .model import VAE
+
+    try:
+        saved = json.loads(meta["state"])
+    except (KeyError, ValueError, RecursionError):
+        raise ModelFileError(f"{path}: corrupt or missing resume metadata") from None
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{path}: corrupt resume metadata (not a JSON object)")
+    for key in ("epoch", "batch", "samples_seen"):
+        if key in saved and not (_is_int(saved[key]) and saved[key] >= 0):
+            raise ModelFileError(f"{path}: corrupt resume metadata ({key} {saved[key]!r:.40})")
+    if "epoch" not in saved:
+        raise ModelFileError(f"{path}: corrupt resume metadata (no epoch)")
+    if saved.get("batch", 0):
+        partial = saved.get("partial")
+        if not isinstance(partial, dict) or not all(
+            _is_number(partial.get(k)) for k in ("loss_sum", "seen", "seconds")
+        ):
+            raise ModelFileError(f"{path}: corrupt resume metadata (partial epoch)")
+        ref_rng = torch.Generator().get_state()
+        rng = tensors.get("rng.torch")
+        if rng is None or rng.dtype != ref_rng.dtype or rng.shape != ref_rng.shape:
+            raise ModelFileError(f"{path}: corrupt resume state (random generator state)")
+    schedule = saved.get("lr_schedule")
+    if schedule is not None and not (
+        isinstance(schedule, dict)
+        and _is_number(schedule.get("lr", 1.0))
+        and math.isfinite(schedule.get("lr", 1.0))
+        and schedule.get("lr", 1.0) > 0
+        and _is_number(schedule.get("best", 0.0))
+        and _is_int(schedule.get("bad_epochs", 0))
+    ):
+        raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
+
+    model = VAE(ModelConfig.from_dict(cfg["model"]))
+    expected = {f"model.{k}": v for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    where = f"{path}: mismatched with {path.parent / CONFIG}"
+    for name, ref in expected.items():  # in the model's order: the first layer is named first
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise ModelFileError(f"{where}: missing {name}")
+        if tuple(tensor.shape) != tuple(ref.shape):
+            raise ModelFileError(
+                f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies "
+                f"{tuple(ref.shape)}"
+            )
+        if not tensor.dtype.is_floating_point or not torch.isfinite(tensor).all():
+            raise ModelFileError(f"{path}: corrupt resume state ({name} is not finite floats)")
+    for name, tensor in tensors.items():
+        if name in expected or name == "rng.torch":
+            continue
+        parts = name.split(".", 2)
+        if not name.startswith("optim.") or len(parts) != 3 or not parts[1].isdigit():
+            raise ModelFileError(f"{where}: unexpected tensor {name}")
+        if int(parts[1]) >= len(params):
+            raise ModelFileError(
+                f"{where}: optimizer state for parameter {parts[1]} of {len(params)}"
+            )
+        shape = () if parts[2] == "step" else tuple(params[int(parts[1])].shape)
+        if (tensor.numel() != 1) if parts[2] == "step" else (tuple(tensor.shape) != shape):
+            raise ModelFileError(
+                f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies {shape}"
+            )
+    return saved
+
+
+def _check_model_config(model: Any) -> ModelConfig:
+    """ModelConfig from config.json's "model", in range and of a plausible size."""
+    cfg = ModelConfig.from_dict(model).validate()
+    sizes = [cfg.input_dim, *cfg.hidden, cfg.latent_dim]
+    params = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    if params > MAX_PARAMETERS:
+        raise ValueError(f"a model of about {params} parameters is implausibly large")
+    return cfg
+
+
+_TRAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "epochs": (int,),
+    "batch_size": (int,),
+    "lr": (int, float),
+    "optimizer": (str,),
+    "seed": (int,),
+    "threads": (int,),
+    "binarize": (str,),
+    "data": (str, type(None)),
+    "max_minutes": (int, float, type(None)),
+    "lr_patience": (int,),
+    "kl_warmup": (int,),
+}
+
+
+def _check_train_config(train: Any) -> None:
+    """config.json's "train": what a --resume takes from it, type-checked (then validated)."""
+    from ..config import TrainConfig
+
+    if not isinstance(train, dict):
+        raise TypeError("'train' is not an object")
+    for key, types in _TRAIN_TYPES.items():
+        if key in train and (isinstance(train[key], bool) or not isinstance(train[key], types)):
+            raise TypeError(f"train.{key} is {train[key]!r:.40}")
+    TrainConfig.from_dict(train).validate()
+
+
+def load_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    if not run_dir.is_dir():
+        raise ModelFileError(f"{run_dir}: no such run directory (train one with `edgevae train`)")
+    if not path.exists():
+        raise ModelFileError(f"{path}: missing; is {run_dir} a run directory?")
+    data = _read_regular(path, MAX_TEXT_BYTES)
+    # Fix: the model section was parsed but not validated (a zero or absurd size reached
+    # VAE(cfg) and allocated it), the train section not at all (a --resume died on it with
+    # an AttributeError/TypeError traceback), and deeply nested JSON raised RecursionError.
+    try:
+        cfg = json.loads(data)
+        if not isinstance(cfg, dict):
+            raise TypeError("not a JSON object")
+        _check_model_config(cfg["model"])
+        if "train" in cfg:
+            _check_train_config(cfg["train"])
+    except (ValueError, KeyError, TypeError, IndexError, UsageError) as exc:
+        raise ModelFileError(f"{path}: corrupt run config ({_one_line(exc)})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: corrupt run config (nested too deeply)") from None
+    return cfg
+
+
+def load_model_weights(run_dir: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """model.safetensors checked against the config's shapes before anyone uses it."""
+    from .model import VAE
+
+    path = run_dir / MODEL
+    tensors, _ = read_safetensors(path)
+    expected = VAE(cfg).state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise ModelFileError(f"{path}: does not match config.json (missing {missing[0]})")
+    # Extra tensors too (e.g. a Gaussian run's decoder.logvar under a bernoulli config.json):
+    # unchecked, they made the caller's strict load_state_dict raise a RuntimeError traceback.
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise ModelFileError(f"{path}: does not match config.json (unexpected {extra[0]})")
+    for name, ref in expected.items():
+        if tuple(tensors[name].shape) != tuple(ref.shape):
+            raise ModelFileError(
+                f"{path}: {name} has shape {tuple(tensors[name].shape)}, config.json implies "
+                f"{tuple(ref.shape)}"
+            )
+        if not torch.isfinite(tensors[name]).all():
+            raise ModelFileError(f"{path}: {name} holds NaN or Inf")
+    return tensors
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    text = _read_regular(path, MAX_TEXT_BYTES).decode("utf-8", "replace")
+    rows = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                raise ModelFileError(f"{path}: line {i} is not JSON") from None
+            if not isinstance(row, dict):  # Fix: rows are indexed by key later
+                raise ModelFileError(f"{path}: line {i} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    fsio.write_text(run_dir / METRICS, text)

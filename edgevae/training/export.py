@@ -1,0 +1,190 @@
+"""torch -> ONNX fp32 for the encoder and the decoder, with metadata and a parity check.
+
+Uses torch's default (dynamo) exporter with a dynamic batch axis and no external data, then
+stamps `metadata_props`, runs the full ONNX checker and compares onnxruntime with torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .. import __version__, fsio
+from ..errors import ModelFileError
+from ..runtime import manifest
+from .evaluate import load_model
+from .model import VAE
+
+OPSET = 20
+PARITY_N = 1000
+PARITY_TOL = 1e-4
+
+
+class _DecoderGraph(nn.Module):
+    """What the decoder ONNX computes: x_mean for users, logits for exact likelihoods."""
+
+    def __init__(self, model: VAE):
+        super().__init__()
+        self.decoder = model.decoder
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.decoder(z)
+        return torch.sigmoid(logits), logits
+
+
+class _EncoderGraph(nn.Module):
+    def __init__(self, model: VAE):
+        super().__init__()
+        self.encoder = model.encoder
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x)
+
+
+@dataclass
+class Parity:
+    name: str
+    n: int
+    max_abs_diff: dict[str, float]
+
+    @property
+    def ok(self) -> bool:
+        return all(v <= PARITY_TOL for v in self.max_abs_diff.values())
+
+
+def metadata(model: VAE, precision: str, recipe: str, role: str) -> dict[str, str]:
+    h, w = model.cfg.image_shape
+    return {
+        "edgevae.version": __version__,
+        "edgevae.role": role,
+        "edgevae.latent_dim": str(model.cfg.latent_dim),
+        "edgevae.image_shape": f"{h},{w}",
+        "edgevae.likelihood": model.cfg.likelihood,
+        "edgevae.precision": precision,
+        "edgevae.recipe": recipe,
+    }
+
+
+def set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del proto.metadata_props[:]
+    for key, value in sorted(meta.items()):
+        proto.metadata_props.add(key=key, value=value)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _to_onnx(module: nn.Module, example: torch.Tensor, names: tuple[list[str], list[str]]):
+    batch = torch.export.Dim("batch", min=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.onnx")
+        # The exporter reports its passes on stdout; keep the CLI's output ours.
+        quiet = contextlib.redirect_stdout(io.StringIO())
+        with quiet, contextlib.redirect_stderr(io.StringIO()), _quiet_torch_logs():
+            torch.onnx.export(
+                module,
+                (example,),
+                path,
+                input_names=names[0],
+                output_names=names[1],
+                dynamic_shapes={names[0][0]: {0: batch}},
+                external_data=False,
+                opset_version=OPSET,
+            )
+        proto = onnx.load(path)
+    return proto
+
+
+def parity(path: Path, module: nn.Module, x: np.ndarray) -> Parity:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})
+    with torch.no_grad():
+        ref = [t.numpy() for t in module(torch.from_numpy(x))]
+    names = [o.name for o in sess.get_outputs()]
+    diffs = {n: float(np.abs(g - r).max()) for n, g, r in zip(names, got, ref, strict=True)}
+    return Parity(path.name, len(x), diffs)
+
+
+def _parity_inputs(model: VAE, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((PARITY_N, model.cfg.input_dim), dtype=np.float32)
+    z = rng.standard_normal((PARITY_N, model.cfg.latent_dim)).astype(np.float32)
+    return x, z
+
+
+def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Parity], dict]:
+    """Write encoder.fp32.onnx and decoder.fp32.onnx and a fresh manifest; returns parity."""
+    model, cfg = load_model(run_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    x, z = _parity_inputs(model, seed)
+    results = []
+    specs = [
+        ("encoder", _EncoderGraph(model), torch.from_numpy(x[:4]), (["x"], ["mu", "logvar"]), x),
+        (
+            "decoder",
+            _DecoderGraph(model),
+            torch.from_numpy(z[:4]),
+            (["z"], ["x_mean", "logits"]),
+            z,
+        ),
+    ]
+    # Everything is written and checked in a staging dir first: a failure (checker, parity,
+    # full disk) leaves the previous export exactly as it was instead of half replaced.
+    with tempfile.TemporaryDirectory(dir=export_dir, prefix=".export-") as tmp:
+        for role, module, example, names, inputs in specs:
+            module.eval()
+            proto = _to_onnx(module, example, names)
+            set_metadata(proto, metadata(model, "fp32", "fp32", role))
+            proto.producer_name, proto.producer_version = "edgevae", __version__
+            try:
+                onnx.checker.check_model(proto, full_check=True)
+            except onnx.checker.ValidationError as exc:
+                raise ModelFileError(
+                    f"{role}: exported graph fails the ONNX checker: {exc}"
+                ) from None
+            staged = Path(tmp) / f"{role}.fp32.onnx"
+            fsio.write_bytes(staged, proto.SerializeToString())
+            result = parity(staged, module, inputs)
+            results.append(result)
+            if not result.ok:
+                raise ModelFileError(
+                    f"{export_dir / staged.name}: onnxruntime differs from torch by "
+                    f"{max(result.max_abs_diff.values()):.2e} (> {PARITY_TOL:g})"
+                )
+        # int8 models quantized from an earlier export (possibly of another run) derive from
+        # the fp32 files replaced here: drop them, or they would be listed in the fresh
+        # manifest and served by `sample` and the firmware codegen.
+        for stale in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
+            (export_dir / stale).unlink(missing_ok=True)
+        for role in ("encoder", "decoder"):
+            fsio.move_into(Path(tmp) / f"{role}.fp32.onnx", export_dir / f"{role}.fp32.onnx")
+    gauss = None
+    if model.cfg.likelihood == "gaussian":
+        gauss = model.decoder.gaussian_logvar().detach().numpy().astype(float).tolist()
+    man = manifest.new_manifest(export_dir, cfg, str(run_dir), gauss)
+    man["parity"] = [
+        {"file": p.name, "n": p.n, "max_abs_diff": p.max_abs_diff, "tolerance": PARITY_TOL}
+        for p in results
+    ]
+    manifest.write(export_dir, man)
+    return results, man
