@@ -1,16 +1,27 @@
-"""Exceptions that the CLI turns into one-line messages and exit codes.
+"""Typed exceptions of the library, and the one place an exception becomes one line.
 
-Library code raises these instead of printing; `cli.main` maps them to exit status
-(2 for usage errors, 1 for runtime failures) without a traceback unless --debug.
+Library code raises these instead of printing. Messages say what is wrong in the library's
+own terms: an argument is named as the Python API names it (`param`), never as a command-line
+flag; the CLI renders `param` as the flag of the command that failed (`cli.common`), and maps
+`exit_code` to the process status (2 for a bad argument, 1 for everything else).
 """
 
 from __future__ import annotations
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line for a table or report: its first line, else its type."""
-    lines = str(exc).strip().splitlines()
-    return lines[0][:limit] if lines else type(exc).__name__
+def one_line(exc: BaseException, limit: int = 300, *, with_type: bool = False) -> str:
+    """An exception as one short line: the OS's reason for an OSError, else its text folded
+    onto one line and cut at `limit` characters; its type name when it has no text (or in
+    front of the text with `with_type`)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    name = type(exc).__name__
+    if not text:
+        return name
+    return f"{name}: {text}" if with_type else text
 
 
 class EdgeVAEError(Exception):
@@ -20,9 +31,15 @@ class EdgeVAEError(Exception):
 
 
 class UsageError(EdgeVAEError):
-    """A bad option value or combination (exit status 2, like Click's usage errors)."""
+    """A bad argument value or combination. `param` is the API's name of the argument at
+    fault (None when it is a combination); str() reads `"<param>: <message>"`."""
 
     exit_code = 2
+
+    def __init__(self, message: str, param: str | None = None):
+        self.param = param
+        self.detail = message
+        super().__init__(f"{param}: {message}" if param else message)
 
 
 class DataError(EdgeVAEError):
@@ -35,3 +52,15 @@ class ModelFileError(EdgeVAEError):
 
 class TrainingError(EdgeVAEError):
     """Training cannot go on (non-finite loss, locked run dir, ...)."""
+
+
+class MissingExtraError(EdgeVAEError):
+    """The feature needs packages of an install extra that is not installed."""
+
+    def __init__(self, feature: str, extra: str, module: str):
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"{feature} needs the '{extra}' extra (no module named '{module}'): "
+            f"pip install 'edgevae[{extra}]'"
+        )

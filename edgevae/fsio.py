@@ -1,21 +1,29 @@
-"""Atomic file writes: readers never see a half-written file, and a failed write keeps the old one.
+"""Files: atomic writes, bounded reads of regular files, and sha256.
 
 Every file edgevae writes goes through here: a temporary file in the destination's directory,
 flushed and fsync'ed, then `os.replace`d over the target (atomic on POSIX), then the directory
-is fsync'ed so the rename itself survives a crash.
+is fsync'ed so the rename itself survives a crash; readers never see a half-written file, and
+a failed write keeps the old one.
+
+Every file edgevae reads whole is read with `read_regular`: a FIFO or device named like a
+model would block or stream forever, and a huge file would be read before anything checked it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import EdgeVAEError
+
+CHUNK = 1 << 20
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -86,3 +94,38 @@ def move_into(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     except OSError as exc:
         raise EdgeVAEError(f"cannot write {dst}: {exc.strerror or exc}") from exc
     _fsync_dir(dst.parent if str(dst.parent) else Path("."))
+
+
+def read_regular(
+    path: str | os.PathLike, limit: int, error: type[EdgeVAEError] = EdgeVAEError
+) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; `error("<path>: <why>")` for a
+    missing file, a directory, FIFO or device, a larger file, or a failed read."""
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise error(f"{path}: {st.st_size} bytes, more than the {limit}-byte limit")
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:  # grew since stat()
+        raise error(f"{path}: more than the {limit}-byte limit")
+    return data
+
+
+def sha256_file(path: str | os.PathLike, error: type[EdgeVAEError] = EdgeVAEError) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    return digest.hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,39 +24,47 @@ from ..errors import EdgeVAEError, UsageError
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn an EdgeVAEError into one line on stderr and its exit code (no traceback)."""
+    """Run a command; an EdgeVAEError, a KeyboardInterrupt, an OSError or a MemoryError becomes
+    one line on stderr and an exit code (no traceback unless --debug). A closed stdout
+    (`| head`) is left to typer, which ends quietly."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except EdgeVAEError as exc:
-            if STATE["debug"]:
+        except (EdgeVAEError, KeyboardInterrupt, OSError, MemoryError) as exc:
+            if STATE["debug"] or (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
                 raise
-            print_error(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            # Fix: typer turned Ctrl-C outside a training into a silent exit 130; say it.
-            if STATE["debug"]:
-                raise
-            print_error("interrupted")
-            raise typer.Exit(130) from None
-        except OSError as exc:
-            # Fix: an OS failure outside the readers/fsio (full disk, permissions, a path that
-            # vanished) still ended in a traceback; name the file and the reason on one line.
-            if STATE["debug"] or exc.errno == errno.EPIPE:
-                raise  # a closed stdout (| head) is typer's to handle quietly
-            where = f"{exc.filename}: " if exc.filename else ""
-            print_error(f"{where}{exc.strerror or exc}")
-            raise typer.Exit(1) from None
-        except MemoryError:
-            # Fix: same for an allocation that fails (one line instead of a traceback).
-            if STATE["debug"]:
-                raise
-            print_error("not enough memory for this command")
-            raise typer.Exit(1) from None
+            message, code = _error_line(exc, fn)
+            print_error(message)
+            raise typer.Exit(code) from None
 
     return wrapper
+
+
+def _error_line(exc: BaseException, command: Callable[..., Any]) -> tuple[str, int]:
+    if isinstance(exc, UsageError) and exc.param:
+        return f"{option_name(command, exc.param)}: {exc.detail}", exc.exit_code
+    if isinstance(exc, EdgeVAEError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this command", 1
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    return f"{where}{getattr(exc, 'strerror', None) or exc}", 1
+
+
+def option_name(command: Callable[..., Any], param: str) -> str:
+    """The command-line spelling of an API argument: the longest flag of the command's option
+    of that name (Typer derives `--budget-nats` from `budget_nats` unless told otherwise), or
+    the API name itself when the command has no such option."""
+    parameter = inspect.signature(command).parameters.get(param)
+    if parameter is None:
+        return param
+    decls = getattr(parameter.default, "param_decls", None) or ()
+    flags = [d for d in decls if d.startswith("--")]
+    return max(flags, key=len) if flags else "--" + param.replace("_", "-")
 
 
 def print_error(message: str) -> None:
@@ -73,8 +82,8 @@ def _click_exception_types() -> tuple[type[BaseException], ...]:
 
 @contextlib.contextmanager
 def _one_line_click_errors() -> Iterator[None]:
-    """Fix: an unknown option, a missing one or a value of the wrong type (`--epochs abc`) was
-    shown as usage text plus a boxed panel (5+ lines); report it like every other error."""
+    """An unknown option, a missing one or a value of the wrong type (`--epochs abc`) is one
+    `error:` line like every other error, not click's usage text and boxed panel."""
     try:
         yield
     except _click_exception_types() as exc:
@@ -157,11 +166,8 @@ def check_output_path(path: Path, option: str = "--out") -> Path:
 
 
 def check_dir_option(path: Path, option: str) -> Path:
-    """Fail before any work when a directory option names a file (or a path through one).
-
-    Fix: `export --export-dir FILE` trained/loaded first and then died on mkdir with a bare
-    "FILE: File exists"; say which option is wrong, as a usage error.
-    """
+    """Fail before any work when a directory option names a file (or a path through one), so
+    the user is not told "File exists" by a mkdir after minutes of training."""
     for candidate in (path, *path.parents):
         if candidate.exists():
             if not candidate.is_dir():

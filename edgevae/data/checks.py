@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import math
 import os
 import struct
@@ -21,7 +20,7 @@ from typing import IO
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 
 #: Largest (decompressed) file or array held in memory; protects against gzip/zip bombs and
 #: headers that declare absurd sizes. Module-level so tests can lower it.
@@ -48,17 +47,6 @@ def fail(path: object, what: object) -> DataError:
     return DataError(f"{path}: {' '.join(str(what).split())}")
 
 
-def describe(exc: BaseException) -> str:
-    """A short one-line account of a low-level exception (without repeating the path)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if len(text) > 160:
-        text = text[:157] + "..."
-    return f"{name}: {text}" if text else name
-
-
 @contextlib.contextmanager
 def guard(path: object, what: str = "cannot read") -> Iterator[None]:
     """Turn low-level read/parse failures into a one-line DataError naming `path`."""
@@ -69,13 +57,15 @@ def guard(path: object, what: str = "cannot read") -> Iterator[None]:
     except FileNotFoundError:
         raise fail(path, "no such file or directory") from None
     except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise fail(path, f"corrupt or truncated gzip data ({describe(exc)})") from None
+        raise fail(
+            path, f"corrupt or truncated gzip data ({one_line(exc, 160, with_type=True)})"
+        ) from None
     except zipfile.BadZipFile as exc:
-        raise fail(path, f"corrupt zip archive ({describe(exc)})") from None
+        raise fail(path, f"corrupt zip archive ({one_line(exc, 160, with_type=True)})") from None
     except MemoryError:
         raise fail(path, "not enough memory to load it") from None
     except (OSError, ValueError, struct.error, RuntimeError, NotImplementedError) as exc:
-        raise fail(path, f"{what} ({describe(exc)})") from None
+        raise fail(path, f"{what} ({one_line(exc, 160, with_type=True)})") from None
 
 
 def is_gzip(path: Path) -> bool:
@@ -198,14 +188,6 @@ def skipped_note(folder: Path) -> str:
     parts = [f"{hidden} hidden file{'s' if hidden != 1 else ''}"] if hidden else []
     parts += links[:3] + ([f"{len(links) - 3} more links"] if len(links) > 3 else [])
     return f" (ignored: {', '.join(parts)})" if parts else ""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with guard(path), open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def square_side(d: int) -> int | None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from .. import fsio
+from ..errors import DataError, UsageError
 from . import checks as c
 from . import readers
 from .checks import fail
@@ -61,7 +62,7 @@ class Dataset:
     def spec(self) -> dict[str, Any]:
         """JSON-able description for config.json (file hashes are computed now, streamed)."""
         paths = [Path(p) for p in self.files]
-        hashes = [c.sha256_file(p) for p in paths]
+        hashes = [fsio.sha256_file(p, DataError) for p in paths]
         sizes = []
         for p in paths:
             with c.guard(p):

@@ -7,11 +7,11 @@ file claiming 8e12 values failed with a MemoryError traceback, or tried to take 
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import numpy as np
 
+from .. import fsio
 from ..errors import DataError
 from .readers import npy_from_bytes
 
@@ -19,21 +19,7 @@ MAX_BYTES = 1 << 30
 
 
 def read_npy(path: Path) -> np.ndarray:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    # Fix: a FIFO or device (e.g. /dev/zero) would block or stream forever.
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{path}: not a regular file")
-    if st.st_size > MAX_BYTES:
-        raise DataError(f"{path}: {st.st_size} bytes is too large")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = fsio.read_regular(path, MAX_BYTES, DataError)
     if data[:2] == b"PK":
         raise DataError(f"{path}: expected a single array (.npy), not an archive")
     a = npy_from_bytes(

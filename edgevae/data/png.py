@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import one_line
 from . import checks as c
 from .checks import fail
 
@@ -71,7 +72,9 @@ def _open_checked(path: Path):
     except Image.UnidentifiedImageError:
         raise fail(path, "not a PNG image") from None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise fail(path, f"not a readable PNG image ({c.describe(exc)})") from None
+        raise fail(
+            path, f"not a readable PNG image ({one_line(exc, 160, with_type=True)})"
+        ) from None
     w, h = im.size
     if w > c.MAX_SIDE or h > c.MAX_SIDE or w * h > MAX_PIXELS or w == 0 or h == 0:
         im.close()
@@ -92,7 +95,7 @@ def _decode(im, path: Path) -> np.ndarray:
                 return np.clip(arr, 0.0, 1.0).astype(np.float32)
             gray = np.asarray(im.convert("L"), dtype=np.uint8)
     except Exception as exc:  # truncated data, bad CRC, ...
-        raise fail(path, f"cannot decode the PNG ({c.describe(exc)})") from None
+        raise fail(path, f"cannot decode the PNG ({one_line(exc, 160, with_type=True)})") from None
     return np.divide(gray, np.float32(255), dtype=np.float32)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import one_line
 from . import checks as c
 from .checks import fail, guard
 from .matfile import read_mat_variable
@@ -201,7 +202,9 @@ def npy_from_bytes(
     except c.DataError:
         raise
     except Exception as exc:  # numpy's header parser raises ValueError, TokenError, ...
-        raise fail(where, f"not a valid .npy header ({c.describe(exc)})") from None
+        raise fail(
+            where, f"not a valid .npy header ({one_line(exc, 160, with_type=True)})"
+        ) from None
     if dtype.hasobject:
         raise fail(where, objects)
     if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:

@@ -6,28 +6,18 @@ Read by the torch-free runtime, so this module needs only the standard library.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import platform
-import stat
 from pathlib import Path
 from typing import Any
 
 from .. import __version__, fsio
-from ..errors import ModelFileError
+from ..errors import ModelFileError, one_line
 
 NAME = "manifest.json"
 SCHEMA = 1
 MODEL_FILES = ("encoder.fp32.onnx", "decoder.fp32.onnx", "encoder.int8.onnx", "decoder.int8.onnx")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def timestamp() -> str:
@@ -76,7 +66,8 @@ def refresh_files(export_dir: Path, man: dict[str, Any]) -> None:
     """Record size and sha256 of every model file present in the export dir."""
     files = {}
     for path in sorted(export_dir.glob("*.onnx")):
-        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        digest = fsio.sha256_file(path, ModelFileError)
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": digest}
     man["files"] = files
 
 
@@ -141,25 +132,19 @@ def _check(path: Path, man: Any) -> dict[str, Any]:
 
 def read(export_dir: Path) -> dict[str, Any]:
     path = export_dir / NAME
-    if export_dir.exists() and not export_dir.is_dir():  # Fix: was "no such export directory"
+    if export_dir.exists() and not export_dir.is_dir():
         raise ModelFileError(f"{export_dir}: not a directory; expected an export directory")
     if not export_dir.is_dir():
         raise ModelFileError(
             f"{export_dir}: no such export directory (run `edgevae train` or `edgevae export`)"
         )
+    if not path.exists() and not path.is_symlink():
+        raise ModelFileError(f"{path}: missing; is {export_dir} an edgevae export?")
+    data = fsio.read_regular(path, MAX_MANIFEST_BYTES, ModelFileError)
     try:
-        # Fix: a FIFO or device named manifest.json would block or stream forever, and a huge
-        # file was read whole: refuse both before reading.
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"{path}: not a regular file")
-        if st.st_size > MAX_MANIFEST_BYTES:
-            raise ModelFileError(f"{path}: {st.st_size} bytes is too large for a manifest")
-        man = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: missing; is {export_dir} an edgevae export?") from None
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: unreadable or not JSON ({exc})") from None
-    except RecursionError:  # Fix: deeply nested JSON ("[[[[...") raised RecursionError
+        man = json.loads(data.decode("utf-8"))
+    except RecursionError:  # "[[[[..."
         raise ModelFileError(f"{path}: unreadable or not JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: unreadable or not JSON ({one_line(exc, 200)})") from None
     return _check(path, man)

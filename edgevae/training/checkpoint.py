@@ -20,7 +20,6 @@ import fcntl
 import json
 import math
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from safetensors.torch import save as st_save
 
 from .. import fsio
 from ..config import ModelConfig
-from ..errors import ModelFileError, TrainingError, UsageError
+from ..errors import ModelFileError, TrainingError, UsageError, one_line
 
 CONFIG, MODEL, STATE, STATE_JSON, METRICS, LOCK = (
     "config.json",
@@ -93,43 +92,20 @@ MAX_TEXT_BYTES = 64 << 20
 MAX_PARAMETERS = 200_000_000
 
 
-def _read_regular(path: Path, limit: int) -> bytes:
-    """Bytes of a regular file of at most `limit` bytes; ModelFileError otherwise.
-
-    Fix: read_bytes() on a FIFO or device named like a checkpoint blocked or streamed forever,
-    and a huge file was read whole before anything was checked.
-    """
-    try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"{path}: not a regular file")
-        if st.st_size > limit:
-            raise ModelFileError(f"{path}: {st.st_size} bytes, more than the {limit}-byte limit")
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and header metadata; a missing, truncated or foreign file is a ModelFileError.
 
     A resume state (state.safetensors next to a config.json) is also checked against that
     config, see `check_state`.
     """
-    data = _read_regular(path, MAX_CHECKPOINT_BYTES)
+    data = fsio.read_regular(path, MAX_CHECKPOINT_BYTES, ModelFileError)
     try:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
     except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelFileError(
-            f"{path}: truncated or not a safetensors file ({_one_line(exc)})"
+            f"{path}: truncated or not a safetensors file ({one_line(exc, 200)})"
         ) from None
     meta = header.get("__metadata__", {}) or {}
     # Fix: train.py's resume loaded a state from another config (other sizes) straight into
@@ -266,7 +242,7 @@ def load_config(run_dir: Path) -> dict[str, Any]:
         raise ModelFileError(f"{run_dir}: no such run directory (train one with `edgevae train`)")
     if not path.exists():
         raise ModelFileError(f"{path}: missing; is {run_dir} a run directory?")
-    data = _read_regular(path, MAX_TEXT_BYTES)
+    data = fsio.read_regular(path, MAX_TEXT_BYTES, ModelFileError)
     # Fix: the model section was parsed but not validated (a zero or absurd size reached
     # VAE(cfg) and allocated it), the train section not at all (a --resume died on it with
     # an AttributeError/TypeError traceback), and deeply nested JSON raised RecursionError.
@@ -278,7 +254,7 @@ def load_config(run_dir: Path) -> dict[str, Any]:
         if "train" in cfg:
             _check_train_config(cfg["train"])
     except (ValueError, KeyError, TypeError, IndexError, UsageError) as exc:
-        raise ModelFileError(f"{path}: corrupt run config ({_one_line(exc)})") from None
+        raise ModelFileError(f"{path}: corrupt run config ({one_line(exc, 200)})") from None
     except RecursionError:
         raise ModelFileError(f"{path}: corrupt run config (nested too deeply)") from None
     return cfg
@@ -314,7 +290,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / METRICS
     if not path.exists():
         return []
-    text = _read_regular(path, MAX_TEXT_BYTES).decode("utf-8", "replace")
+    text = fsio.read_regular(path, MAX_TEXT_BYTES, ModelFileError).decode("utf-8", "replace")
     rows = []
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip():

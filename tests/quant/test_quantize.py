@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgevae import fsio
 from edgevae.cli import main
 from edgevae.errors import EdgeVAEError, UsageError
 from edgevae.quant import search as q
@@ -132,7 +133,7 @@ def test_force_keeps_the_closest_recipe(export_copy, images, positive_deltas):
     assert "decoder.int8.static.onnx" in man["cpu_specific"]
     assert man["parity"], "the export's parity record survives quantization"
     for name, rec in man["files"].items():
-        assert rec["sha256"] == manifest.sha256_file(export_copy / name), name
+        assert rec["sha256"] == fsio.sha256_file(export_copy / name), name
     for name in ("encoder.int8.onnx", "decoder.int8.onnx"):
         meta = {p.key: p.value for p in onnx.load(str(export_copy / name)).metadata_props}
         assert meta["edgevae.recipe"] == closest.recipe

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import edgevae
+from edgevae import fsio
 from edgevae.quant.recipes import RECIPES
 from edgevae.runtime import manifest
 from edgevae.runtime.session import ExportedModel
@@ -155,7 +156,7 @@ def test_manifest_lists_files_with_true_hashes_and_sizes(tiny_export):
     for name, rec in man["files"].items():
         path = tiny_export / name
         assert rec["bytes"] == path.stat().st_size > 0
-        assert rec["sha256"] == manifest.sha256_file(path)
+        assert rec["sha256"] == fsio.sha256_file(path)
         assert len(rec["sha256"]) == 64
 
 
