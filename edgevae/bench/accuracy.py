@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..runtime import metrics
+from ..threads import set_torch_threads
 from .report import FAILED, FAILED_VALIDATION, REFERENCE, Row
-from .rows import Contender, Progress, ort_contender, set_torch_threads
+from .rows import Contender, Progress, ort_contender
 
 # Decode at most this many rows at once during evaluation: bounded memory for any k.
 EVAL_DECODE_ROWS = 8192

@@ -68,9 +68,7 @@ def peak_probe(
     """This machine's practical peak GMAC/s in onnxruntime: fp32 MatMul and u8 x s8
     MatMulInteger of [M, K] x [K, N] with constant weights, median of `runs` interleaved runs
     (`*_best_gmac_per_s`: the fastest run). On a loaded machine a row can exceed 100%."""
-    import onnxruntime as ort
-
-    from ..runtime.session import session_options
+    from ..runtime.session import create_session
 
     m, k, n = shape
     calls: dict[str, Callable[[], object]] = {}
@@ -78,11 +76,8 @@ def peak_probe(
     for prec, (model, a) in _probe_models(m, k, n).items():
         out[f"{prec}_gmac_per_s"] = None
         try:
-            # Not runtime.open_session: that vets edgevae's encoder/decoder contract, and
-            # this model is built here, from bytes.
-            sess = ort.InferenceSession(
-                model, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-            )
+            # Built here, from bytes: not an encoder or decoder to vet.
+            sess = create_session(model, threads)
             sess.run(None, {"a": a})
         except Exception as exc:  # onnxruntime raises its own types
             out[f"{prec}_error"] = str(exc).splitlines()[0][:200] if str(exc) else repr(exc)

@@ -6,7 +6,6 @@ Torch-free at import: torch is imported only for the torch fp32 row.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +158,6 @@ def _torch_model_contender(row: Row, run_dir: Path) -> Contender:
         return run
 
     return Contender(row, encode, decode, timer, encoder_key="torch")
-
-
-def set_torch_threads(n: int) -> None:
-    """torch's intra-op threads, if the torch row imported it (never import it for this)."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
 
 
 # --------------------------------------------------------------------------- other recipes

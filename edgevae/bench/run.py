@@ -77,6 +77,7 @@ from ..quant.pipeline import run_dataset
 from ..quant.recipes import RECIPES, cpu_info
 from ..runtime import manifest as manifest_mod
 from ..runtime import timing
+from ..threads import set_torch_threads
 from .accuracy import accuracy_all, compare_to_reference
 from .latency import layer_macs, noise_verdict, time_all
 from .peak import PEAK_SHAPE, peak_probe
@@ -104,7 +105,6 @@ from .rows import (
     Progress,
     export_contenders,
     recipe_contenders,
-    set_torch_threads,
     torch_contender,
 )
 

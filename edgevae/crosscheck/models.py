@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..onnxio import wire as pb
+from ..runtime.session import create_session
 from .compare import DYNAMIC, FP16, FP32, INT4, STATIC, CrosscheckError
 
 _DYNAMIC_OPS = {
@@ -75,15 +76,9 @@ def model_kind(ops: Iterable[str], dtypes: Iterable[int] = ()) -> str:
 
 
 def open_session(path: Path):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    """Any model of the export (int4 and fp16 too), one thread, unvetted: the check runs
+    the user's own export on their own board."""
+    return create_session(path, threads=1)
 
 
 def _feature_dim(shape) -> int | None:

@@ -22,6 +22,18 @@ ENCODER_IO = (["x"], ["mu", "logvar"])
 DECODER_IO = (["z"], ["x_mean", "logits"])
 
 
+def create_session(model: Path | bytes, threads: int = 1):
+    """An onnxruntime CPU session with edgevae's options, for a file or serialized bytes.
+    It checks nothing: an edgevae encoder or decoder goes through `open_session`, which vets
+    the file first."""
+    import onnxruntime as ort
+
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(
+        source, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
 def session_options(threads: int = 1):
     import onnxruntime as ort
 
@@ -31,8 +43,8 @@ def session_options(threads: int = 1):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # QDQ graphs are only fused into integer kernels at the highest level.
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Fix: 4 (fatal only), not 3: at 3 onnxruntime itself printed every failed run() as an
-    # extra "[E:onnxruntime:...]" line on stderr, next to the one-line error we report.
+    # Fatal only: at 3 onnxruntime prints every failed run() as an extra "[E:onnxruntime:...]"
+    # line on stderr, next to the one-line error edgevae reports.
     so.log_severity_level = 4
     return so
 
@@ -101,14 +113,11 @@ def run_session(
 
 def open_session(path: Path, role: str, threads: int = 1):
     """A session for a vetted model file; never hand onnxruntime a file we have not checked."""
-    import onnxruntime as ort
 
     io = ENCODER_IO if role == "encoder" else DECODER_IO
     onnxcheck.vet(path, role, io[0], io[1][:1])
     try:
-        sess = ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        sess = create_session(path, threads)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(_explain_ort_error(path, exc)) from None
     # Fix: vet() looks at the first graph input only, so a model that also requires another

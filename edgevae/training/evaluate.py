@@ -77,9 +77,9 @@ def evaluate_run(
         raise UsageError(f"--k must be >= 1, got {k}")
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be >= 1, got {limit}")
-    from .loop import set_threads
+    from ..threads import set_torch_threads
 
-    set_threads(threads)
+    set_torch_threads(threads)
     model, cfg = load_model(run_dir)
     x = split_images(cfg, data, split)
     if x.shape[1] != model.cfg.input_dim:

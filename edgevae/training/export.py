@@ -114,9 +114,9 @@ def _to_onnx(module: nn.Module, example: torch.Tensor, names: tuple[list[str], l
 
 
 def parity(path: Path, module: nn.Module, x: np.ndarray) -> Parity:
-    import onnxruntime as ort
+    from ..runtime.session import create_session
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = create_session(path, threads=1)
     got = sess.run(None, {sess.get_inputs()[0].name: x})
     with torch.no_grad():
         ref = [t.numpy() for t in module(torch.from_numpy(x))]

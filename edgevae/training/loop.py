@@ -9,7 +9,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from .. import fsio
 from ..config import ModelConfig, TrainConfig, dumps
 from ..errors import TrainingError, UsageError
 from ..runtime import manifest
+from ..threads import set_torch_threads
 from . import checkpoint, handgrad
 from .model import VAE, build
 
@@ -86,12 +86,6 @@ class TrainResult:
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def set_threads(threads: int) -> int:
-    n = threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    return n
 
 
 @torch.no_grad()
@@ -245,7 +239,7 @@ def train(
             for name in stale:
                 (run_dir / name).unlink(missing_ok=True)
 
-        threads = set_threads(cfg.threads)
+        threads = set_torch_threads(cfg.threads)
         if data is None:
             data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
         if model_cfg is None:
