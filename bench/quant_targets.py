@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevae.quant.pipeline import run_images
+from edgevae.data.runs import load_run_data
+from edgevae.quant.apply import apply_recipe, calibration_sets
 from edgevae.quant.recipes import RECIPES
-from edgevae.quant.search import apply_recipe, calibration_sets
 from edgevae.runtime import manifest, metrics, timing
 from edgevae.runtime.session import open_session
 
@@ -79,7 +79,7 @@ def main() -> int:
     )
 
     with tempfile.TemporaryDirectory() as tmp:
-        train_x, _ = run_images(man, a.data)
+        train_x = load_run_data(man["train"], man["image_shape"], a.data).train
         _, z_cal = calibration_sets(ed, train_x, 5000, 0)
         default = Path(tmp) / "decoder.default.onnx"
         apply_recipe(RECIPES["static-default"], ed / "decoder.fp32.onnx", default, z_cal, "z")

@@ -33,13 +33,13 @@ class ModelConfig:
 
     def validate(self) -> ModelConfig:
         if self.latent_dim < 1:
-            raise UsageError(f"--latent-dim must be >= 1, got {self.latent_dim}")
+            raise UsageError(f"must be >= 1, got {self.latent_dim}", param="latent_dim")
         if not self.hidden or any(h < 1 for h in self.hidden):
-            raise UsageError(f"--hidden sizes must be >= 1, got {self.hidden}")
+            raise UsageError(f"must be >= 1, got {self.hidden}", param="hidden")
         if self.activation not in ACTIVATIONS:
-            raise UsageError(f"--activation must be one of {', '.join(ACTIVATIONS)}")
+            raise UsageError(f"must be one of {', '.join(ACTIVATIONS)}", param="activation")
         if self.likelihood not in LIKELIHOODS:
-            raise UsageError(f"likelihood must be one of {', '.join(LIKELIHOODS)}")
+            raise UsageError(f"must be one of {', '.join(LIKELIHOODS)}", param="likelihood")
         h, w = self.image_shape
         if h * w != self.input_dim:
             raise UsageError(f"image shape {h}x{w} does not match input dim {self.input_dim}")
@@ -78,27 +78,27 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
-            raise UsageError(f"--epochs must be >= 1, got {self.epochs}")
+            raise UsageError(f"must be >= 1, got {self.epochs}", param="epochs")
         if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {self.batch_size}")
+            raise UsageError(f"must be >= 1, got {self.batch_size}", param="batch_size")
         if not self.lr > 0 or self.lr != self.lr or self.lr == float("inf"):
-            raise UsageError(f"--lr must be a finite number > 0, got {self.lr}")
+            raise UsageError(f"must be a finite number > 0, got {self.lr}", param="lr")
         if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+            raise UsageError(f"must be one of {', '.join(OPTIMIZERS)}", param="optimizer")
         if self.binarize not in BINARIZE:
-            raise UsageError(f"--binarize must be one of {', '.join(BINARIZE)}")
+            raise UsageError(f"must be one of {', '.join(BINARIZE)}", param="binarize")
         if self.threads < 0:
-            raise UsageError(f"--threads must be >= 0 (0 = all cores), got {self.threads}")
+            raise UsageError(f"must be >= 0 (0 = all cores), got {self.threads}", param="threads")
         if self.max_minutes is not None and not self.max_minutes > 0:
-            raise UsageError(f"--max-minutes must be > 0, got {self.max_minutes}")
+            raise UsageError(f"must be > 0, got {self.max_minutes}", param="max_minutes")
         if self.lr_patience < 0:
             raise UsageError(
-                f"--lr-patience must be >= 0 (0 = constant lr), got {self.lr_patience}"
+                f"must be >= 0 (0 = constant lr), got {self.lr_patience}", param="lr_patience"
             )
         if self.kl_warmup < 0:
-            raise UsageError(f"--kl-warmup must be >= 0 (0 = off), got {self.kl_warmup}")
+            raise UsageError(f"must be >= 0 (0 = off), got {self.kl_warmup}", param="kl_warmup")
         if self.seed < 0:
-            raise UsageError(f"--seed must be >= 0, got {self.seed}")
+            raise UsageError(f"must be >= 0, got {self.seed}", param="seed")
         return self
 
     def to_dict(self) -> dict[str, Any]:

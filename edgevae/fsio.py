@@ -119,6 +119,11 @@ def read_regular(
     return data
 
 
+def sha256_of(data: bytes) -> str:
+    """Hex sha256 of bytes already in memory."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike, error: type[EdgeVAEError] = EdgeVAEError) -> str:
     """Hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

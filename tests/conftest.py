@@ -43,12 +43,14 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
     """fp32 + int8 (recipe static-pc-rr) + firmware static decoder for the tiny run."""
-    from edgevae.quant.pipeline import quantize_dir
+    import edgevae
     from edgevae.training.export import export_run
 
     export_dir = tmp_path_factory.mktemp("export") / "export"
     export_run(tiny_run, export_dir)
-    quantize_dir(export_dir, recipe="static-pc-rr", budget_nats=10.0, calib=500)
+    edgevae.quantize(
+        export_dir, run_dir=tiny_run, recipe="static-pc-rr", budget_nats=10.0, calib=500
+    )
     return export_dir
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from ..errors import UsageError, one_line
 from ..runtime import images
 from ..runtime.generate import prior_z
-from ..runtime.session import ExportedModel, open_session
+from ..runtime.model import Model
+from ..runtime.session import open_session
 
 DEFAULT_FIRMWARE = Path("firmware_demo/build/host/edgevae_decode")
 LABEL_WIDTH = 64
@@ -144,7 +145,7 @@ def parity_grid(
         raise UsageError(f"--n must be >= 1, got {n}")
     if not amplify > 0:
         raise UsageError(f"--amplify must be > 0, got {amplify}")
-    fp32 = ExportedModel(Path(export_dir), "fp32")
+    fp32 = Model(Path(export_dir), "fp32")
     z = prior_z(n, fp32.latent_dim, seed)
     shape = fp32.image_shape
     decoded: list[tuple[ParityRow, np.ndarray]] = []
@@ -173,7 +174,7 @@ def parity_grid(
     decoded.append((ref_row, ref))
     attempt(
         "ORT int8",
-        lambda: images.to_uint8(ExportedModel(Path(export_dir), "int8").decode(z)),
+        lambda: images.to_uint8(Model(Path(export_dir), "int8").decode(z)),
         "decoder.int8.onnx",
     )
     static_name = fp32.manifest.get("firmware_decoder") or "decoder.int8.static.onnx"

@@ -72,8 +72,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.runs import load_run_data
 from ..errors import EdgeVAEError, UsageError
-from ..quant.pipeline import run_dataset
 from ..quant.recipes import RECIPES, cpu_info
 from ..runtime import manifest as manifest_mod
 from ..runtime import timing
@@ -212,7 +212,7 @@ def run_bench(
     notes: list[str] = []
 
     progress("loading data", 0, 1)
-    ds = run_dataset(man, data)
+    ds = load_run_data(man["train"], man["image_shape"], data)
     x = np.ascontiguousarray(ds.test[:limit] if limit else ds.test, dtype=np.float32)
     progress("loading data", 1, 1)
 

@@ -12,6 +12,7 @@ import functools
 import inspect
 import sys
 from collections.abc import Callable, Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,30 @@ def check_dir_option(path: Path, option: str) -> Path:
 
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+class Precision(str, Enum):
+    """Which models of an export a runtime command uses."""
+
+    int8 = "int8"
+    fp32 = "fp32"
+
+
+EXPORT_DIR = typer.Option(Path("export"), help="An export dir made by `edgevae train`/`export`.")
+PRECISION = typer.Option(Precision.int8, help="The quantized (int8) or the float (fp32) models.")
+THREADS = typer.Option(1, min=1, help="onnxruntime intra-op threads.")
+
+
+def check_suffix(path: Path, suffixes: tuple[str, ...], option: str = "--out") -> Path:
+    """A usage error before any work unless `path` ends in one of `suffixes`."""
+    check_output_path(path, option)
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{option}: {path} should end in {' or '.join(suffixes)}")
+    return path
+
+
+def wrote(out: Path, what: str, size: tuple[int, int] | None = None) -> None:
+    """The line every command that writes a file ends with. Paths are text, never Rich markup
+    (a name like "out/[/x].png" would be parsed as markup)."""
+    pixels = f" ({size[0]}x{size[1]} px)" if size else ""
+    console.print(f"wrote {out}{pixels}: {what}", highlight=False, markup=False)

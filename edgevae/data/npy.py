@@ -1,4 +1,4 @@
-"""Reading a user's .npy of latent vectors: float, 2-D, finite, never with pickle.
+"""A user's .npy of latent vectors (float, 2-D, finite, never with pickle), and .npy bytes.
 
 The header is parsed here and the size it declares is compared with the bytes actually in the
 file BEFORE any array is allocated (np.load allocated the declared size first: a 128-byte
@@ -7,6 +7,7 @@ file claiming 8e12 values failed with a MemoryError traceback, or tried to take 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +38,10 @@ def read_npy(path: Path) -> np.ndarray:
     if not np.isfinite(a).all():
         raise DataError(f"{path}: holds NaN or Inf")
     return a
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    """`a` as the bytes of a .npy file (no pickle), for an atomic write."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+    return buf.getvalue()

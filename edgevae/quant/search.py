@@ -1,15 +1,14 @@
-"""int8 (and opt-in int4/fp16) models from the fp32 export, chosen under an accuracy budget.
+"""Choosing the int8 recipe under an accuracy budget, and writing the winners into the export.
 
-All quantization is onnxruntime's own tooling; this module feeds it calibration data, picks
-among recipes by measuring them (accuracy on held-out images in nats, speed interleaved with
-fp32), and writes the winners into the export dir atomically, manifest last.
+Each candidate recipe (`recipes.auto_candidates` for this CPU, or the one asked for) is applied
+(`apply`), then measured: accuracy on held-out images in nats with common random numbers
+against fp32, speed interleaved with fp32. The fastest within the budget wins; the firmware
+decoder (fixed scales everywhere) is always written too. Files move into the export dir
+atomically, the manifest last.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import math
 import tempfile
 from collections.abc import Callable
@@ -20,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from .. import fsio
-from ..errors import EdgeVAEError, UsageError
+from ..errors import EdgeVAEError, ModelFileError, UsageError
 from ..runtime import manifest, metrics, timing
 from ..runtime.session import DECODER_IO, ENCODER_IO, open_session
+from .apply import apply_recipe, calibration_sets
 from .recipes import FIRMWARE, RECIPES, Recipe, auto_candidates, cpu_info
 
 Progress = Callable[[str, int, int], None]
@@ -67,163 +67,16 @@ class QuantReport:
         return d
 
 
-@contextlib.contextmanager
-def _quiet():
-    """onnxruntime's quantizer logs advice and prints progress; the CLI shows its own."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
+class BudgetError(EdgeVAEError):
+    """No recipe keeps the NLL increase within the budget (and force was not given)."""
 
-
-class _Reader:
-    """Equal-sized calibration batches: onnxruntime's histogram calibrators stack them."""
-
-    def __init__(self, name: str, data: np.ndarray, batch: int = 256):
-        if len(data) > batch:
-            data = data[: len(data) - len(data) % batch]
-        batch = min(batch, len(data))
-        self.items = iter([{name: data[i : i + batch]} for i in range(0, len(data), batch)])
-
-    def get_next(self):
-        return next(self.items, None)
-
-
-def calibration_sets(
-    export_dir: Path, train_images: np.ndarray, n: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder: n training images. Decoder: their posterior means plus as many prior draws."""
-    if n < 1:
-        raise UsageError(f"--calib must be >= 1, got {n}")
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(train_images))[: min(n, len(train_images))]
-    x = np.ascontiguousarray(train_images[idx], dtype=np.float32)
-    enc = open_session(export_dir / "encoder.fp32.onnx", "encoder")
-    mu = np.concatenate(
-        [enc.run(["mu"], {"x": x[i : i + 1024]})[0] for i in range(0, len(x), 1024)]
-    )
-    z = np.concatenate([mu, rng.standard_normal(mu.shape).astype(np.float32)])
-    return x, z
-
-
-def _gemm_to_matmul(model):
-    """Gemm(transB=1) -> MatMul + Add, so MatMulNBits can see the weights."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    nodes = []
-    for node in g.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type != "Gemm" or attrs.get("transA", 0) or node.input[1] not in inits:
-            nodes.append(node)
-            continue
-        w = numpy_helper.to_array(inits[node.input[1]])
-        if attrs.get("transB", 0):
-            w = w.T
-        alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
-        wname = node.input[1] + "_kn"
-        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w * alpha), wname))
-        mm_out = node.output[0] + "_mm"
-        nodes.append(
-            helper.make_node("MatMul", [node.input[0], wname], [mm_out], node.name + "_mm")
+    def __init__(self, budget_nats: float, closest: Candidate):
+        self.budget_nats = budget_nats
+        self.closest = closest
+        super().__init__(
+            f"no recipe keeps the NLL increase within {budget_nats:g} nats; closest is "
+            f"{closest.recipe} at +{closest.nll_delta:.3f} nats"
         )
-        if len(node.input) > 2 and node.input[2]:
-            b = numpy_helper.to_array(inits[node.input[2]]) * beta
-            bname = node.input[2] + "_b"
-            g.initializer.append(numpy_helper.from_array(b.astype(np.float32), bname))
-            nodes.append(
-                helper.make_node("Add", [mm_out, bname], [node.output[0]], node.name + "_add")
-            )
-        else:
-            nodes[-1].output[0] = node.output[0]
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    onnx.checker.check_model(model)
-    return model
-
-
-def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_name: str) -> None:
-    """Write dst, the recipe applied to the fp32 model src, with edgevae metadata."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
-        out = Path(tmp) / "q.onnx"
-        if recipe.method == "static" and recipe.defaults:
-            quantize_static(str(src), str(out), _Reader(input_name, calib))
-        elif recipe.method == "static":
-            extra: dict[str, Any] = {}
-            if recipe.float_output:
-                extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
-            quantize_static(
-                str(src),
-                str(out),
-                _Reader(input_name, calib),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Gemm"],
-                per_channel=recipe.per_channel,
-                reduce_range=recipe.reduce_range,
-                activation_type=qt[recipe.activation],
-                weight_type=qt[recipe.weight],
-                calibrate_method=CalibrationMethod.Percentile
-                if recipe.calibration == "percentile"
-                else CalibrationMethod.MinMax,
-                extra_options=extra,
-            )
-        elif recipe.method == "dynamic":
-            quantize_dynamic(
-                str(src),
-                str(out),
-                per_channel=recipe.per_channel,
-                weight_type=qt[recipe.weight],
-                op_types_to_quantize=["Gemm", "MatMul"],
-            )
-        elif recipe.method == "int4":
-            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-            q = MatMulNBitsQuantizer(
-                _gemm_to_matmul(onnx.load(str(src))), block_size=32, is_symmetric=True
-            )
-            q.process()
-            q.model.save_model_to_file(str(out), use_external_data_format=False)
-        elif recipe.method == "fp16":
-            from onnxruntime.transformers.float16 import convert_float_to_float16
-
-            onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
-        else:  # pragma: no cover - recipes are a closed set
-            raise ValueError(recipe.method)
-        model = onnx.load(str(out))
-        meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
-        meta.update(
-            {
-                "edgevae.precision": "int8"
-                if recipe.method in ("static", "dynamic")
-                else recipe.method,
-                "edgevae.recipe": recipe.name,
-            }
-        )
-        del model.metadata_props[:]
-        for k, v in sorted(meta.items()):
-            model.metadata_props.add(key=k, value=v)
-        model.producer_name = "edgevae"
-        fsio.write_bytes(dst, model.SerializeToString())
 
 
 def _callables(enc, dec):
@@ -297,91 +150,25 @@ def quantize_export(
 ) -> QuantReport:
     """Quantize encoder.fp32.onnx/decoder.fp32.onnx into *.int8.onnx under the budget."""
     progress = progress or (lambda stage, done, total: None)
-    if not budget_nats > 0:
-        raise UsageError(f"--budget-nats must be > 0, got {budget_nats}")
-    if recipe != "auto" and recipe not in RECIPES:
-        raise UsageError(f"--recipe must be auto or one of {', '.join(RECIPES)}")
+    check_options(recipe, budget_nats, calib, extra_candidates)
+    names = auto_candidates(cpu_info()) if recipe == "auto" else [recipe]
+    names += [n for n in (extra_candidates or []) if n not in names]
     man = manifest.read(export_dir)
     for role in ("encoder", "decoder"):
         if not (export_dir / f"{role}.fp32.onnx").exists():
-            raise EdgeVAEError(f"{export_dir}: {role}.fp32.onnx missing; run `edgevae export`")
-    cpu = cpu_info()
-    names = auto_candidates(cpu) if recipe == "auto" else [recipe]
-    names += [n for n in (extra_candidates or []) if n not in names]
-    likelihood = man.get("likelihood", "bernoulli")
-    gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
-    heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
-
+            raise ModelFileError(f"{export_dir}: {role}.fp32.onnx missing; export the run first")
+    ctx = _Context.open(export_dir, man, heldout_images)
     progress("calibrating", 0, 1)
     x_cal, z_cal = calibration_sets(export_dir, train_images, calib, seed)
     progress("calibrating", 1, 1)
-    fp32 = {
-        "encoder": open_session(export_dir / "encoder.fp32.onnx", "encoder"),
-        "decoder": open_session(export_dir / "decoder.fp32.onnx", "decoder"),
-        "latent_dim": int(man["latent_dim"]),
-    }
-    base = nll(fp32["encoder"], fp32["decoder"], heldout, likelihood, gauss)
-
     with tempfile.TemporaryDirectory(dir=export_dir, prefix=".quantize-") as tmp:
         work = Path(tmp)
-        results: list[Candidate] = []
-        for i, name in enumerate(names):
-            progress(f"measuring {name}", i, len(names))
-            try:
-                for role, data, io_ in (
-                    ("encoder", x_cal, ENCODER_IO),
-                    ("decoder", z_cal, DECODER_IO),
-                ):
-                    apply_recipe(
-                        RECIPES[name],
-                        export_dir / f"{role}.fp32.onnx",
-                        work / f"{role}.{name}.onnx",
-                        data,
-                        io_[0][0],
-                    )
-                results.append(
-                    measure(name, work, fp32, heldout, likelihood, gauss, base, budget_nats)
-                )
-            except EdgeVAEError as exc:
-                results.append(Candidate(name, error=str(exc)))
-        progress("measuring", len(names), len(names))
-        ok = [c for c in results if c.error is None and c.within_budget]
-        forced = False
-        if ok:
-            chosen = max(ok, key=lambda c: c.score)
-        else:
-            measured = [c for c in results if c.error is None]
-            if not measured:
-                raise EdgeVAEError(
-                    "no recipe could be applied: "
-                    + "; ".join(f"{c.recipe}: {c.error}" for c in results)
-                )
-            closest = min(measured, key=lambda c: c.nll_delta)
-            if not force:
-                raise EdgeVAEError(
-                    f"no recipe keeps the NLL increase within {budget_nats:g} nats; closest is "
-                    f"{closest.recipe} at +{closest.nll_delta:.3f} nats (raise --budget-nats, "
-                    "or pass --force to accept it)"
-                )
-            chosen, forced = closest, True
-
-        # The firmware needs fixed scales everywhere, logits included.
-        progress("firmware decoder", 0, 1)
-        apply_recipe(
-            FIRMWARE,
-            export_dir / "decoder.fp32.onnx",
-            work / "decoder.int8.static.onnx",
-            z_cal,
-            "z",
-        )
-        fw_dec = open_session(work / "decoder.int8.static.onnx", "decoder")
-        fw_delta = nll(fp32["encoder"], fw_dec, heldout, likelihood, gauss) - base
-        progress("firmware decoder", 1, 1)
-
+        results = _measure_all(ctx, names, work, x_cal, z_cal, budget_nats, progress)
+        chosen, forced = _choose(results, budget_nats, force)
+        fw_delta = _firmware_decoder(ctx, work, z_cal, progress)
         for role in ("encoder", "decoder"):
             fsio.move_into(work / f"{role}.{chosen.recipe}.onnx", export_dir / f"{role}.int8.onnx")
         fsio.move_into(work / "decoder.int8.static.onnx", export_dir / "decoder.int8.static.onnx")
-
     report = QuantReport(
         chosen=chosen.recipe,
         budget_nats=budget_nats,
@@ -391,16 +178,123 @@ def quantize_export(
             "decoder_z": len(z_cal),
             "decoder_z_from": "posterior means of the encoder images + N(0, I) draws",
             "seed": seed,
-            "heldout_images": len(heldout),
+            "heldout_images": len(ctx.heldout),
             "heldout_split": "valid",
             "eval_k": EVAL_K,
-            "fp32_nll": base,
+            "fp32_nll": ctx.base_nll,
         },
-        cpu=cpu.to_dict(),
+        cpu=ctx.cpu.to_dict(),
         firmware_decoder="decoder.int8.static.onnx",
         firmware_nll_delta=fw_delta,
         forced=forced,
     )
+    _record(export_dir, report, chosen)
+    return report
+
+
+def check_options(recipe: str, budget_nats: float, calib: int, also: list[str] | None) -> None:
+    """Refuse bad options before any work."""
+    if not budget_nats > 0:
+        raise UsageError(f"must be > 0, got {budget_nats}", param="budget_nats")
+    if calib < 1:
+        raise UsageError(f"must be >= 1, got {calib}", param="calib")
+    if recipe != "auto" and recipe not in RECIPES:
+        raise UsageError(f"must be auto or one of {', '.join(RECIPES)}", param="recipe")
+    for name in also or []:
+        if name not in RECIPES:
+            raise UsageError(f"unknown recipe {name!r} ({', '.join(RECIPES)})", param="also")
+
+
+@dataclass
+class _Context:
+    """What every candidate is measured against: the fp32 pair and its held-out NLL."""
+
+    export_dir: Path
+    fp32: dict[str, Any]
+    heldout: np.ndarray
+    likelihood: str
+    gauss: np.ndarray | None
+    base_nll: float
+    cpu: Any
+
+    @classmethod
+    def open(cls, export_dir: Path, man: dict[str, Any], heldout_images: np.ndarray) -> _Context:
+        fp32 = {
+            "encoder": open_session(export_dir / "encoder.fp32.onnx", "encoder"),
+            "decoder": open_session(export_dir / "decoder.fp32.onnx", "decoder"),
+            "latent_dim": int(man["latent_dim"]),
+        }
+        likelihood = man.get("likelihood", "bernoulli")
+        gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
+        heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
+        base = nll(fp32["encoder"], fp32["decoder"], heldout, likelihood, gauss)
+        return cls(export_dir, fp32, heldout, likelihood, gauss, base, cpu_info())
+
+
+def _measure_all(
+    ctx: _Context,
+    names: list[str],
+    work: Path,
+    x_cal: np.ndarray,
+    z_cal: np.ndarray,
+    budget_nats: float,
+    progress: Progress,
+) -> list[Candidate]:
+    """Apply and measure every candidate in `work`; a recipe that fails is kept with its error."""
+    results: list[Candidate] = []
+    for i, name in enumerate(names):
+        progress(f"measuring {name}", i, len(names))
+        try:
+            for role, data, io_ in (("encoder", x_cal, ENCODER_IO), ("decoder", z_cal, DECODER_IO)):
+                src = ctx.export_dir / f"{role}.fp32.onnx"
+                apply_recipe(RECIPES[name], src, work / f"{role}.{name}.onnx", data, io_[0][0])
+            results.append(
+                measure(
+                    name,
+                    work,
+                    ctx.fp32,
+                    ctx.heldout,
+                    ctx.likelihood,
+                    ctx.gauss,
+                    ctx.base_nll,
+                    budget_nats,
+                )
+            )
+        except EdgeVAEError as exc:
+            results.append(Candidate(name, error=str(exc)))
+    progress("measuring", len(names), len(names))
+    return results
+
+
+def _choose(results: list[Candidate], budget_nats: float, force: bool) -> tuple[Candidate, bool]:
+    """The best-scoring candidate within the budget; else the closest one when forced."""
+    ok = [c for c in results if c.error is None and c.within_budget]
+    if ok:
+        return max(ok, key=lambda c: c.score), False
+    measured = [c for c in results if c.error is None]
+    if not measured:
+        raise EdgeVAEError(
+            "no recipe could be applied: " + "; ".join(f"{c.recipe}: {c.error}" for c in results)
+        )
+    closest = min(measured, key=lambda c: c.nll_delta)
+    if not force:
+        raise BudgetError(budget_nats, closest)
+    return closest, True
+
+
+def _firmware_decoder(ctx: _Context, work: Path, z_cal: np.ndarray, progress: Progress) -> float:
+    """The firmware needs fixed scales everywhere, logits included: always written."""
+    progress("firmware decoder", 0, 1)
+    path = work / "decoder.int8.static.onnx"
+    apply_recipe(FIRMWARE, ctx.export_dir / "decoder.fp32.onnx", path, z_cal, "z")
+    dec = open_session(path, "decoder")
+    delta = nll(ctx.fp32["encoder"], dec, ctx.heldout, ctx.likelihood, ctx.gauss) - ctx.base_nll
+    progress("firmware decoder", 1, 1)
+    return delta
+
+
+def _record(export_dir: Path, report: QuantReport, chosen: Candidate) -> None:
+    """The quantization's outcome into the manifest, with the new files' sha256."""
     man = manifest.read(export_dir)
     rec = RECIPES[chosen.recipe]
     man["quantization"] = report.to_dict()
@@ -411,7 +305,6 @@ def quantize_export(
     manifest.refresh_files(export_dir, man)
     man["versions"] = manifest.versions()
     manifest.write(export_dir, man)
-    return report
 
 
 def _why_cpu_specific(rec: Recipe) -> str:

@@ -21,14 +21,14 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def grid(images: np.ndarray, nrow: int | None = None, pad: int = PAD) -> np.ndarray:
     """Tile [N, H, W] images into one uint8 picture, `nrow` images per row, black padding."""
+    images = np.asarray(images)
     if images.ndim != 3 or len(images) == 0:
-        raise UsageError("grid needs a non-empty [N, H, W] stack")
+        raise UsageError("needs a non-empty [N, H, W] stack", param="images")
     n, h, w = images.shape
-    # Fix: `nrow if nrow else ...` silently turned nrow=0 into the default layout instead of
-    # the usage error below; only None means "choose for me".
+    # Only None means "choose for me": 0 is an error, not the default layout.
     ncol = nrow if nrow is not None else math.ceil(math.sqrt(n))
     if ncol < 1:
-        raise UsageError(f"--nrow must be >= 1, got {ncol}")
+        raise UsageError(f"must be >= 1, got {ncol}", param="nrow")
     nrows = math.ceil(n / ncol)
     pix = images if images.dtype == np.uint8 else to_uint8(images)
     out = np.zeros((nrows * (h + pad) + pad, ncol * (w + pad) + pad), dtype=np.uint8)
@@ -48,13 +48,16 @@ def png_bytes(picture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_png(path: Path, picture: np.ndarray) -> None:
+def save_png(path: str | Path, picture: np.ndarray) -> None:
+    """Write a uint8 [H, W] picture as PNG (atomically)."""
+    path = Path(path)
     if path.suffix.lower() != ".png":
-        raise UsageError(f"--out: {path} should end in .png")
+        raise UsageError(f"{path} should end in .png", param="path")
     fsio.write_bytes(path, png_bytes(picture))
 
 
-def save_grid(path: Path, images: np.ndarray, nrow: int | None = None) -> tuple[int, int]:
+def save_grid(path: str | Path, images: np.ndarray, nrow: int | None = None) -> tuple[int, int]:
+    """`images` [N, H, W] tiled `nrow` per row into a PNG; returns its (width, height)."""
     picture = grid(images, nrow)
     save_png(path, picture)
     return picture.shape[1], picture.shape[0]

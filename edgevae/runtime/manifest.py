@@ -42,17 +42,20 @@ def versions() -> dict[str, str]:
 def new_manifest(
     export_dir: Path, run_config: dict[str, Any], run_dir: str, gauss_logvar: list | None
 ) -> dict[str, Any]:
+    """A fresh manifest for the fp32 export of a run. It holds no absolute path of this
+    machine: data files are named by file name and sha256, the run dir only when it is a
+    relative path below the current directory."""
     model = run_config["model"]
     man: dict[str, Any] = {
         "schema": SCHEMA,
-        "run_dir": run_dir,
+        "run_dir": _relative_or_none(run_dir),
         "model": model,
         "latent_dim": model["latent_dim"],
         "image_shape": model["image_shape"],
         "likelihood": model["likelihood"],
-        "data": run_config.get("data"),
+        "data": portable_data(run_config.get("data")),
         "seed": run_config.get("seed"),
-        "train": run_config.get("train"),
+        "train": {**(run_config.get("train") or {}), "data": _spec_name(run_config)},
         "files": {},
         "versions": versions(),
     }
@@ -60,6 +63,34 @@ def new_manifest(
         man["gaussian_logvar"] = gauss_logvar
     refresh_files(export_dir, man)
     return man
+
+
+def _relative_or_none(path: str) -> str | None:
+    p = Path(path)
+    return None if p.is_absolute() or ".." in p.parts else p.as_posix()
+
+
+def _spec_name(run_config: dict[str, Any]) -> str | None:
+    """The data spec trained on, reduced to its last path part ("idx:mnist", "mnist_5k")."""
+    spec = (run_config.get("train") or {}).get("data")
+    if spec is None:
+        return None
+    kind, sep, path = spec.rpartition(":") if ":" in spec[:8] else ("", "", spec)
+    return f"{kind}{sep}{Path(path).name}"
+
+
+def portable_data(data: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A dataset description (`Dataset.spec()`) with every path reduced to its file name."""
+    if not data:
+        return data
+    out = dict(data)
+    if "source" in out and isinstance(out["source"], str) and "/" in out["source"]:
+        out["source"] = Path(out["source"]).name
+    out["files"] = [
+        {("name" if k == "path" else k): (Path(v).name if k == "path" else v) for k, v in f.items()}
+        for f in data.get("files", [])
+    ]
+    return out
 
 
 def refresh_files(export_dir: Path, man: dict[str, Any]) -> None:
@@ -88,12 +119,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _check(path: Path, man: Any) -> dict[str, Any]:
-    """The fields the runtime uses, checked for type and range.
-
-    Fix: only the presence of latent_dim/image_shape was checked, so `"latent_dim": "abc"`,
-    `"image_shape": 5`, a negative latent size or a non-numeric gaussian_logvar crashed the
-    runtime later with a ValueError/TypeError traceback instead of naming manifest.json.
-    """
+    """The fields the runtime uses, checked for type and range here, so that a hand-edited
+    or corrupt manifest is named as such instead of failing later inside numpy."""
     if not isinstance(man, dict) or "latent_dim" not in man or "image_shape" not in man:
         raise ModelFileError(f"{path}: not an edgevae manifest (no latent_dim/image_shape)")
     latent = man["latent_dim"]

@@ -54,13 +54,12 @@ def decode_mean(model: VAE, z: np.ndarray) -> np.ndarray:
 
 
 def split_images(cfg: dict, data: str | None, split: str) -> np.ndarray:
-    """The images of one split, from --data or else from the run's own data spec and seed."""
-    from ..quant.pipeline import run_dataset
+    """The images of one split, from `data` or else from the run's own data spec and seed."""
+    from ..data.runs import load_run_data
 
     if split not in SPLITS:
-        raise UsageError(f"--split must be one of {', '.join(SPLITS)}")
-    run = {"train": cfg["train"], "image_shape": cfg["model"]["image_shape"]}
-    return getattr(run_dataset(run, data), split)
+        raise UsageError(f"must be one of {', '.join(SPLITS)}", param="split")
+    return getattr(load_run_data(cfg["train"], cfg["model"]["image_shape"], data), split)
 
 
 def evaluate_run(
@@ -74,9 +73,9 @@ def evaluate_run(
     progress: Callable[[int, int], None] | None = None,
 ) -> metrics.Bounds:
     if k < 1:
-        raise UsageError(f"--k must be >= 1, got {k}")
+        raise UsageError(f"must be >= 1, got {k}", param="k")
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {limit}")
+        raise UsageError(f"must be >= 1, got {limit}", param="limit")
     from ..threads import set_torch_threads
 
     set_torch_threads(threads)
@@ -84,7 +83,8 @@ def evaluate_run(
     x = split_images(cfg, data, split)
     if x.shape[1] != model.cfg.input_dim:
         raise UsageError(
-            f"--data: images have {x.shape[1]} pixels, the model expects {model.cfg.input_dim}"
+            f"images have {x.shape[1]} pixels, the model expects {model.cfg.input_dim}",
+            param="data",
         )
     if limit is not None:
         x = x[:limit]

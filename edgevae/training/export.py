@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .. import __version__, fsio
-from ..errors import ModelFileError
-from ..runtime import manifest
+from ..errors import EdgeVAEError, ModelFileError, one_line
+from ..runtime import heldout, manifest
 from .evaluate import load_model
 from .model import VAE
 
@@ -182,9 +182,24 @@ def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Par
     if model.cfg.likelihood == "gaussian":
         gauss = model.decoder.gaussian_logvar().detach().numpy().astype(float).tolist()
     man = manifest.new_manifest(export_dir, cfg, str(run_dir), gauss)
+    man.update(_heldout_entry(export_dir, cfg))
     man["parity"] = [
         {"file": p.name, "n": p.n, "max_abs_diff": p.max_abs_diff, "tolerance": PARITY_TOL}
         for p in results
     ]
     manifest.write(export_dir, man)
     return results, man
+
+
+def _heldout_entry(export_dir: Path, cfg: dict) -> dict:
+    """Ship the first test images of the run's data in the export (`runtime.heldout`), so the
+    torch-free runtime can reconstruct and bench without the dataset; a run whose data is gone
+    is still exported, and the manifest says why it carries no images."""
+    from ..data.runs import load_run_data
+
+    try:
+        ds = load_run_data(cfg["train"], cfg["model"]["image_shape"])
+    except EdgeVAEError as exc:
+        (export_dir / heldout.NAME).unlink(missing_ok=True)
+        return {"heldout": None, "heldout_error": one_line(exc)}
+    return {"heldout": heldout.write(export_dir, ds.test, "test")}

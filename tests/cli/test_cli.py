@@ -78,9 +78,9 @@ def test_bad_train_option_is_one_line_exit_2_and_creates_nothing(
 
 def test_debug_shows_the_exception_instead(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UsageError, match="--epochs"):
-        main(["--debug", "train", "--epochs", "0"])
-    assert main(["train", "--epochs", "0"]) == 2  # debug is per invocation
+    with pytest.raises(UsageError, match="lr: must be a finite number > 0"):
+        main(["--debug", "train", "--lr", "inf"])
+    assert main(["train", "--lr", "inf"]) == 2  # debug is per invocation
 
 
 # ----------------------------------------------------------------------- run dirs

@@ -57,8 +57,9 @@ from edgevae.config import ModelConfig, TrainConfig
 from edgevae.data import npy as npyfile
 from edgevae.data.core import load_images
 from edgevae.errors import DataError, EdgeVAEError, ModelFileError
-from edgevae.runtime import generate, manifest
-from edgevae.runtime.session import ExportedModel, open_session, run_session
+from edgevae.runtime import manifest
+from edgevae.runtime.model import Model
+from edgevae.runtime.session import open_session, run_session
 from edgevae.training import checkpoint
 
 # ------------------------------------------------------------------------------- fixtures
@@ -517,13 +518,13 @@ CASES = [
     Case("forced kind contradicts content", _forced_kind_mismatch, 1,
          r"imgs\.npy: forced kind 'idx' but the content looks like 'npy'"),
     # options
-    Case("epochs 0", _train("--epochs", "0"), 2, r"--epochs must be >= 1, got 0",
+    Case("epochs 0", _train("--epochs", "0"), 2, r"'--epochs': 0 is not in the range 1<=x<=1000000",
          absent=NO_RUN_FILES),
-    Case("lr nan", _train("--lr", "nan"), 2, r"--lr must be a finite number > 0, got nan",
+    Case("lr nan", _train("--lr", "nan"), 2, r"--lr: must be a finite number > 0, got nan",
          absent=NO_RUN_FILES),
-    Case("latent 0", _train("--latent-dim", "0"), 2, r"--latent-dim must be >= 1, got 0",
+    Case("latent 0", _train("--latent-dim", "0"), 2, r"'--latent-dim': 0 is not in the range x>=1",
          absent=NO_RUN_FILES),
-    Case("batch -1", _train("--batch-size=-1"), 2, r"--batch-size must be >= 1, got -1",
+    Case("batch -1", _train("--batch-size=-1"), 2, r"'--batch-size': -1 is not in the range x>=1",
          absent=NO_RUN_FILES),
     Case("hidden not a number", _train("--hidden", "x"), 2,
          r"--hidden: expected comma-separated integers, got 'x'", absent=NO_RUN_FILES),
@@ -533,16 +534,17 @@ CASES = [
          r"--resume and --overwrite cannot be used together", absent=NO_RUN_FILES),
     Case("unknown option", _sample("--frobnicate"), 2, r"No such option: --frobnicate",
          absent=("g.png",)),
-    Case("sample n 0", _sample("--n", "0"), 2, r"--n must be >= 1, got 0", absent=("g.png",)),
-    Case("interpolate steps 1", _interpolate_one_step, 2, r"--steps must be >= 2, got 1",
-         absent=("i.png",)),
+    Case("sample n 0", _sample("--n", "0"), 2, r"'--n': 0 is not in the range 1<=x<=100000",
+         absent=("g.png",)),
+    Case("interpolate steps 1", _interpolate_one_step, 2,
+         r"'--steps': 1 is not in the range 2<=x<=10000", absent=("i.png",)),
     Case("precision bogus", _sample("--precision", "bogus"), 2,
-         r"--precision must be one of int8, fp32", absent=("g.png",)),
-    Case("eval k 0", _eval_k0, 2, r"--k must be >= 1, got 0"),
-    Case("export budget 0", _export_budget0, 2, r"--budget-nats must be > 0, got 0\.0",
+         r"'--precision': 'bogus' is not one of 'int8', 'fp32'", absent=("g.png",)),
+    Case("eval k 0", _eval_k0, 2, r"Invalid value for '--k': 0 is not in the range 1<=x<=1000000"),
+    Case("export budget 0", _export_budget0, 2, r"--budget-nats: must be > 0, got 0\.0",
          absent=("exp2",)),
     Case("quantize recipe bogus", _quantize_bogus_recipe, 2,
-         r"--recipe must be auto or one of ", keep=EXP),
+         r"Invalid value for '--recipe': 'bogus' is not one of 'auto', ", keep=EXP),
     # model files
     Case("missing export dir", _missing_export, 1,
          r"nope: no such export directory", absent=("nope", "g.png")),
@@ -831,8 +833,8 @@ def test_fuzz_manifest(fuzz_export, mutation, key, value, as_bytes) -> None:
     (fuzz_export / "manifest.json").write_bytes(data)
     try:
         read = manifest.read(fuzz_export)
-        model = ExportedModel(fuzz_export, "fp32")
-        pictures = generate.sample(model, 2, seed=0)
+        model = Model(fuzz_export, "fp32")
+        pictures = model.sample(2, seed=0)
     except EdgeVAEError as exc:
         assert "\n" not in str(exc)
         event(_reason(exc))

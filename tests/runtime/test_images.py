@@ -61,15 +61,14 @@ def test_sample_grid_size(tiny_export, tmp_path, capsys, extra, size):
 
 
 def test_sample_pixels_are_the_decoded_images(tiny_export, tmp_path, capsys):
-    from edgevae.runtime.generate import sample
-    from edgevae.runtime.session import ExportedModel
+    from edgevae.runtime.model import Model
 
     out = tmp_path / "s.png"
     _run(capsys, "sample", "--export-dir", str(tiny_export), "--n", "6", "--seed", "9",
          "--out", str(out))  # fmt: skip
     pic = np.asarray(_png(out))
     assert pic.shape == (2 * 30 + 2, 3 * 30 + 2)
-    want = images.to_uint8(sample(ExportedModel(tiny_export), 6, seed=9))
+    want = images.to_uint8(Model(tiny_export).sample(6, seed=9))
     for i in range(6):
         r, c = divmod(i, 3)
         y, x = 2 + r * 30, 2 + c * 30
@@ -94,7 +93,7 @@ def test_manifold_other_dims(tiny_export, tmp_path, capsys):
     assert a.read_bytes() != b.read_bytes()
     code = main(["manifold", "--export-dir", e, "--dims", "0,4", "--out", str(tmp_path / "c.png")])
     err = capsys.readouterr().err
-    assert code == 2 and "--dims must be two different dims in 0..3" in err
+    assert code == 2 and "--dims: must be two different dims in 0..3" in err
     code = main(["manifold", "--export-dir", e, "--dims", "1", "--out", str(tmp_path / "c.png")])
     err = capsys.readouterr().err
     assert code == 2 and "exactly two latent dims" in err
@@ -127,7 +126,7 @@ def test_interpolate_one_row(tiny_export, tmp_path, capsys):
     code = main(["interpolate", "--export-dir", str(tiny_export), "--data", str(data),
                  "--b", "10", "--out", str(tmp_path / "j.png")])  # fmt: skip
     err = capsys.readouterr().err
-    assert code == 2 and "--a/--b must be in 0..9" in err
+    assert code == 2 and "--b: 10 is past the last test image (9)" in err
     assert not (tmp_path / "j.png").exists()
 
 
@@ -180,8 +179,8 @@ def test_grid_layout_and_padding():
     [
         (np.zeros((0, 4, 4)), None, "non-empty"),
         (np.zeros((4, 4)), None, "non-empty"),
-        (np.zeros((2, 4, 4)), 0, "--nrow must be >= 1, got 0"),
-        (np.zeros((2, 4, 4)), -2, "--nrow must be >= 1"),
+        (np.zeros((2, 4, 4)), 0, "nrow: must be >= 1, got 0"),
+        (np.zeros((2, 4, 4)), -2, "nrow: must be >= 1"),
     ],
 )
 def test_grid_errors(stack, nrow, match):
@@ -238,6 +237,7 @@ def test_frey_shaped_export_and_grids(tiny_export, tmp_path, capsys):
     assert sorted(p.name for p in export_dir.iterdir()) == [
         "decoder.fp32.onnx",
         "encoder.fp32.onnx",
+        "heldout.npy",
         "manifest.json",
     ]
 

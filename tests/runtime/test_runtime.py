@@ -21,7 +21,7 @@ from onnx import helper
 from edgevae.cli import main
 from edgevae.errors import ModelFileError, UsageError
 from edgevae.runtime import generate
-from edgevae.runtime.session import ExportedModel
+from edgevae.runtime.model import Model
 
 # --------------------------------------------------------------------------- helpers
 
@@ -139,15 +139,15 @@ def test_every_runtime_command_works_without_torch_and_onnx(tiny_export, tmp_pat
     d = np.load(tmp_path / "d.npy")
     assert d.shape == (10, 784) and ((d >= 0) & (d <= 1)).all()
     # The subprocess computed what this process computes.
-    m = ExportedModel(tiny_export, "int8")
+    m = Model(tiny_export, "int8")
     np.testing.assert_allclose(d, m.decode(z), atol=1e-6)
 
 
-# --------------------------------------------------------------------------- ExportedModel
+# --------------------------------------------------------------------------- Model
 
 
 def test_exported_model_reads_manifest(tiny_export):
-    m = ExportedModel(tiny_export)
+    m = Model(tiny_export)
     assert m.precision == "int8" and m.latent_dim == 4 and m.image_shape == (28, 28)
     assert m.input_dim == 784 and m.likelihood == "bernoulli" and m.gauss_logvar is None
     assert m.path("decoder") == tiny_export / "decoder.int8.onnx"
@@ -155,7 +155,7 @@ def test_exported_model_reads_manifest(tiny_export):
 
 
 def test_encode_decode_shapes_and_errors(tiny_export):
-    m = ExportedModel(tiny_export, "fp32")
+    m = Model(tiny_export, "fp32")
     x = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
     mu, logvar = m.encode(x)
     assert mu.shape == logvar.shape == (3, 4)
@@ -163,31 +163,31 @@ def test_encode_decode_shapes_and_errors(tiny_export):
     assert m.images(m.decode(mu)).shape == (3, 28, 28)
     with pytest.raises(UsageError, match="images have 100 pixels, the model expects 784"):
         m.encode(np.zeros((2, 100), np.float32))
-    with pytest.raises(UsageError, match=r"z must be \[N, 4\], got \[2, 3\]"):
+    with pytest.raises(UsageError, match=r"z: must be \[N, 4\], got \[2, 3\]"):
         m.decode(np.zeros((2, 3), np.float32))
-    with pytest.raises(UsageError, match=r"z must be \[N, 4\], got \[4\]"):
+    with pytest.raises(UsageError, match=r"z: must be \[N, 4\], got \[4\]"):
         m.decode(np.zeros(4, np.float32))
     with pytest.raises(UsageError, match="NaN or Inf"):
         m.decode(np.full((1, 4), np.inf, np.float32))
-    with pytest.raises(UsageError, match="--precision"):
-        ExportedModel(tiny_export, "fp16")
-    with pytest.raises(UsageError, match="--threads"):
-        ExportedModel(tiny_export, "int8", threads=0)
+    with pytest.raises(UsageError, match="precision: must be one of int8, fp32"):
+        Model(tiny_export, "fp16")
+    with pytest.raises(UsageError, match="threads: must be >= 1"):
+        Model(tiny_export, "int8", threads=0)
 
 
 def test_reconstruct_and_interpolate_stack_images(tiny_export):
-    m = ExportedModel(tiny_export, "fp32")
+    m = Model(tiny_export, "fp32")
     x = np.random.default_rng(1).random((5, 784), dtype=np.float32)
-    out = generate.reconstruct(m, x)
-    assert out.shape == (10, 28, 28)
-    np.testing.assert_array_equal(out[:5].reshape(5, -1), x)
-    line = generate.interpolate(m, x[0], x[1], steps=4)
+    out = m.reconstruct(x)
+    assert out.shape == (5, 28, 28)
+    np.testing.assert_allclose(out.reshape(5, -1), m.decode(m.encode(x)[0]), atol=1e-6)
+    line = m.interpolate(x[0], x[1], steps=4)
     assert line.shape == (4, 28, 28)
     mu = m.encode(x[:2])[0]
     np.testing.assert_allclose(line[0].reshape(-1), m.decode(mu[:1])[0], atol=1e-6)
     np.testing.assert_allclose(line[-1].reshape(-1), m.decode(mu[1:2])[0], atol=1e-6)
-    with pytest.raises(UsageError, match="--steps"):
-        generate.interpolate(m, x[0], x[1], steps=1)
+    with pytest.raises(UsageError, match="steps: must be >= 2"):
+        m.interpolate(x[0], x[1], steps=1)
 
 
 # --------------------------------------------------------------------------- generate
@@ -207,9 +207,9 @@ def test_prior_z_temperature_scales_the_same_draws():
 
 @pytest.mark.parametrize(
     ("n", "t", "match"),
-    [(0, 1.0, "--n must be >= 1"), (-3, 1.0, "--n must be >= 1"),
-     (4, 0.0, "--temperature must be > 0"), (4, -1.0, "--temperature must be > 0"),
-     (4, float("nan"), "--temperature must be > 0")],
+    [(0, 1.0, "n: must be >= 1"), (-3, 1.0, "n: must be >= 1"),
+     (4, 0.0, "temperature: must be > 0"), (4, -1.0, "temperature: must be > 0"),
+     (4, float("nan"), "temperature: must be > 0")],
 )  # fmt: skip
 def test_prior_z_validation(n, t, match):
     with pytest.raises(UsageError, match=match):
@@ -246,9 +246,9 @@ def test_manifold_z_other_dims_and_center():
 
 @pytest.mark.parametrize(
     ("latent", "steps", "dims", "match"),
-    [(4, 1, (0, 1), "--steps must be >= 2"), (1, 5, (0, 1), "at least 2 dims"),
-     (4, 5, (1, 1), "--dims must be two different"), (4, 5, (0, 4), "--dims must be two"),
-     (4, 5, (-1, 2), "--dims must be two")],
+    [(4, 1, (0, 1), "steps: must be >= 2"), (1, 5, (0, 1), "at least 2 dims"),
+     (4, 5, (1, 1), "dims: must be two different"), (4, 5, (0, 4), "dims: must be two"),
+     (4, 5, (-1, 2), "dims: must be two")],
 )  # fmt: skip
 def test_manifold_z_validation(latent, steps, dims, match):
     with pytest.raises(UsageError, match=match):
@@ -419,12 +419,12 @@ def test_external_data_models_are_refused(exp, tmp_path, capsys, location):
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--n", "0"], "--n must be >= 1, got 0"),
-        (["--n", "-3"], "--n must be >= 1, got -3"),
-        (["--nrow", "0"], "--nrow must be >= 1"),
-        (["--temperature", "0"], "--temperature must be > 0"),
-        (["--precision", "int4"], "--precision must be one of int8, fp32"),
-        (["--threads", "0"], "--threads must be >= 1"),
+        (["--n", "0"], "'--n': 0 is not in the range 1<=x<=100000"),
+        (["--n", "-3"], "'--n': -3 is not in the range 1<=x<=100000"),
+        (["--nrow", "0"], "'--nrow': 0 is not in the range x>=1"),
+        (["--temperature", "0"], "--temperature: must be > 0, got 0.0"),
+        (["--precision", "int4"], "'--precision': 'int4' is not one of 'int8', 'fp32'"),
+        (["--threads", "0"], "'--threads': 0 is not in the range x>=1"),
     ],
 )
 def test_sample_usage_errors(tiny_export, tmp_path, capsys, extra, needle):
@@ -491,7 +491,7 @@ def test_decode_refuses_pickled_npy(tiny_export, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("z", "code", "needle"),
     [
-        (np.zeros((3, 7), np.float32), 2, r"z must be [N, 4], got [3, 7]"),
+        (np.zeros((3, 7), np.float32), 2, r"--z: must be [N, 4], got [3, 7]"),
         (np.zeros((2, 2, 4), np.float32), 1, "expected a non-empty [N, L] array"),
         (np.array([[np.nan] * 4], np.float32), 1, "holds NaN or Inf"),
         (np.array([["a"] * 4]), 1, "is not numeric"),
@@ -537,7 +537,7 @@ def test_decode_single_vector_npy(tiny_export, tmp_path, capsys):
     assert code == 0, err
     assert "[1, 784]" in out
     got = np.load(tmp_path / "d.npy")
-    np.testing.assert_allclose(got, ExportedModel(tiny_export).decode(z[None]), atol=1e-6)
+    np.testing.assert_allclose(got, Model(tiny_export).decode(z[None]), atol=1e-6)
 
 
 def test_reconstruct_refuses_images_of_the_wrong_size(tiny_export, tmp_path, capsys):
@@ -555,7 +555,7 @@ def test_reconstruct_refuses_images_of_the_wrong_size(tiny_export, tmp_path, cap
 
 def test_library_errors_are_typed(exp):
     (exp / "decoder.int8.onnx").unlink()
-    m = ExportedModel(exp)
+    m = Model(exp)
     with pytest.raises(ModelFileError, match="no such model file"):
         m.decode(np.zeros((1, 4), np.float32))
     assert m.encode(np.zeros((1, 784), np.float32))[0].shape == (1, 4)  # encoder still fine
@@ -577,4 +577,4 @@ def test_output_paths_that_look_like_markup_are_printed_verbatim(tiny_export, tm
         capsys, "decode", "--export-dir", str(tiny_export), "--z", str(z), "--out", str(out)
     )
     assert code == 0, err
-    assert f"wrote {out}: [2, 784]" in stdout.replace("\n", "")
+    assert f"wrote {out}: x_mean [2, 784]" in stdout.replace("\n", "")

@@ -19,7 +19,7 @@ import edgevae
 from edgevae import fsio
 from edgevae.quant.recipes import RECIPES
 from edgevae.runtime import manifest
-from edgevae.runtime.session import ExportedModel
+from edgevae.runtime.model import Model
 from edgevae.training.export import PARITY_TOL
 
 # (file, role, precision, recipe) of every model the session export holds.
@@ -68,7 +68,7 @@ def test_onnx_fp32_matches_our_own_torch_forward(tiny_run, tiny_export):
     with torch.no_grad():
         mu_t, lv_t = (t.numpy() for t in model.encoder(torch.from_numpy(x)))
         logits_t = model.decoder(torch.from_numpy(z)).numpy()
-    fp32 = ExportedModel(tiny_export, "fp32")
+    fp32 = Model(tiny_export, "fp32")
     mu, lv = fp32.encode(x)
     logits = fp32.decode_logits(z)
     x_mean = fp32.decode(z)
@@ -85,8 +85,8 @@ def test_int8_pair_stays_close_to_fp32(tiny_export):
     """Not bit-exact, but the quantized models compute the same thing."""
     rng = np.random.default_rng(5)
     z = rng.standard_normal((200, 4)).astype(np.float32)
-    ref = ExportedModel(tiny_export, "fp32").decode(z)
-    got = ExportedModel(tiny_export, "int8").decode(z)
+    ref = Model(tiny_export, "fp32").decode(z)
+    got = Model(tiny_export, "int8").decode(z)
     assert got.shape == ref.shape
     assert np.abs(got - ref).mean() < 0.05
     assert not np.array_equal(got, ref)
@@ -123,7 +123,7 @@ def test_models_are_single_file(tiny_export, name, role):
         assert not t.external_data, t.name
     assert not list(proto.graph.sparse_initializer)
     assert sorted(p.name for p in tiny_export.iterdir()) == sorted(
-        ["manifest.json"] + [m[0] for m in MODELS]
+        ["manifest.json", "heldout.npy"] + [m[0] for m in MODELS]
     )
 
 

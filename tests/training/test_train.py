@@ -160,7 +160,7 @@ def test_kl_warmup_uses_more_kl_and_resumes_exactly(tmp_path, npy300, capsys) ->
     assert json.loads((warm / "config.json").read_text())["train"]["kl_warmup"] == 4
     capsys.readouterr()
     assert run_train(tmp_path / "bad", npy300, "--kl-warmup", "-1") == 2
-    assert "--kl-warmup must be >= 0" in capsys.readouterr().err
+    assert "'--kl-warmup': -1 is not in the range x>=0" in capsys.readouterr().err
 
 
 def test_resume_of_a_finished_run_asks_for_more_epochs(tmp_path, npy300, capsys) -> None:

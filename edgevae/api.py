@@ -1,0 +1,223 @@
+"""The public Python API: the functions `import edgevae` offers, and what they return.
+
+`load` needs only the base install (numpy, onnxruntime); `train`, `export`, `quantize` and
+`evaluate` need the `train` extra and say so in a `MissingExtraError` when it is missing. The
+CLI calls these same functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingExtraError, UsageError
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def _need_train_extra(feature: str, modules: Sequence[str] = ("torch", "onnx")) -> None:
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(feature, "train", module)
+
+
+def load(export_dir: str | Path = "export", precision: str = "int8", threads: int = 1):
+    """The exported model in `export_dir`, run with onnxruntime (no torch).
+
+    precision: "int8" (the quantized pair the export chose) or "fp32".
+    Returns an `edgevae.Model`: `sample`, `encode`, `decode`, `reconstruct`, `interpolate`,
+    `manifold`, `heldout`, `evaluate`.
+    """
+    from .runtime.model import Model
+
+    return Model(export_dir, precision, threads)
+
+
+@dataclass
+class TrainedRun:
+    """A finished (or stopped) training: its run dir and the last epoch's bounds in nats."""
+
+    dir: Path
+    epochs: int
+    seconds: float
+    valid_neg_elbo: float
+    test_neg_elbo: float
+    metrics: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+def train(
+    data: str | None = None,
+    *,
+    run_dir: str | Path = "runs/default",
+    epochs: int = 10,
+    preset: str = "default",
+    hidden: Sequence[int] | None = None,
+    latent_dim: int | None = None,
+    activation: str = "relu",
+    batch_size: int = 100,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    binarize: str = "none",
+    lr_patience: int = 0,
+    kl_warmup: int = 0,
+    seed: int = 0,
+    threads: int = 1,
+    max_minutes: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Any = None,
+) -> TrainedRun:
+    """Train the VAE on `data` (a path, `KIND:PATH`, or None for the bundled 5k MNIST) into
+    `run_dir`. Sizes come from `preset` ("default" 400/20, "mcu" 128/8, "paper" 500/20)
+    unless `hidden`/`latent_dim` are given. `resume` continues the run (to `epochs` in total);
+    `overwrite` starts an existing run dir over. Deterministic for a seed and thread count.
+    """
+    _need_train_extra("training", ("torch", "safetensors"))
+    from .config import PRESETS, ModelConfig, TrainConfig
+    from .training.loop import train as run_training
+
+    if preset not in PRESETS:
+        raise UsageError(f"must be one of {', '.join(PRESETS)}", param="preset")
+    sizes = PRESETS[preset]
+    model_cfg = ModelConfig(
+        input_dim=784,  # replaced by the data's size when training starts
+        image_shape=(28, 28),
+        hidden=list(hidden) if hidden else list(sizes["hidden"]),
+        latent_dim=latent_dim if latent_dim is not None else sizes["latent_dim"],
+        activation=activation,
+    ).validate()
+    train_cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        seed=seed,
+        threads=threads,
+        binarize=binarize,
+        data=data,
+        max_minutes=max_minutes,
+        lr_patience=lr_patience,
+        kl_warmup=kl_warmup,
+    ).validate()
+    result = run_training(
+        model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
+    )
+    last = result.rows[-1] if result.rows else {}
+    return TrainedRun(
+        dir=Path(run_dir),
+        epochs=result.epochs,
+        seconds=result.seconds,
+        valid_neg_elbo=float(last.get("valid_neg_elbo", float("nan"))),
+        test_neg_elbo=float(last.get("test_neg_elbo", float("nan"))),
+        metrics=result.rows,
+    )
+
+
+@dataclass
+class Exported:
+    """An fp32 export: where it is, and ONNX-vs-torch parity per model (max |diff| per output)."""
+
+    dir: Path
+    parity: dict[str, dict[str, float]]
+    manifest: dict[str, Any] = field(repr=False)
+
+
+def export(run_dir: str | Path = "runs/default", export_dir: str | Path = "export") -> Exported:
+    """Export the run's encoder and decoder to ONNX fp32 (checked by the ONNX checker and
+    against torch on 1,000 inputs), with a manifest and a few hundred held-out test images.
+    Any int8 models of an earlier export in `export_dir` are removed: quantize again."""
+    _need_train_extra("export")
+    from .training.export import export_run
+
+    export_dir = Path(export_dir)
+    if export_dir.exists() and not export_dir.is_dir():
+        raise UsageError(f"{export_dir} is not a directory", param="export_dir")
+    results, man = export_run(Path(run_dir), export_dir)
+    return Exported(export_dir, {p.name: p.max_abs_diff for p in results}, man)
+
+
+def quantize(
+    export_dir: str | Path = "export",
+    *,
+    budget_nats: float = 0.1,
+    recipe: str = "auto",
+    calib: int = 5000,
+    data: str | None = None,
+    run_dir: str | Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+    also: Sequence[str] = (),
+    progress: Progress | None = None,
+):
+    """Quantize the export's fp32 pair to int8: measure this CPU's candidate recipes (or
+    `recipe`), keep the fastest whose NLL increase on held-out images is within
+    `budget_nats`, and always write the firmware decoder. Calibration and held-out images
+    are the run's own data (found through `run_dir` or the manifest) unless `data` is given.
+    Raises `BudgetError` when no recipe fits (unless `force`). Returns the `QuantReport`."""
+    _need_train_extra("quantization", ("onnx",))
+    from .quant.search import check_options, quantize_export
+    from .runtime import manifest
+
+    check_options(recipe, budget_nats, calib, list(also))
+    export_dir = Path(export_dir)
+    man = manifest.read(export_dir)
+    train_cfg = _run_train_config(export_dir, man, run_dir, data)
+    from .data.runs import load_run_data
+
+    ds = load_run_data(train_cfg, man["image_shape"], data)
+    return quantize_export(
+        export_dir,
+        ds.train,
+        ds.valid,
+        recipe=recipe,
+        budget_nats=budget_nats,
+        calib=calib,
+        seed=seed,
+        force=force,
+        extra_candidates=list(also),
+        progress=progress,
+    )
+
+
+def _run_train_config(
+    export_dir: Path, man: dict[str, Any], run_dir: str | Path | None, data: str | None
+) -> dict[str, Any]:
+    """The train config of the run behind an export: its run dir's config.json when that is
+    reachable (it names the data with its full path), else the manifest's (data by name)."""
+    from .training import checkpoint
+
+    if run_dir is not None:
+        return checkpoint.load_config(Path(run_dir))["train"]
+    if man.get("run_dir") and (Path(man["run_dir"]) / "config.json").is_file():
+        return checkpoint.load_config(Path(man["run_dir"]))["train"]
+    train = dict(man.get("train") or {})
+    if data is None and train.get("data") not in (None, "default"):
+        raise UsageError(
+            f"{export_dir} was trained on {train['data']!r}, which cannot be found from the "
+            "export alone; give the run dir or the data",
+            param="data",
+        )
+    return train
+
+
+def evaluate(
+    run_dir: str | Path = "runs/default",
+    *,
+    data: str | None = None,
+    split: str = "test",
+    k: int = 5000,
+    limit: int | None = None,
+    seed: int = 0,
+    threads: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Score a trained run with torch in nats per image: -ELBO (one sample and z = mu), its
+    reconstruction and KL parts, the k-sample importance-weighted NLL and the active units.
+    Returns `runtime.metrics.Bounds`."""
+    _need_train_extra("evaluation", ("torch", "safetensors"))
+    from .training.evaluate import evaluate_run
+
+    return evaluate_run(Path(run_dir), data, split, k, seed, limit, threads, progress)

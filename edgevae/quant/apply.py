@@ -1,0 +1,178 @@
+"""Applying one quantization recipe to one fp32 model with onnxruntime's own tools, and the
+calibration data those tools need. `search` decides which recipe; this module only applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import fsio
+from ..errors import UsageError
+from ..runtime.session import open_session
+from .recipes import Recipe
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime's quantizer logs advice and prints progress; the CLI shows its own."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+class _Reader:
+    """Equal-sized calibration batches: onnxruntime's histogram calibrators stack them."""
+
+    def __init__(self, name: str, data: np.ndarray, batch: int = 256):
+        if len(data) > batch:
+            data = data[: len(data) - len(data) % batch]
+        batch = min(batch, len(data))
+        self.items = iter([{name: data[i : i + batch]} for i in range(0, len(data), batch)])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def calibration_sets(
+    export_dir: Path, train_images: np.ndarray, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder: n training images. Decoder: their posterior means plus as many prior draws."""
+    if n < 1:
+        raise UsageError(f"must be >= 1, got {n}", param="calib")
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(train_images))[: min(n, len(train_images))]
+    x = np.ascontiguousarray(train_images[idx], dtype=np.float32)
+    enc = open_session(export_dir / "encoder.fp32.onnx", "encoder")
+    mu = np.concatenate(
+        [enc.run(["mu"], {"x": x[i : i + 1024]})[0] for i in range(0, len(x), 1024)]
+    )
+    z = np.concatenate([mu, rng.standard_normal(mu.shape).astype(np.float32)])
+    return x, z
+
+
+def _gemm_to_matmul(model):
+    """Gemm(transB=1) -> MatMul + Add, so MatMulNBits can see the weights."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = []
+    for node in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or attrs.get("transA", 0) or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        if attrs.get("transB", 0):
+            w = w.T
+        alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+        wname = node.input[1] + "_kn"
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w * alpha), wname))
+        mm_out = node.output[0] + "_mm"
+        nodes.append(
+            helper.make_node("MatMul", [node.input[0], wname], [mm_out], node.name + "_mm")
+        )
+        if len(node.input) > 2 and node.input[2]:
+            b = numpy_helper.to_array(inits[node.input[2]]) * beta
+            bname = node.input[2] + "_b"
+            g.initializer.append(numpy_helper.from_array(b.astype(np.float32), bname))
+            nodes.append(
+                helper.make_node("Add", [mm_out, bname], [node.output[0]], node.name + "_add")
+            )
+        else:
+            nodes[-1].output[0] = node.output[0]
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.checker.check_model(model)
+    return model
+
+
+def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_name: str) -> None:
+    """Write dst, the recipe applied to the fp32 model src, with edgevae metadata."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        out = Path(tmp) / "q.onnx"
+        if recipe.method == "static" and recipe.defaults:
+            quantize_static(str(src), str(out), _Reader(input_name, calib))
+        elif recipe.method == "static":
+            extra: dict[str, Any] = {}
+            if recipe.float_output:
+                extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
+            quantize_static(
+                str(src),
+                str(out),
+                _Reader(input_name, calib),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=["Gemm"],
+                per_channel=recipe.per_channel,
+                reduce_range=recipe.reduce_range,
+                activation_type=qt[recipe.activation],
+                weight_type=qt[recipe.weight],
+                calibrate_method=CalibrationMethod.Percentile
+                if recipe.calibration == "percentile"
+                else CalibrationMethod.MinMax,
+                extra_options=extra,
+            )
+        elif recipe.method == "dynamic":
+            quantize_dynamic(
+                str(src),
+                str(out),
+                per_channel=recipe.per_channel,
+                weight_type=qt[recipe.weight],
+                op_types_to_quantize=["Gemm", "MatMul"],
+            )
+        elif recipe.method == "int4":
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            q = MatMulNBitsQuantizer(
+                _gemm_to_matmul(onnx.load(str(src))), block_size=32, is_symmetric=True
+            )
+            q.process()
+            q.model.save_model_to_file(str(out), use_external_data_format=False)
+        elif recipe.method == "fp16":
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
+        else:  # pragma: no cover - recipes are a closed set
+            raise ValueError(recipe.method)
+        model = onnx.load(str(out))
+        meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+        meta.update(
+            {
+                "edgevae.precision": "int8"
+                if recipe.method in ("static", "dynamic")
+                else recipe.method,
+                "edgevae.recipe": recipe.name,
+            }
+        )
+        del model.metadata_props[:]
+        for k, v in sorted(meta.items()):
+            model.metadata_props.add(key=k, value=v)
+        model.producer_name = "edgevae"
+        fsio.write_bytes(dst, model.SerializeToString())

@@ -1,0 +1,197 @@
+"""`edgevae.Model`: an export dir's encoder and decoder, run with onnxruntime and numpy only.
+
+What `edgevae.load()` returns and every runtime command (sample, reconstruct, interpolate,
+manifold, encode, decode) calls. Images go in as [N, H, W] or [N, H*W], float in [0, 1] or
+uint8 0-255; images come out as float32 [N, H, W] in [0, 1].
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelFileError, UsageError
+from . import heldout, metrics
+from . import manifest as manifest_mod
+from .generate import manifold_z, prior_z
+from .session import open_session, run_session
+
+PRECISIONS = ("int8", "fp32")
+
+
+class Model:
+    """An exported VAE of one precision; sessions are created on first use, once.
+
+    >>> model = edgevae.load("export")          # int8 by default
+    >>> images = model.sample(16, seed=0)       # [16, 28, 28] float32 in [0, 1]
+    """
+
+    def __init__(self, export_dir: str | Path, precision: str = "int8", threads: int = 1):
+        if precision not in PRECISIONS:
+            raise UsageError(f"must be one of {', '.join(PRECISIONS)}", param="precision")
+        if threads < 1:
+            raise UsageError(f"must be >= 1, got {threads}", param="threads")
+        self.export_dir = Path(export_dir)
+        self.precision = precision
+        self.threads = threads
+        self.manifest: dict[str, Any] = manifest_mod.read(self.export_dir)
+        self.latent_dim = int(self.manifest["latent_dim"])
+        h, w = self.manifest["image_shape"]
+        self.image_shape = (int(h), int(w))
+        self.likelihood: str = self.manifest.get("likelihood", "bernoulli")
+        gl = self.manifest.get("gaussian_logvar")
+        self.gauss_logvar = np.asarray(gl, dtype=np.float64) if gl is not None else None
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({str(self.export_dir)!r}, precision={self.precision!r}, "
+            f"latent_dim={self.latent_dim}, image_shape={self.image_shape})"
+        )
+
+    @property
+    def input_dim(self) -> int:
+        return self.image_shape[0] * self.image_shape[1]
+
+    def path(self, role: str) -> Path:
+        """The ONNX file of `role` ("encoder" or "decoder") at this precision."""
+        return self.export_dir / f"{role}.{self.precision}.onnx"
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session(self, role: str):
+        path = self.path(role)
+        sess = open_session(path, role, self.threads)
+        width_in, width_out = (
+            (self.input_dim, self.latent_dim)
+            if role == "encoder"
+            else (self.latent_dim, self.input_dim)
+        )
+        for what, arg, want in (
+            ("input", sess.get_inputs()[0], width_in),
+            ("output", sess.get_outputs()[0], width_out),
+        ):
+            shape = arg.shape
+            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != want):
+                raise ModelFileError(
+                    f"{path}: {what} shape {shape} does not match the manifest ({want} features)"
+                )
+        return sess
+
+    @cached_property
+    def encoder(self):
+        """The encoder's onnxruntime session (vetted, shapes checked against the manifest)."""
+        return self._session("encoder")
+
+    @cached_property
+    def decoder(self):
+        """The decoder's onnxruntime session (vetted, shapes checked against the manifest)."""
+        return self._session("decoder")
+
+    # ------------------------------------------------------------------ the two networks
+
+    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior q(z|x) of each image: (mu, logvar), float32 [N, latent_dim] each."""
+        x = self.as_input(x)
+        return tuple(  # type: ignore[return-value]
+            run_session(
+                self.encoder, self.path("encoder"), ["mu", "logvar"], {"x": x}, self.latent_dim
+            )
+        )
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """Mean image of p(x|z) for each z, flat: float32 [N, H*W] in [0, 1] (`x_mean`)."""
+        feeds = {"z": self._z(z)}
+        return run_session(self.decoder, self.path("decoder"), ["x_mean"], feeds, self.input_dim)[0]
+
+    def decode_logits(self, z: np.ndarray) -> np.ndarray:
+        """The decoder's logits [N, H*W] (likelihoods are computed from these)."""
+        feeds = {"z": self._z(z)}
+        return run_session(self.decoder, self.path("decoder"), ["logits"], feeds, self.input_dim)[0]
+
+    # ------------------------------------------------------------------ what users make
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        """n images decoded from z ~ N(0, temperature^2 I): [n, H, W] in [0, 1].
+        A temperature below 1 gives cleaner, less varied images."""
+        return self.images(self.decode(prior_z(n, self.latent_dim, seed, temperature)))
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """Each image encoded and decoded through z = mu: [N, H, W]."""
+        mu, _ = self.encode(x)
+        return self.images(self.decode(mu))
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 10) -> np.ndarray:
+        """The decoded straight line between the posterior means of images a and b, ends
+        included: [steps, H, W]."""
+        if steps < 2:
+            raise UsageError(f"must be >= 2, got {steps}", param="steps")
+        mu, _ = self.encode(np.stack([self.as_input(a)[0], self.as_input(b)[0]]))
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.images(self.decode((1 - t) * mu[0] + t * mu[1]))
+
+    def manifold(self, steps: int = 20, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
+        """The paper's Fig. 4: a steps x steps grid over two latent dims through the inverse
+        Gaussian CDF, other dims 0: [steps * steps, H, W], row-major (top row = high dims[1])."""
+        return self.images(self.decode(manifold_z(self.latent_dim, steps, dims)))
+
+    def heldout(self) -> np.ndarray:
+        """The test images shipped in the export (a few hundred): [N, H, W] in [0, 1]."""
+        entry = self.manifest.get("heldout")
+        if not entry:
+            raise ModelFileError(
+                f"{self.export_dir}: the export carries no held-out images (made by an older "
+                "edgevae); export it again, or give images explicitly"
+            )
+        return self.images(heldout.read(self.export_dir, entry, self.input_dim))
+
+    def evaluate(self, x: np.ndarray, k: int = 64, seed: int = 0) -> metrics.Bounds:
+        """Bounds on -log p(x) in nats per image: -ELBO, its parts, the k-sample IWAE NLL."""
+        if k < 1:
+            raise UsageError(f"must be >= 1, got {k}", param="k")
+        return metrics.evaluate(
+            self.as_input(x),
+            self.encode,
+            self.decode_logits,
+            self.likelihood,
+            k=k,
+            seed=seed,
+            gauss_logvar=self.gauss_logvar,
+        )
+
+    # ------------------------------------------------------------------ shapes
+
+    def images(self, flat: np.ndarray) -> np.ndarray:
+        """[N, H*W] -> [N, H, W]."""
+        return flat.reshape(len(flat), *self.image_shape)
+
+    def as_input(self, x: np.ndarray) -> np.ndarray:
+        """Images as the encoder takes them: float32 [N, H*W] in [0, 1] (uint8 is /255)."""
+        x = np.asarray(x)
+        if x.shape == self.image_shape or x.shape == (self.input_dim,):
+            x = x[None]  # one image
+        if x.ndim == 3:
+            x = x.reshape(len(x), -1)
+        if x.ndim != 2:
+            raise UsageError(f"images must be [N, H, W] or [N, H*W], got shape {list(x.shape)}")
+        if x.shape[1] != self.input_dim:
+            h, w = self.image_shape
+            raise UsageError(
+                f"images have {x.shape[1]} pixels, the model expects {self.input_dim} ({h}x{w})"
+            )
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) / 255.0
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+            raise UsageError("pixel intensities must be finite and in [0, 1]")
+        return x
+
+    def _z(self, z: np.ndarray) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise UsageError(f"must be [N, {self.latent_dim}], got {list(z.shape)}", param="z")
+        if not np.isfinite(z).all():
+            raise UsageError("holds NaN or Inf", param="z")
+        return z
