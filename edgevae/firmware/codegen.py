@@ -1,4 +1,4 @@
-"""Quantized ONNX decoder -> edgevae_weights.h / edgevae_weights.c for firmware_demo's kernel.
+"""Quantized ONNX decoder -> edgevae_weights.h / edgevae_weights.c for the C kernel in kernel/.
 
 The numbers come from `intref.load_int_model`, so the C kernel and the numpy reference
 consume the same integers. This module only chooses the memory layout (weights interleaved
@@ -19,7 +19,7 @@ from ..errors import ModelFileError
 from ..fsio import write_text
 from .intref import SATURATED, IntLayer, IntModel, load_int_model
 
-FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in firmware_demo/edgevae_types.h
+FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
 ROW_BLOCK = 4
 COL_CHUNK = 4
 KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
@@ -46,6 +46,11 @@ class FirmwareReport:
     fits: dict[str, bool]
     suggestion: str
     notes: list[str] = field(default_factory=list)
+    # filled in by deploy.write_firmware: where the kernel came from and how to build the
+    # host decoder from the output folder
+    kernel_dir: str = ""
+    build_command: str = ""
+    run_command: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,4 @@
-"""C code generation: layout, stamps, refusals, size report, the `edgevae firmware` command."""
+"""C code generation: layout, stamps, refusals and the size report."""
 
 from __future__ import annotations
 
@@ -171,40 +171,6 @@ def test_find_firmware_decoder(tmp_path, decoder):
     (tmp_path / "manifest.json").write_text(json.dumps({"firmware_decoder": "other.onnx"}))
     assert find_firmware_decoder(tmp_path).name == "other.onnx"
     assert find_firmware_decoder(decoder) == decoder
-
-
-def test_cli_firmware_command(tmp_path, decoder):
-    from typer.testing import CliRunner
-
-    import edgevae.cli  # noqa: F401  (registers every command, edgevae.cli.firmware included)
-    from edgevae.cli.common import app
-
-    export = decoder.parent
-    out = tmp_path / "gen"
-    result = CliRunner().invoke(
-        app,
-        [
-            "firmware",
-            "--export-dir",
-            str(export),
-            "--out",
-            str(out),
-            "--json",
-            str(tmp_path / "r.json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "per-channel" in result.output and "128 KB" in result.output
-    assert (out / "edgevae_weights.h").exists() and (out / "edgevae_weights.c").exists()
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["sha256"] == hashlib.sha256(decoder.read_bytes()).hexdigest()
-    assert f"--export-dir {export}" in (out / "edgevae_weights.h").read_text()
-
-    help_text = CliRunner().invoke(app, ["firmware", "--help"]).output
-    assert "edgevae firmware --export-dir export" in help_text
-
-    bad = CliRunner().invoke(app, ["firmware", "--export-dir", str(tmp_path / "nope")])
-    assert bad.exit_code != 0
 
 
 def test_quantized_sigmoid_output_is_supported(tmp_path, tmp_path_factory):
