@@ -1,6 +1,6 @@
 """Quantized ONNX decoder -> edgevae_weights.h / edgevae_weights.c for the C kernel in kernel/.
 
-The numbers come from `intref.load_int_model`, so the C kernel and the numpy reference
+The numbers come from `intmodel.load_int_model`, so the C kernel and the numpy reference
 consume the same integers. This module only chooses the memory layout (weights interleaved
 for the SMLAD inner loop, rows padded to blocks of 4, columns to chunks of 4), checks that
 everything fits the kernel's types, and writes C with a provenance stamp.
@@ -17,7 +17,8 @@ import numpy as np
 from .. import __version__
 from ..errors import ModelFileError
 from ..fsio import write_text
-from .intref import SATURATED, IntLayer, IntModel, load_int_model
+from .fixedpoint import SATURATED
+from .intmodel import IntLayer, IntModel, load_int_model
 
 FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
 ROW_BLOCK = 4

@@ -17,7 +17,7 @@ from edgevae.firmware.codegen import (
     interleave_weights,
     output_table,
 )
-from edgevae.firmware.intref import load_int_model
+from edgevae.firmware.intmodel import load_int_model
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_report_sizes_and_flash_fit(tmp_path):
 
 
 def test_accumulator_overflow_is_refused(tmp_path):
-    from edgevae.firmware.intref import _int_layer
+    from edgevae.firmware.intmodel import _int_layer
     from edgevae.firmware.qdq import FcStep, QType
 
     fan_in = 70_000  # 70000 * 127 * 255 > 2**31

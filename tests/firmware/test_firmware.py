@@ -27,14 +27,8 @@ from support.firmware import (
 )
 
 from edgevae.firmware.codegen import generate_firmware
-from edgevae.firmware.intref import (
-    decode_int,
-    demo_latents,
-    fnv1a32,
-    load_int_model,
-    requantize,
-    split_scale,
-)
+from edgevae.firmware.fixedpoint import requantize, split_scale
+from edgevae.firmware.intref import decode_int, demo_latents, fnv1a32, load_int_model
 
 HOST_VARIANTS = (
     "firmware",
