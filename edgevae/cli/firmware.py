@@ -112,6 +112,8 @@ def firmware(
     console.print(_layers_table(report, out_dir))
     console.print(_sizes_table(report))
     console.print(report.suggestion)
+    if not report.fits["128 KB"]:
+        console.print("  e.g. edgevae train --preset mcu, or a smaller --hidden")
     for note in report.notes:
         console.print(f"note: {note}")
     if weights_only:

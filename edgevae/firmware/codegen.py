@@ -317,8 +317,8 @@ def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> Fi
         suggestion = "fits a 128 KB flash part"
     else:
         suggestion = (
-            "does not fit 128 KB of flash; train a smaller decoder with "
-            "`edgevae train --preset mcu` (or fewer/narrower --hidden layers)"
+            "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
+            "(8-128-784) or fewer/narrower hidden layers"
         )
     layers = [
         {

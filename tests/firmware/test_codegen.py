@@ -131,7 +131,7 @@ def test_report_sizes_and_flash_fit(tmp_path):
     assert 330_000 < report.flash_bytes < 340_000
     assert report.ram_bytes == 2 * 2 * 400
     assert report.fits == {"128 KB": False, "256 KB": False, "512 KB": True, "1 MB": True}
-    assert "--preset mcu" in report.suggestion
+    assert "'mcu' preset" in report.suggestion and "--" not in report.suggestion
     small = make_decoder(tmp_path / "small", Variant("small", latent=8, hidden=(128,)))
     report = generate_firmware(small, tmp_path / "gen2", command="x")
     assert report.fits["128 KB"] and "fits" in report.suggestion

@@ -131,6 +131,7 @@ def test_cli_firmware_command(tmp_path, decoder):
     result = CliRunner().invoke(app, [*args, "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     assert "per-channel" in result.output and "128 KB" in result.output
+    assert "edgevae train --preset mcu" not in result.output  # this one fits 128 KB
     assert all((out / name).exists() for name in ("edgevae_weights.h", "edgevae_kernel.c"))
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["sha256"] == hashlib.sha256(decoder.read_bytes()).hexdigest()
