@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,19 @@ def test_cli_firmware_command(tmp_path, decoder):
 
     bad = CliRunner().invoke(app, ["firmware", "--export-dir", str(tmp_path / "nope")])
     assert bad.exit_code != 0
+
+
+def test_firmware_command_imports_neither_torch_nor_onnx(decoder, tmp_path):
+    code = (
+        "import json, sys\n"
+        "import edgevae.firmware.deploy, edgevae.firmware.intref\n"
+        "from edgevae.cli import main\n"
+        f"rc = main(['firmware', '--export-dir', {str(decoder)!r}, '--out', {str(tmp_path)!r}])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'onnx', 'onnxscript', 'safetensors'))\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == {"rc": 0, "heavy": []}
