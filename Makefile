@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 # pytest workers: the suite is CPU-bound and this machine has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install demo test lint figures figures-paper bench clean help ci-export
+.PHONY: install demo test lint figures figures-paper bench clean help ci-export firmware \
+        wheel-check
 
 help:
 	@echo "make demo | test | test-arm | lint | install | figures | bench | clean"
@@ -50,6 +51,18 @@ bench: install
 CI_DIR := build/ci
 ci-export: install
 	$(BIN)/edgevae train --epochs 3 --run-dir $(CI_DIR)/run --overwrite --export-dir $(CI_DIR)/export
+
+# The C weights of export/ for firmware_demo/ (whose Makefile builds the kernel the package
+# ships, edgevae/firmware/kernel/), then the demo on this machine.
+firmware: install
+	$(BIN)/edgevae firmware --export-dir export --weights-only --out firmware_demo/generated
+	$(MAKE) -C firmware_demo run-host
+
+# The wheel alone is enough for a board: build it, install it (base deps only) into a fresh
+# venv, sample from $(EXPORT) and build the firmware host decoder from the printed cc line.
+# Last line PASS/FAIL. In CI: make ci-export && make wheel-check EXPORT=build/ci/export
+wheel-check: install
+	bash .ci/wheel_check.sh $(EXPORT)
 
 # Raspberry Pi-class ARM (and AVX2) bit-exactness under qemu-user: see arm/README.md.
 ARM_PYTHON := $(BIN)/python

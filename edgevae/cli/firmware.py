@@ -1,8 +1,9 @@
-"""`edgevae firmware`: C weights for the microcontroller kernel in firmware_demo/."""
+"""`edgevae firmware`: C weights and the C kernel for the int8 microcontroller decoder."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -10,41 +11,23 @@ from rich.table import Table
 from ..fsio import write_json
 from .common import app, check_output_path, console
 
-DEFAULT_OUT = Path("firmware_demo/generated")
+if TYPE_CHECKING:
+    from ..firmware.codegen import FirmwareReport
+
+DEFAULT_OUT = Path("firmware")
 
 
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
-@app.command(
-    epilog=(
-        "Example:\n\n  edgevae firmware --export-dir export --out firmware_demo/generated\n\n"
-        "  make -C firmware_demo run-host run-m4"
-    )
-)
-def firmware(
-    export_dir: Path = typer.Option(
-        Path("export"), help="Export dir (its manifest's firmware_decoder) or a QDQ .onnx file."
-    ),
-    out: Path = typer.Option(DEFAULT_OUT, help="Where edgevae_weights.h/.c are written."),
-    json_path: Path = typer.Option(None, "--json", help="Also write the report as JSON."),
-) -> None:
-    """Write C weights (edgevae_weights.h/.c) for the int8 microcontroller decoder kernel.
+def _plain(text: str) -> None:
+    """One line exactly as given: no markup, no highlighting, never wrapped (copy-pastable)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
-    Refuses nodes the kernel cannot run; stamps version, command and model sha256.
-    """
-    from ..firmware.codegen import find_firmware_decoder, generate_firmware
 
-    if json_path is not None:
-        check_output_path(json_path, "--json")
-    model_path = find_firmware_decoder(export_dir)
-    command = f"edgevae firmware --export-dir {export_dir} --out {out}"
-    report = generate_firmware(model_path, out, command=command)
-    if json_path is not None:
-        write_json(json_path, report.to_dict())
-
-    layers = Table(title=f"{report.source} -> {out}/", title_justify="left")
+def _layers_table(report: FirmwareReport, out_dir: Path) -> Table:
+    layers = Table(title=f"{report.source} -> {out_dir}/", title_justify="left")
     for column in ("layer", "shape", "scales", "activation", "input"):
         layers.add_column(column)
     for item in report.layers:
@@ -55,8 +38,10 @@ def firmware(
             item["activation"],
             item["input"],
         )
-    console.print(layers)
+    return layers
 
+
+def _sizes_table(report: FirmwareReport) -> Table:
     sizes = Table(show_header=False, title="memory", title_justify="left")
     sizes.add_column("what")
     sizes.add_column("bytes", justify="right")
@@ -70,9 +55,69 @@ def firmware(
     sizes.add_row("MACs per image", str(report.macs))
     fits = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in report.fits.items())
     sizes.add_row("fits flash (model + 4 KiB kernel)", fits)
-    console.print(sizes)
+    return sizes
+
+
+@app.command(
+    epilog=(
+        "Example (the folder then builds a stdin -> stdout host decoder with one cc line):\n\n"
+        "  edgevae firmware --export-dir export --out firmware\n\n"
+        "  cc -std=c99 -O2 -I firmware -o firmware/edgevae_decode firmware/edgevae_decode.c "
+        "firmware/edgevae_kernel.c firmware/edgevae_weights.c\n\n"
+        "In a clone, for firmware_demo/'s QEMU targets:\n\n"
+        "  edgevae firmware --weights-only --out firmware_demo/generated\n\n"
+        "  make -C firmware_demo run-host run-m4"
+    )
+)
+def firmware(
+    export_dir: Path = typer.Option(
+        Path("export"), help="Export dir (its manifest's firmware_decoder) or a QDQ .onnx file."
+    ),
+    out_dir: Path = typer.Option(
+        DEFAULT_OUT,
+        "--out",
+        file_okay=False,
+        help="Folder for edgevae_weights.h/.c and (unless --weights-only) the kernel sources.",
+    ),
+    weights_only: bool = typer.Option(
+        False,
+        "--weights-only",
+        help="Write only the weights; the printed cc line takes the kernel from the package.",
+    ),
+    print_kernel_dir: bool = typer.Option(
+        False, "--print-kernel-dir", help="Print the folder of the packaged C kernel and exit."
+    ),
+    json_path: Path = typer.Option(
+        None, "--json", dir_okay=False, help="Also write the report as JSON."
+    ),
+) -> None:
+    """Write C weights (edgevae_weights.h/.c) and the C kernel for the int8 decoder.
+
+    Refuses nodes the kernel cannot run; stamps version, command and model sha256. Prints the
+    cc command that builds a host decoder (z on stdin, pixels on stdout) from the folder.
+    """
+    from ..firmware.deploy import kernel_dir, write_firmware
+
+    if print_kernel_dir:
+        _plain(str(kernel_dir()))
+        return
+    if json_path is not None:
+        check_output_path(json_path, "--json")
+    command = f"edgevae firmware --export-dir {export_dir} --out {out_dir}"
+    command += " --weights-only" if weights_only else ""
+    report = write_firmware(export_dir, out_dir, sources=not weights_only, command=command)
+    if json_path is not None:
+        write_json(json_path, report.to_dict())
+
+    console.print(_layers_table(report, out_dir))
+    console.print(_sizes_table(report))
     console.print(report.suggestion)
+    if not report.fits["128 KB"]:
+        console.print("  e.g. edgevae train --preset mcu, or a smaller --hidden")
     for note in report.notes:
         console.print(f"note: {note}")
-    weights = "" if out == DEFAULT_OUT else f" WEIGHTS={out.resolve()}"
-    console.print(f"next: make -C firmware_demo{weights} run-host")
+    if weights_only:
+        _plain(f"kernel sources (packaged): {report.kernel_dir}")
+    _plain("next, build the host decoder and decode one latent vector:")
+    _plain(f"  {report.build_command}")
+    _plain(f"  {report.run_command}")

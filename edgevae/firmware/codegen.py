@@ -1,6 +1,6 @@
-"""Quantized ONNX decoder -> edgevae_weights.h / edgevae_weights.c for firmware_demo's kernel.
+"""Quantized ONNX decoder -> edgevae_weights.h / edgevae_weights.c for the C kernel in kernel/.
 
-The numbers come from `intref.load_int_model`, so the C kernel and the numpy reference
+The numbers come from `intmodel.load_int_model`, so the C kernel and the numpy reference
 consume the same integers. This module only chooses the memory layout (weights interleaved
 for the SMLAD inner loop, rows padded to blocks of 4, columns to chunks of 4), checks that
 everything fits the kernel's types, and writes C with a provenance stamp.
@@ -17,9 +17,10 @@ import numpy as np
 from .. import __version__
 from ..errors import ModelFileError
 from ..fsio import write_text
-from .intref import SATURATED, IntLayer, IntModel, load_int_model
+from .fixedpoint import SATURATED
+from .intmodel import IntLayer, IntModel, load_int_model
 
-FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in firmware_demo/edgevae_types.h
+FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
 ROW_BLOCK = 4
 COL_CHUNK = 4
 KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
@@ -46,6 +47,11 @@ class FirmwareReport:
     fits: dict[str, bool]
     suggestion: str
     notes: list[str] = field(default_factory=list)
+    # filled in by deploy.write_firmware: where the kernel came from and how to build the
+    # host decoder from the output folder
+    kernel_dir: str = ""
+    build_command: str = ""
+    run_command: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -311,8 +317,8 @@ def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> Fi
         suggestion = "fits a 128 KB flash part"
     else:
         suggestion = (
-            "does not fit 128 KB of flash; train a smaller decoder with "
-            "`edgevae train --preset mcu` (or fewer/narrower --hidden layers)"
+            "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
+            "(8-128-784) or fewer/narrower hidden layers"
         )
     layers = [
         {

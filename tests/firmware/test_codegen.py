@@ -1,4 +1,4 @@
-"""C code generation: layout, stamps, refusals, size report, the `edgevae firmware` command."""
+"""C code generation: layout, stamps, refusals and the size report."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from edgevae.firmware.codegen import (
     interleave_weights,
     output_table,
 )
-from edgevae.firmware.intref import load_int_model
+from edgevae.firmware.intmodel import load_int_model
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_report_sizes_and_flash_fit(tmp_path):
     assert 330_000 < report.flash_bytes < 340_000
     assert report.ram_bytes == 2 * 2 * 400
     assert report.fits == {"128 KB": False, "256 KB": False, "512 KB": True, "1 MB": True}
-    assert "--preset mcu" in report.suggestion
+    assert "'mcu' preset" in report.suggestion and "--" not in report.suggestion
     small = make_decoder(tmp_path / "small", Variant("small", latent=8, hidden=(128,)))
     report = generate_firmware(small, tmp_path / "gen2", command="x")
     assert report.fits["128 KB"] and "fits" in report.suggestion
@@ -139,7 +139,7 @@ def test_report_sizes_and_flash_fit(tmp_path):
 
 
 def test_accumulator_overflow_is_refused(tmp_path):
-    from edgevae.firmware.intref import _int_layer
+    from edgevae.firmware.intmodel import _int_layer
     from edgevae.firmware.qdq import FcStep, QType
 
     fan_in = 70_000  # 70000 * 127 * 255 > 2**31
@@ -171,40 +171,6 @@ def test_find_firmware_decoder(tmp_path, decoder):
     (tmp_path / "manifest.json").write_text(json.dumps({"firmware_decoder": "other.onnx"}))
     assert find_firmware_decoder(tmp_path).name == "other.onnx"
     assert find_firmware_decoder(decoder) == decoder
-
-
-def test_cli_firmware_command(tmp_path, decoder):
-    from typer.testing import CliRunner
-
-    import edgevae.cli  # noqa: F401  (registers every command, edgevae.cli.firmware included)
-    from edgevae.cli.common import app
-
-    export = decoder.parent
-    out = tmp_path / "gen"
-    result = CliRunner().invoke(
-        app,
-        [
-            "firmware",
-            "--export-dir",
-            str(export),
-            "--out",
-            str(out),
-            "--json",
-            str(tmp_path / "r.json"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "per-channel" in result.output and "128 KB" in result.output
-    assert (out / "edgevae_weights.h").exists() and (out / "edgevae_weights.c").exists()
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["sha256"] == hashlib.sha256(decoder.read_bytes()).hexdigest()
-    assert f"--export-dir {export}" in (out / "edgevae_weights.h").read_text()
-
-    help_text = CliRunner().invoke(app, ["firmware", "--help"]).output
-    assert "edgevae firmware --export-dir export" in help_text
-
-    bad = CliRunner().invoke(app, ["firmware", "--export-dir", str(tmp_path / "nope")])
-    assert bad.exit_code != 0
 
 
 def test_quantized_sigmoid_output_is_supported(tmp_path, tmp_path_factory):

@@ -1,6 +1,7 @@
 """The C kernel: host build vs the numpy reference, sanitizers, and the emulated targets.
 
-Everything is built with firmware_demo/Makefile into tmp_path (WEIGHTS= and BUILD=). Tests
+Everything is built with firmware_demo/Makefile (from the package's kernel sources) into
+tmp_path (WEIGHTS= and BUILD=). Tests
 that need a cross toolchain or QEMU skip when it is missing, and fail instead under CI=true.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from support.firmware import (
     FIRMWARE,
+    KERNEL,
     Variant,
     checksum_line,
     decode_with,
@@ -25,14 +27,8 @@ from support.firmware import (
 )
 
 from edgevae.firmware.codegen import generate_firmware
-from edgevae.firmware.intref import (
-    decode_int,
-    demo_latents,
-    fnv1a32,
-    load_int_model,
-    requantize,
-    split_scale,
-)
+from edgevae.firmware.fixedpoint import requantize, split_scale
+from edgevae.firmware.intref import decode_int, demo_latents, fnv1a32, load_int_model
 
 HOST_VARIANTS = (
     "firmware",
@@ -83,7 +79,8 @@ def test_host_build_equals_intref_bit_for_bit(built, name):
 
 def test_host_build_is_strict_c99(built):
     _, weights, build = built("firmware")
-    for source in ("edgevae_kernel.c", "host/edgevae_decode.c", "demo/demo.c"):
+    sources = (KERNEL / "edgevae_kernel.c", KERNEL / "host" / "edgevae_decode.c")
+    for source in (*sources, FIRMWARE / "demo" / "demo.c"):
         subprocess.run(
             [
                 "gcc",
@@ -93,10 +90,10 @@ def test_host_build_is_strict_c99(built):
                 "-Wextra",
                 "-Werror",
                 "-DEDGEVAE_HOSTED",
-                f"-I{FIRMWARE}",
+                f"-I{KERNEL}",
                 f"-I{weights}",
                 "-c",
-                str(FIRMWARE / source),
+                str(source),
                 "-o",
                 str(build / "strict.o"),
             ],
@@ -111,7 +108,7 @@ def test_host_build_is_strict_c99(built):
             "-Wall",
             "-Wextra",
             "-Werror",
-            f"-I{FIRMWARE}",
+            f"-I{KERNEL}",
             "-c",
             str(weights / "edgevae_weights.c"),
             "-o",
@@ -207,7 +204,7 @@ def test_requantization_fast_path_equals_exact_path_and_intref(built, tmp_path):
             "-Wall",
             "-Wextra",
             "-Werror",
-            f"-I{FIRMWARE}",
+            f"-I{KERNEL}",
             f"-I{weights}",
             str(tmp_path / "harness.c"),
             str(weights / "edgevae_weights.c"),

@@ -15,15 +15,13 @@ from support.firmware import (
 )
 
 from edgevae.errors import ModelFileError
+from edgevae.firmware.fixedpoint import requant_scale, requantize, split_scale
 from edgevae.firmware.intref import (
     decode_int,
     demo_latents,
     fnv1a32,
     load_int_model,
     quantize_input,
-    requant_scale,
-    requantize,
-    split_scale,
 )
 from edgevae.firmware.qdq import QType
 from edgevae.onnxio.graph import load_graph

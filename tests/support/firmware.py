@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgevae.firmware.deploy import kernel_dir
+
 REPO = Path(__file__).resolve().parents[2]
-FIRMWARE = REPO / "firmware_demo"
+FIRMWARE = REPO / "firmware_demo"  # the demo, bare-metal startup and the Makefile
+KERNEL = kernel_dir()  # the C kernel and host decoder the package ships (firmware_demo uses them)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 

@@ -1,7 +1,7 @@
 /* edgevae_kernel.c - int8 MLP decoder: quantize z, int8 x int8/uint8 layers with int32
  * accumulation, exact float32-equivalent requantization in integers, table activations.
  *
- * Arithmetic contract (mirrored by edgevae/intref.py, bit for bit):
+ * Arithmetic contract (mirrored by edgevae/firmware/intref.py, bit for bit):
  *   acc   = bias' + sum_k w[j][k] * a[k]        (bias' has -zp_in * sum_k w[j][k] folded in)
  *   value = round_half_even(float32(float32(acc) * scale_j)), scale_j = mult_j * 2^-shift_j,
  *           computed in integers (see ev_requantize), saturated to [-512, 512]

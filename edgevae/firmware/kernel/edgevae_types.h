@@ -1,7 +1,7 @@
 /* edgevae_types.h - data layout shared by the kernel and the generated weights.
  *
  * The generated edgevae_weights.c fills one edgevae_layer_t per fully connected layer.
- * Bump EDGEVAE_TYPES_FORMAT together with edgevae/codegen.py's FORMAT when this changes.
+ * Bump EDGEVAE_TYPES_FORMAT together with edgevae/firmware/codegen.py's FORMAT when this changes.
  */
 #ifndef EDGEVAE_TYPES_H
 #define EDGEVAE_TYPES_H

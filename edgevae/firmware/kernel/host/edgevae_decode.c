@@ -5,6 +5,9 @@
  * Each input line holds EDGEVAE_LATENT_DIM numbers separated by spaces, tabs or commas
  * (blank lines are skipped); each output line holds EDGEVAE_OUTPUT_DIM grey levels 0..255.
  * A malformed line stops the program with a message naming the line and exit status 1.
+ *
+ * Build it in the folder `edgevae firmware` writes (the command prints this line for its folder):
+ *   cc -std=c99 -O2 -I. -o edgevae_decode edgevae_decode.c edgevae_kernel.c edgevae_weights.c
  */
 #include <errno.h>
 #include <stdio.h>

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# wheel_check.sh [EXPORT_DIR]: `pip install edgevae` alone is enough for a board.
+#
+# Builds the wheel, installs only that wheel into a fresh venv (base dependencies from the
+# registry, no extras: no torch, no onnx), then, from an empty folder outside the checkout:
+# `edgevae sample --n 16` from EXPORT_DIR, `edgevae firmware` into a new folder, the exact `cc`
+# line that command printed, the run line it printed, and a few hundred z vectors through the
+# built decoder, checked against the numpy integer reference (bit for bit) and onnxruntime.
+# EXPORT_DIR defaults to $EXPORT, else build/ci/export (`make ci-export`). The last line is
+# "wheel-check: PASS ..." or "wheel-check: FAIL ...".
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PYTHON=${PYTHON:-.venv/bin/python}  # builds the wheel
+BASE_PYTHON=${BASE_PYTHON:-python3} # creates the fresh venv
+EXPORT_DIR=${1:-${EXPORT:-build/ci/export}}
+OUT=$ROOT/build/wheel
+VENV=$OUT/venv
+start=$SECONDS
+step="setup"
+WORK=""
+
+cleanup() { [ -z "$WORK" ] || rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'echo "wheel-check: FAIL: $step (after $((SECONDS - start)) s)"' ERR
+fail() {
+    trap - ERR
+    echo "wheel-check: FAIL: $step: $*"
+    exit 1
+}
+
+step="export dir $EXPORT_DIR"
+[ -f "$EXPORT_DIR/manifest.json" ] || fail "no manifest.json (run: make ci-export)"
+EXPORT_DIR=$(cd "$EXPORT_DIR" && pwd)
+
+step="build the wheel"
+rm -rf "$OUT" build/lib build/bdist.* # setuptools reuses build/lib: no stale modules in the wheel
+"$PYTHON" -m pip wheel --no-deps -q -w "$OUT" .
+wheels=("$OUT"/edgevae-*.whl)
+[ ${#wheels[@]} -eq 1 ] && [ -f "${wheels[0]}" ] || fail "expected one wheel in $OUT"
+wheel=${wheels[0]}
+
+step="install the wheel into a fresh venv"
+"$BASE_PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "$wheel"
+"$VENV/bin/python" - <<'EOF' || fail "an extra's package is installed"
+import importlib.util
+import sys
+
+extras = [m for m in ("torch", "onnx", "onnxscript", "safetensors") if importlib.util.find_spec(m)]
+sys.exit(f"found {extras}" if extras else 0)
+EOF
+
+WORK=$(mktemp -d) # an empty folder outside the checkout
+cd "$WORK"
+edgevae=$VENV/bin/edgevae
+
+step="edgevae firmware --print-kernel-dir"
+kernel=$("$edgevae" firmware --print-kernel-dir)
+case "$kernel" in
+"$VENV"/*) ;;
+*) fail "the kernel is at $kernel, not inside the wheel's venv" ;;
+esac
+
+step="edgevae sample --n 16"
+"$edgevae" sample --n 16 --export-dir "$EXPORT_DIR" --out grid.png >sample.txt
+[ -s grid.png ] || fail "no grid.png"
+
+step="edgevae firmware"
+"$edgevae" firmware --export-dir "$EXPORT_DIR" --out fw --json fw.json >firmware.txt
+build=$(sed -n 's/^  \(cc .*\)$/\1/p' firmware.txt)
+run=$(sed -n 's/^  \(printf .*\)$/\1/p' firmware.txt)
+[ "$(printf '%s\n' "$build" | wc -l)" -eq 1 ] && [ -n "$build" ] || fail "no single cc line printed"
+[ -n "$run" ] || fail "no run line printed"
+
+step="the printed cc line: $build"
+bash -c "$build"
+
+step="the printed run line"
+pixels=$(bash -c "$run")
+[ "$(printf '%s\n' "$pixels" | wc -l)" -eq 1 ] || fail "expected one line of pixels"
+
+step="decoder vs intref and onnxruntime"
+summary=$("$VENV/bin/python" - "$EXPORT_DIR" fw.json "$build" <<'EOF'
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from edgevae.firmware.codegen import find_firmware_decoder
+from edgevae.firmware.deploy import program_path
+from edgevae.firmware.intref import decode_int, load_int_model
+from edgevae.runtime.session import create_session
+
+export, report_path, printed = sys.argv[1:4]
+report = json.loads(open(report_path, encoding="utf-8").read())
+if report["build_command"] != printed:
+    sys.exit(f"--json build_command {report['build_command']!r} != printed {printed!r}")
+path = find_firmware_decoder(export)
+model = load_int_model(path)
+rng = np.random.default_rng(0)
+latent = model.latent_dim
+z = np.concatenate(
+    [
+        rng.standard_normal((240, latent)),
+        3.0 * rng.standard_normal((12, latent)),
+        np.zeros((1, latent)),
+        -np.zeros((1, latent)),
+        np.full((1, latent), 1e3),
+        np.full((1, latent), -1e3),
+    ]
+).astype(np.float32)
+text = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in z)
+program = program_path("fw")
+done = subprocess.run([program], input=text, capture_output=True, text=True, check=True)
+got = np.array(done.stdout.split(), np.int64).reshape(len(z), -1)
+want = decode_int(model, z).astype(np.int64)
+if not np.array_equal(got, want):
+    bad = int((got != want).sum())
+    sys.exit(f"{bad} of {got.size} pixels differ from edgevae.firmware.intref.decode_int")
+session = create_session(path)
+x_mean = session.run(["x_mean"], {session.get_inputs()[0].name: z})[0]
+ort = np.rint(x_mean.astype(np.float64) * 255).astype(np.int64)
+diff = int(np.abs(got - ort).max())
+if diff > 1:
+    sys.exit(f"C vs onnxruntime differ by up to {diff} grey levels (expected <= 1)")
+print(
+    f"{len(z)} z vectors x {got.shape[1]} pixels bit-exact vs intref, "
+    f"max |C - onnxruntime| = {diff}"
+)
+EOF
+) || fail "see above"
+
+trap - ERR
+echo "wheel-check: PASS ($(basename "$wheel"), base deps only, no torch/onnx; printed cc line" \
+    "built the decoder; $summary; $((SECONDS - start)) s)"

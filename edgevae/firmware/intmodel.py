@@ -1,0 +1,213 @@
+"""A QDQ int8 decoder read into the kernel's integer model (IntModel, one IntLayer per layer).
+
+Everything the C kernel needs is computed here once, at load time: the activation zero point
+folded into the bias, each output's requantization scale as a 24-bit multiplier and a shift,
+the ReLU floor, activation tables between layers and the pixel table of the last layer. The
+model is refused (ModelFileError naming the node) when the kernel's int32 arithmetic cannot
+hold it. intref.decode_int runs the model; codegen writes it as C.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelFileError
+from ..fsio import sha256_file
+from .fixedpoint import INT32_MAX, activation_lut, requant_scale, sigmoid_pixel_lut, split_scale
+from .qdq import FcStep, LutStep, QType, read_qdq_chain
+
+MAX_SHIFT = 54  # keeps shift + 9 < 64 in the kernel's uint64 arithmetic
+
+
+@dataclass
+class IntLayer:
+    name: str
+    weight: np.ndarray  # int8 [out, in]
+    bias: np.ndarray  # int32 [out], activation zero point folded in
+    multiplier: np.ndarray  # int32 [out]: 24-bit mantissa of the float32 requant scale
+    shift: np.ndarray  # int32 [out]: scale = multiplier * 2**-shift
+    per_channel: bool
+    in_q: QType
+    out_q: QType
+    floor: int  # lowest output value: qmin, or the zero point under a fused ReLU
+    lut: np.ndarray | None  # int16 [256], out_q value - qmin -> next layer's input value
+    activation: str  # relu | tanh | none (what floor/lut implement), for reports
+    # MatMul -> Q -> DQ -> Add graphs: the requantized product is first clamped to mid_q, then
+    # value = round_half_even(((q1 - zp1) * mid_mult + mid_bias) / 2**mid_shift)
+    mid_q: QType | None = None
+    mid_mult: int = 0
+    mid_shift: int = 0
+    mid_bias: np.ndarray | None = None  # int32 [out]
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass
+class IntModel:
+    source: str
+    sha256: str
+    latent_dim: int
+    output_dim: int
+    image_shape: tuple[int, int]
+    input_q: QType
+    layers: list[IntLayer]
+    pixel_lut: np.ndarray  # uint8 [256], last layer's output value - qmin -> pixel
+    metadata: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.in_dim * layer.out_dim for layer in self.layers)
+
+
+# ------------------------------------------------------------------------------ model loading
+
+
+def _compose(lut: np.ndarray | None, step: LutStep) -> np.ndarray:
+    """Table from `src` values to step.out_q values, through an optional earlier table."""
+    table = activation_lut(step.kind, step.in_q, step.out_q)
+    if lut is None:
+        return table
+    return table[lut.astype(np.int64) - step.in_q.qmin]
+
+
+def _mid_stage(step: FcStep, label: str) -> tuple[int, int, np.ndarray]:
+    """Fixed point for value = (q1 - zp1) * s_mid / s_out + bias / s_out.
+
+    The largest shift (<= 24) that keeps |(q1 - zp1) * mult| and |bias| below 2**29, so the
+    kernel can sum them in int32; 2**-16 or finer is far below one output step, so results
+    differ from the float Add only at exact rounding ties.
+    """
+    ratio = float(np.float32(step.mid_q.scale)) / float(np.float32(step.out_q.scale))
+    bias = step.post_bias / float(np.float32(step.out_q.scale))
+    for shift in range(24, 15, -1):
+        mult = round(ratio * 2.0**shift)
+        fixed = np.rint(bias * 2.0**shift)
+        if 255 * mult < 2**29 and np.abs(fixed).max(initial=0) < 2**29:
+            return mult, shift, fixed.astype(np.int32)
+    raise ModelFileError(
+        f"{label}: node {step.name!r}: the Add's bias or scale ratio is too large for the kernel"
+    )
+
+
+def _int_layer(step: FcStep, label: str) -> IntLayer:
+    stage1_q = step.mid_q if step.mid_q is not None else step.out_q
+    scale = requant_scale(step.in_q.scale, step.weight_scale, stage1_q.scale)
+    try:
+        parts = [split_scale(float(s)) for s in scale]
+    except ValueError as exc:
+        raise ModelFileError(f"{label}: node {step.name!r}: {exc}") from None
+    multiplier = np.array([p[0] for p in parts], np.int64)
+    shift = np.array([p[1] for p in parts], np.int64)
+    if np.any((shift < 1) | (shift > MAX_SHIFT)) and np.any(multiplier != 0):
+        raise ModelFileError(
+            f"{label}: node {step.name!r}: requantization scale {scale.min()}..{scale.max()} "
+            "is outside the kernel's range (2**-45 .. 2**23)"
+        )
+    w = step.weight.astype(np.int64)
+    bias = step.bias.astype(np.int64) - step.in_q.zero_point * w.sum(axis=1)
+    # exact per-row accumulator range over every possible input: every partial sum lies inside
+    hi = bias + np.maximum(w * step.in_q.qmin, w * step.in_q.qmax).sum(axis=1)
+    lo = bias + np.minimum(w * step.in_q.qmin, w * step.in_q.qmax).sum(axis=1)
+    if hi.max(initial=0) > INT32_MAX or lo.min(initial=0) < -INT32_MAX:
+        raise ModelFileError(
+            f"{label}: node {step.name!r}: fan-in {w.shape[1]} with these weights and bias can "
+            "overflow the kernel's int32 accumulator"
+        )
+    floor = max(step.out_q.qmin, step.out_q.zero_point) if step.relu_floor else step.out_q.qmin
+    mid_mult, mid_shift, mid_bias = _mid_stage(step, label) if step.mid_q else (0, 0, None)
+    return IntLayer(
+        name=step.name,
+        weight=step.weight.astype(np.int8),
+        bias=bias.astype(np.int32),
+        multiplier=multiplier.astype(np.int32),
+        shift=shift.astype(np.int32),
+        per_channel=step.per_channel,
+        in_q=step.in_q,
+        out_q=step.out_q,
+        floor=floor,
+        lut=None,
+        activation="relu" if step.relu_floor else "none",
+        mid_q=step.mid_q,
+        mid_mult=mid_mult,
+        mid_shift=mid_shift,
+        mid_bias=mid_bias,
+    )
+
+
+def _image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple[int, int]:
+    text = metadata.get("edgevae.image_shape", "")
+    if text:
+        try:
+            h, w = (int(v) for v in text.split(","))
+        except ValueError:
+            raise ModelFileError(f"{label}: bad edgevae.image_shape {text!r}") from None
+        if h * w != output_dim:
+            raise ModelFileError(f"{label}: image_shape {text} does not match {output_dim} outputs")
+        return h, w
+    side = int(round(output_dim**0.5))
+    return (side, side) if side * side == output_dim else (1, output_dim)
+
+
+def load_int_model(onnx_path: Path) -> IntModel:
+    """Read a QDQ int8 decoder and turn it into the kernel's integer model."""
+    path = Path(onnx_path)
+    chain = read_qdq_chain(path)
+    label = path.name
+    layers: list[IntLayer] = []
+    notes: list[str] = []
+    pending: np.ndarray | None = None
+    pending_kinds: list[str] = []
+    for step in chain.steps:
+        if isinstance(step, FcStep):
+            if layers:
+                prev = layers[-1]
+                if pending is not None:
+                    prev.lut = pending
+                    kinds = [k for k in (prev.activation, *pending_kinds) if k != "none"]
+                    prev.activation = "+".join(kinds) or "none"
+                if prev.out_dim != step.weight.shape[1]:
+                    raise ModelFileError(
+                        f"{label}: node {step.name!r} expects {step.weight.shape[1]} inputs but "
+                        f"the previous layer has {prev.out_dim} outputs"
+                    )
+            pending, pending_kinds = None, []
+            layers.append(_int_layer(step, label))
+            notes.extend(step.notes)
+        else:
+            pending = _compose(pending, step)
+            pending_kinds.append(step.kind)
+    for layer in layers[:-1]:
+        if layer.activation == "none" and layer.out_q.zero_point == layer.out_q.qmin:
+            layer.activation = "relu"  # a [0, max] range: the clamp at qmin is the ReLU
+    last = layers[-1]
+    pixel_lut = sigmoid_pixel_lut(chain.steps[-1].out_q, chain.sigmoid_q)
+    if pending is not None:  # a rescale between the last FC and the sigmoid
+        pixel_lut = pixel_lut[pending.astype(np.int64) - chain.steps[-1].out_q.qmin]
+    latent_dim = layers[0].in_dim
+    declared = chain.metadata.get("edgevae.latent_dim")
+    if declared and declared.isdigit() and int(declared) != latent_dim:
+        raise ModelFileError(
+            f"{label}: edgevae.latent_dim {declared} but the graph takes {latent_dim} inputs"
+        )
+    return IntModel(
+        source=label,
+        sha256=sha256_file(path, ModelFileError),
+        latent_dim=latent_dim,
+        output_dim=last.out_dim,
+        image_shape=_image_shape(chain.metadata, last.out_dim, label),
+        input_q=chain.input_q,
+        layers=layers,
+        pixel_lut=pixel_lut,
+        metadata=chain.metadata,
+        notes=notes,
+    )
