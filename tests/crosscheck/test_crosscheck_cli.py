@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from crosscheck_helpers import results, tiny_fp32_export
 
 from edgevae.cli import main
 from edgevae.crosscheck.compare import STATIC, compare
@@ -16,10 +17,10 @@ def _last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
 
 
-def test_compare_exit_codes_and_last_line(tmp_path, capsys, make_results):
-    ref = save_results(tmp_path / "ref.npz", make_results("ref"))
-    good = save_results(tmp_path / "good.npz", make_results("good"))
-    bad_res = make_results("bad")
+def test_compare_exit_codes_and_last_line(tmp_path, capsys):
+    ref = save_results(tmp_path / "ref.npz", results("ref"))
+    good = save_results(tmp_path / "good.npz", results("good"))
+    bad_res = results("bad")
     bad_res.outputs["decoder.int8/x_mean"][0, 0] += 1
     bad = save_results(tmp_path / "bad.npz", bad_res)
     report = tmp_path / "out" / "r.json"
@@ -36,9 +37,9 @@ def test_compare_exit_codes_and_last_line(tmp_path, capsys, make_results):
     assert "[good, bad]" in _last_line(out) and _last_line(out).endswith("FAIL")
 
 
-def test_compare_tolerance_options(tmp_path, capsys, make_results):
-    ref = save_results(tmp_path / "ref.npz", make_results("ref"))
-    cand = make_results("cand")
+def test_compare_tolerance_options(tmp_path, capsys):
+    ref = save_results(tmp_path / "ref.npz", results("ref"))
+    cand = results("cand")
     cand.outputs["decoder.fp32/x_mean"][0, 0] += 3e-6
     cand.outputs["decoder.int8.dynamic/x_mean"][0, 0] += 0.25
     cand = save_results(tmp_path / "cand.npz", cand)
@@ -51,8 +52,8 @@ def test_compare_tolerance_options(tmp_path, capsys, make_results):
     assert "--fp32-tol" in capsys.readouterr().err
 
 
-def test_compare_input_and_usage_errors(tmp_path, capsys, make_results):
-    ref = save_results(tmp_path / "ref.npz", make_results("ref"))
+def test_compare_input_and_usage_errors(tmp_path, capsys):
+    ref = save_results(tmp_path / "ref.npz", results("ref"))
     assert main(["crosscheck", "compare", str(ref), str(tmp_path / "missing.npz")]) == 2
     captured = capsys.readouterr()
     assert _last_line(captured.out).startswith("crosscheck compare: FAIL")
@@ -61,9 +62,10 @@ def test_compare_input_and_usage_errors(tmp_path, capsys, make_results):
     assert "error:" in capsys.readouterr().err
 
 
-def test_run_on_a_tiny_export(tmp_path, capsys, tiny_fp32_export):
+def test_run_on_a_tiny_export(tmp_path, capsys):
     out = tmp_path / "run.npz"
-    args = ["crosscheck", "run", "--export-dir", str(tiny_fp32_export), "--out", str(out)]
+    export = tiny_fp32_export(tmp_path / "export")
+    args = ["crosscheck", "run", "--export-dir", str(export), "--out", str(out)]
     assert main([*args, "--label", "t", "--no-sample"]) == 0
     last = _last_line(capsys.readouterr().out)
     assert last.startswith("crosscheck run [t]: 6 outputs from 2 models (2 fp32)")

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from crosscheck_helpers import check_named, fake_onnx, png_bytes, results
 
 from edgevae.crosscheck.compare import (
     DYNAMIC,
@@ -35,13 +36,13 @@ from edgevae.errors import EdgeVAEError
         (("DynamicQuantizeLinear", "MatMulInteger", "Mul"), DYNAMIC),
     ],
 )
-def test_op_types_are_read_from_protobuf(fake_onnx, ops, kind):
+def test_op_types_are_read_from_protobuf(ops, kind):
     found = onnx_op_types(fake_onnx(*ops))
     assert found == set(ops)
     assert model_kind(found) == kind
 
 
-def test_fp16_and_int4_models_are_their_own_kinds(fake_onnx):
+def test_fp16_and_int4_models_are_their_own_kinds():
     fp16 = fake_onnx("Cast", "Gemm", dtypes=(10, 1))
     assert onnx_graph_info(fp16) == ({"Cast", "Gemm"}, {10, 1})
     assert model_kind(*onnx_graph_info(fp16)) == FP16
@@ -61,18 +62,18 @@ def test_crosscheck_errors_are_input_errors():
 # --------------------------------------------------------------------------- compare rules
 
 
-def test_identical_runs_pass(make_results):
-    report = compare(make_results("ref"), make_results("cand"))
+def test_identical_runs_pass():
+    report = compare(results("ref"), results("cand"))
     assert report.passed
     assert all(c.n_different == 0 for c in report.checks)
     assert report.max_diff(STATIC) == 0 and report.max_diff(FP32) == 0
 
 
-def test_static_int8_must_be_bit_exact(make_results, check_named):
-    cand = make_results("cand")
+def test_static_int8_must_be_bit_exact():
+    cand = results("cand")
     out = cand.outputs["decoder.int8/x_mean"]
     out[0, 0] = np.nextafter(out[0, 0], np.float32(2))  # one ulp
-    report = compare(make_results("ref"), cand)
+    report = compare(results("ref"), cand)
     check = check_named(report, "decoder.int8/x_mean")
     assert not report.passed and not check.passed
     assert check.n_different == 1 and 0 < check.max_abs_diff < 1e-6
@@ -81,9 +82,9 @@ def test_static_int8_must_be_bit_exact(make_results, check_named):
     assert any("vpmaddubsw" in n for n in report.notes)
 
 
-def test_fp32_tolerance(make_results, check_named):
-    ref = make_results("ref")
-    small, large = make_results("a"), make_results("b")
+def test_fp32_tolerance():
+    ref = results("ref")
+    small, large = results("a"), results("b")
     small.outputs["decoder.fp32/x_mean"][1, 2] += np.float32(5e-7)
     large.outputs["decoder.fp32/x_mean"][1, 2] += np.float32(3e-6)
     assert compare(ref, small).passed
@@ -93,25 +94,25 @@ def test_fp32_tolerance(make_results, check_named):
     assert compare(ref, large, {FP32: 1e-5}).passed
 
 
-def test_dynamic_int8_is_reported_not_failed(make_results, check_named):
-    cand = make_results("cand")
+def test_dynamic_int8_is_reported_not_failed():
+    cand = results("cand")
     cand.outputs["decoder.int8.dynamic/x_mean"] += np.float32(0.25)
-    report = compare(make_results("ref"), cand)
+    report = compare(results("ref"), cand)
     check = check_named(report, "decoder.int8.dynamic/x_mean")
     assert report.passed and check.passed
     assert check.max_abs_diff == pytest.approx(0.25, abs=1e-6)
     assert check.tolerance is None
     assert any("may differ across CPUs" in n for n in report.notes)
-    assert not compare(make_results("ref"), cand, {DYNAMIC: 0.1}).passed
+    assert not compare(results("ref"), cand, {DYNAMIC: 0.1}).passed
 
 
-def test_missing_output_shape_mismatch_and_different_model_fail(make_results):
-    cand = make_results("cand")
+def test_missing_output_shape_mismatch_and_different_model_fail():
+    cand = results("cand")
     del cand.outputs["decoder.fp32/x_mean"]
     cand.outputs["decoder.int8/x_mean"] = cand.outputs["decoder.int8/x_mean"][:2]
     cand.meta["models"]["decoder.int8.dynamic"]["sha256"] = "other"
     del cand.meta["models"]["decoder.fp32"]
-    report = compare(make_results("ref"), cand)
+    report = compare(results("ref"), cand)
     notes = {c.name: c.note for c in report.failures()}
     assert "missing" in notes["decoder.fp32/x_mean"]
     assert "shape" in notes["decoder.int8/x_mean"]
@@ -119,8 +120,8 @@ def test_missing_output_shape_mismatch_and_different_model_fail(make_results):
     assert notes["decoder.fp32"] == "model not run"
 
 
-def test_nan_positions_must_match(make_results, check_named):
-    ref, same, moved = make_results("ref"), make_results("a"), make_results("b")
+def test_nan_positions_must_match():
+    ref, same, moved = results("ref"), results("a"), results("b")
     for r in (ref, same):
         r.outputs["decoder.fp32/x_mean"][0, 0] = np.nan
     moved.outputs["decoder.fp32/x_mean"][0, 1] = np.nan
@@ -131,17 +132,17 @@ def test_nan_positions_must_match(make_results, check_named):
     assert json.dumps(report.to_dict())  # inf is written as a string, still valid JSON
 
 
-def test_different_inputs_fail(make_results):
-    report = compare(make_results("ref", seed=0), make_results("cand", seed=1))
+def test_different_inputs_fail():
+    report = compare(results("ref", seed=0), results("cand", seed=1))
     assert not report.passed
     assert any("inputs differ" in c.note for c in report.failures())
 
 
-def test_platform_differences_and_extra_outputs_are_noted(make_results):
-    cand = make_results("cand")
+def test_platform_differences_and_extra_outputs_are_noted():
+    cand = results("cand")
     cand.meta["platform"]["onnxruntime"] = "1.31.0"
     cand.outputs["decoder.fp32/logits"] = np.zeros(3, np.float32)
-    report = compare(make_results("ref"), cand)
+    report = compare(results("ref"), cand)
     assert report.passed
     assert "onnxruntime 1.31.0 on cand, 1.32.0 on ref" in report.notes
     assert "outputs only in cand: decoder.fp32/logits" in report.notes
@@ -150,54 +151,52 @@ def test_platform_differences_and_extra_outputs_are_noted(make_results):
 # --------------------------------------------------------------------------- PNG
 
 
-def test_png_bytes_equality_and_pixel_difference(make_png):
+def test_png_bytes_equality_and_pixel_difference():
     pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
-    same = compare_png(make_png(pixels), make_png(pixels))
+    same = compare_png(png_bytes(pixels), png_bytes(pixels))
     assert same.passed and same.max_abs_diff == 0
     other = pixels.copy()
     other[2, 3] += 7
-    diff = compare_png(make_png(pixels), make_png(other))
+    diff = compare_png(png_bytes(pixels), png_bytes(other))
     assert not diff.passed
     assert diff.max_abs_diff == 7 and diff.n_different == 1
     assert "largest pixel difference 7" in diff.note
     # same pixels, other encoder settings: bytes differ, largest pixel difference 0
-    recoded = compare_png(make_png(pixels), make_png(pixels, compress_level=0))
+    recoded = compare_png(png_bytes(pixels), png_bytes(pixels, compress_level=0))
     assert not recoded.passed and recoded.max_abs_diff == 0
-    assert not compare_png(make_png(pixels), None).passed
-    broken = compare_png(make_png(pixels), b"\x89PNG not really")
+    assert not compare_png(png_bytes(pixels), None).passed
+    broken = compare_png(png_bytes(pixels), b"\x89PNG not really")
     assert not broken.passed and "could not be decoded" in broken.note
 
 
-def test_png_in_compare_and_dynamic_decoder_makes_it_informational(
-    make_results, make_png, check_named
-):
+def test_png_in_compare_and_dynamic_decoder_makes_it_informational():
     pixels = np.zeros((4, 4), np.uint8)
     other = pixels.copy()
     other[0, 0] = 1
-    ref = make_results("ref", png=make_png(pixels))
-    cand = make_results("cand", png=make_png(other))
+    ref = results("ref", png=png_bytes(pixels))
+    cand = results("cand", png=png_bytes(other))
     assert not compare(ref, cand).passed
     for kind in (DYNAMIC, FP16, INT4):
         ref.meta["sample"]["decoder_kind"] = kind
         report = compare(ref, cand)
         assert report.passed and kind in check_named(report, "sample.png").note
-    missing = make_results("cand", sample={"status": "skipped", "message": "no cli"})
-    assert not compare(make_results("ref", png=make_png(pixels)), missing).passed
+    missing = results("cand", sample={"status": "skipped", "message": "no cli"})
+    assert not compare(results("ref", png=png_bytes(pixels)), missing).passed
 
 
-def test_failed_sample_fails_the_comparison(make_results):
-    failed = make_results("cand", sample={"status": "failed", "message": "boom"})
-    report = compare(make_results("ref"), failed)
+def test_failed_sample_fails_the_comparison():
+    failed = results("cand", sample={"status": "failed", "message": "boom"})
+    report = compare(results("ref"), failed)
     assert not report.passed and "boom" in report.failures()[0].note
-    skipped = compare(make_results("ref"), make_results("cand"))
+    skipped = compare(results("ref"), results("cand"))
     assert "sample PNG not compared: no CLI" in skipped.notes
 
 
 # --------------------------------------------------------------------------- files
 
 
-def test_npz_round_trip_without_pickle(tmp_path, make_results, make_png):
-    res = make_results("ref", png=make_png(np.eye(4) * 255))
+def test_npz_round_trip_without_pickle(tmp_path):
+    res = results("ref", png=png_bytes(np.eye(4) * 255))
     path = save_results(tmp_path / "r.npz", res)
     with np.load(path, allow_pickle=False) as npz:  # loads with pickle disabled
         assert all(not npz[name].dtype.hasobject for name in npz.files)
@@ -212,7 +211,7 @@ def test_npz_round_trip_without_pickle(tmp_path, make_results, make_png):
     assert [p.name for p in tmp_path.iterdir()] == ["r.npz"]  # no temporary file left
 
 
-def test_bad_results_files(tmp_path, make_results):
+def test_bad_results_files(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(CrosscheckError, match="not a crosscheck results file"):
@@ -227,7 +226,7 @@ def test_bad_results_files(tmp_path, make_results):
         load_results(tmp_path / "missing.npz")
     with pytest.raises(CrosscheckError, match="not a regular file"):
         load_results(tmp_path)
-    res = make_results("ref")
+    res = results("ref")
     res.outputs["odd"] = np.array([object()], dtype=object)
     with pytest.raises(CrosscheckError):
         save_results(tmp_path / "obj.npz", res)
@@ -236,8 +235,8 @@ def test_bad_results_files(tmp_path, make_results):
 # --------------------------------------------------------------------------- reports
 
 
-def test_summary_line(make_results):
-    ok = compare(make_results("ref"), make_results("cortex-a72"))
+def test_summary_line():
+    ok = compare(results("ref"), results("cortex-a72"))
     line = summary_line([ok])
     assert line.startswith("crosscheck: 1 target(s) [cortex-a72] vs ref")
     assert "int8-static 0" in line and "fp32 0" in line and line.endswith("; PASS")
@@ -250,11 +249,11 @@ def test_summary_line(make_results):
     assert summary_line([], skipped={"cortex-a72": "no qemu"}).endswith("SKIP")
 
 
-def test_compare_files_report_and_rendering(tmp_path, make_results):
-    ref = save_results(tmp_path / "ref.npz", make_results("ref"))
-    bad = make_results("bad")
+def test_compare_files_report_and_rendering(tmp_path):
+    ref = save_results(tmp_path / "ref.npz", results("ref"))
+    bad = results("bad")
     bad.outputs["decoder.int8/x_mean"][0, 0] += 1
-    paths = [save_results(tmp_path / f"{r.label}.npz", r) for r in (make_results("good"), bad)]
+    paths = [save_results(tmp_path / f"{r.label}.npz", r) for r in (results("good"), bad)]
     reports = compare_files(ref, paths, {FP32: 1e-5})
     assert [r.passed for r in reports] == [True, False]
     lines = render_report(reports[1])

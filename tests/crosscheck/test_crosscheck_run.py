@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from crosscheck_helpers import png_bytes, tiny_fp32_export
 
 from edgevae.crosscheck.compare import DYNAMIC, FP32, STATIC, CrosscheckError, compare
 from edgevae.crosscheck.inputs import make_inputs
@@ -74,14 +75,14 @@ def test_run_side_imports_without_torch_onnx_or_pillow():
 # --------------------------------------------------------------------------- sample runner
 
 
-def test_run_sample_with_a_stand_in_cli(tmp_path, monkeypatch, make_png):
+def test_run_sample_with_a_stand_in_cli(tmp_path, monkeypatch):
     import edgevae
 
     calls = []
 
     def main(argv):
         calls.append(argv)
-        Path(argv[argv.index("--out") + 1]).write_bytes(make_png(np.zeros((2, 2))))
+        Path(argv[argv.index("--out") + 1]).write_bytes(png_bytes(np.zeros((2, 2))))
         return 0
 
     fake = types.ModuleType("edgevae.cli")
@@ -108,9 +109,10 @@ def test_run_sample_with_a_stand_in_cli(tmp_path, monkeypatch, make_png):
 # --------------------------------------------------------------------------- real models
 
 
-def test_run_and_save_on_a_tiny_export(tmp_path, tiny_fp32_export):
+def test_run_and_save_on_a_tiny_export(tmp_path):
+    export = tiny_fp32_export(tmp_path / "export")
     out = tmp_path / "run.npz"
-    res = run_and_save(tiny_fp32_export, out, label="t", sample=False)
+    res = run_and_save(export, out, label="t", sample=False)
     assert len(res.outputs) == 6
     back = load_results(out)
     assert back.outputs["decoder.fp32/x_mean"].shape == (back.inputs["z"].shape[0], 16)
@@ -121,10 +123,10 @@ def test_run_and_save_on_a_tiny_export(tmp_path, tiny_fp32_export):
     assert back.meta["models"]["decoder.fp32"]["kind"] == FP32
     assert back.meta["sample"]["status"] == "skipped"
     assert json.loads(out.with_suffix(".json").read_text())["label"] == "t"
-    again = run(tiny_fp32_export, label="t2", inputs=back.inputs)  # same machine, same numbers
+    again = run(export, label="t2", inputs=back.inputs)  # same machine, same numbers
     assert compare(back, again).passed
     # the inputs of a results file, fed again
-    fed = run_and_save(tiny_fp32_export, tmp_path / "fed.npz", inputs_from=out, seed=5)
+    fed = run_and_save(export, tmp_path / "fed.npz", inputs_from=out, seed=5)
     assert fed.inputs["x"].tobytes() == back.inputs["x"].tobytes()
 
 
@@ -135,11 +137,11 @@ def test_missing_or_empty_export_dir(tmp_path):
         run(tmp_path)
 
 
-def test_kinds_of_real_quantized_models(tmp_path, monkeypatch, tiny_fp32_export):
+def test_kinds_of_real_quantized_models(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # calibration's scratch files
-    export = tiny_fp32_export
+    export = tiny_fp32_export(tmp_path / "export")
     q = pytest.importorskip("onnxruntime.quantization")
 
     class Reader:

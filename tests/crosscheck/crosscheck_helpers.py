@@ -1,5 +1,6 @@
 """Shared pieces of the crosscheck tests: synthetic runs, PNG bytes, hand-built ONNX bytes and
-a tiny real export (two fp32 models)."""
+a tiny real export (two fp32 models). A plain module (not a conftest.py: other test dirs import
+the top-level `conftest` by name)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from edgevae.crosscheck.inputs import make_inputs
 from edgevae.crosscheck.results import FORMAT, Results
 
 
-def _results(label="ref", *, seed=0, png=None, kinds=None, scale=1.0, sample=None) -> Results:
+def results(label="ref", *, seed=0, png=None, kinds=None, scale=1.0, sample=None) -> Results:
     """A small synthetic run: one model per kind with one output each."""
     kinds = kinds or {"decoder.int8": STATIC, "decoder.int8.dynamic": DYNAMIC, "decoder.fp32": FP32}
     inputs = make_inputs(seed, input_dim=16, latent_dim=4, n_random=4)
@@ -42,7 +43,7 @@ def _results(label="ref", *, seed=0, png=None, kinds=None, scale=1.0, sample=Non
     return Results(inputs=inputs, outputs=outputs, meta=meta, png=png)
 
 
-def _png(pixels: np.ndarray, **save_kw) -> bytes:
+def png_bytes(pixels: np.ndarray, **save_kw) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -50,26 +51,9 @@ def _png(pixels: np.ndarray, **save_kw) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def make_results():
-    """make_results(label, seed=, png=, kinds=, scale=, sample=) -> a synthetic `Results`."""
-    return _results
-
-
-@pytest.fixture
-def make_png():
-    """make_png(pixels, **PIL save options) -> PNG bytes."""
-    return _png
-
-
-@pytest.fixture
-def check_named():
-    """check_named(report, name) -> the check of that name."""
-
-    def find(report: Report, name: str) -> Check:
-        return next(c for c in report.checks if c.name == name)
-
-    return find
+def check_named(report: Report, name: str) -> Check:
+    """The check of that name."""
+    return next(c for c in report.checks if c.name == name)
 
 
 def _pb_field(num: int, payload: bytes) -> bytes:
@@ -87,30 +71,23 @@ def _pb_field(num: int, payload: bytes) -> bytes:
     return varint((num << 3) | 2) + varint(len(payload)) + payload
 
 
-@pytest.fixture
-def fake_onnx():
-    """fake_onnx(*op_types, dtypes=(...)) -> ModelProto bytes with those nodes and initializer
-    data types (nothing else: enough for the op/dtype reader, not for onnxruntime)."""
-
-    def make(*ops: str, dtypes: tuple[int, ...] = (1,)) -> bytes:
-        nodes = b"".join(_pb_field(1, _pb_field(4, op.encode())) for op in ops)
-        # initializers: TensorProto with data_type (field 2, varint) and a name (field 8)
-        inits = b"".join(_pb_field(5, bytes([0x10, d]) + _pb_field(8, b"w")) for d in dtypes)
-        ir_version = bytes([0x08, 0x09])  # field 1 varint 9
-        return ir_version + _pb_field(7, nodes + _pb_field(2, b"graph") + inits)
-
-    return make
+def fake_onnx(*ops: str, dtypes: tuple[int, ...] = (1,)) -> bytes:
+    """ModelProto bytes with those op types and initializer data types (nothing else: enough
+    for the op/dtype reader, not for onnxruntime)."""
+    nodes = b"".join(_pb_field(1, _pb_field(4, op.encode())) for op in ops)
+    # initializers: TensorProto with data_type (field 2, varint) and a name (field 8)
+    inits = b"".join(_pb_field(5, bytes([0x10, d]) + _pb_field(8, b"w")) for d in dtypes)
+    ir_version = bytes([0x08, 0x09])  # field 1 varint 9
+    return ir_version + _pb_field(7, nodes + _pb_field(2, b"graph") + inits)
 
 
-@pytest.fixture
-def tiny_fp32_export(tmp_path) -> Path:
+def tiny_fp32_export(path: Path) -> Path:
     """encoder.fp32 (x [N,16] -> mu, logvar [N,4]) and decoder.fp32 (z [N,4] -> x_mean [N,16])
     plus a manifest, written with `onnx` (skipped without it)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    path = tmp_path / "export"
     path.mkdir()
 
     def save(name, inp, outs, nodes, inits, d_in):
