@@ -2,8 +2,8 @@
 """Build an aarch64 (Raspberry Pi-class) sysroot that runs edgevae's torch-free runtime under qemu.
 
     build/arm/sysroot/            Debian arm64 python3.11 + libs, unpacked with `dpkg -x`
-      usr/lib/python3/dist-packages/   aarch64 wheels (numpy, onnxruntime, typer, rich, pillow and
-                                       their deps, pinned to the host venv's versions) + edgevae
+      usr/lib/python3/dist-packages/   aarch64 wheels of the base dependencies and their deps,
+                                       pinned to the host venv's versions, + edgevae
       proc/cpuinfo                Cortex-A72 (Pi 4) text: aarch64 onnxruntime segfaults on import
                                   under qemu-user when it reads the host's x86 /proc/cpuinfo
       .edgevae/*.json             stamps: each step reruns only when its key changes
@@ -15,6 +15,12 @@ sources list (no dpkg lock, no root needed), the .debs are unpacked, and pip onl
 wheels and installs them with `--target`. Run it with the project's venv python:
 
     .venv/bin/python arm/build_sysroot.py [--force]
+
+The wheels are the closure of pyproject's base `dependencies`, which is what the board side
+(`python -m edgevae crosscheck run`) imports: the Typer app at start-up (`python -X importtime
+-m edgevae --help`: numpy, typer + shellingham + annotated-doc, rich + markdown-it-py + mdurl +
+pygments), onnxruntime (+ flatbuffers, packaging, protobuf) for the models and pillow for the
+sample PNG. Each is checked after installation against the host's version.
 
 A fresh build downloads ~16 MB of .debs and ~45 MB of wheels; a cached run takes about a second.
 """
@@ -269,6 +275,24 @@ def site_dir(sysroot: Path) -> Path:
     return sysroot / "usr/lib/python3/dist-packages"
 
 
+def _check_installed(target: Path, pins: list[str]) -> None:
+    """Every pinned distribution is in `target` at the host's version (pip resolved nothing
+    else in its place)."""
+    from packaging.utils import canonicalize_name
+
+    found = {
+        canonicalize_name(d.metadata["Name"]): d.version
+        for d in md.distributions(path=[str(target)])
+    }
+    wrong = []
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        if found.get(canonicalize_name(name)) != version:
+            wrong.append(f"{name} {found.get(canonicalize_name(name)) or 'missing'} != {version}")
+    if wrong:
+        raise SystemExit(f"[sysroot] aarch64 wheels differ from the host venv: {', '.join(wrong)}")
+
+
 def build_wheels(root: Path, sysroot: Path, debs_rebuilt: bool) -> bool:
     requirements = _base_requirements()
     pins, missing = pinned_closure(requirements)
@@ -316,6 +340,7 @@ def build_wheels(root: Path, sysroot: Path, debs_rebuilt: bool) -> bool:
         ]
     )
     shutil.rmtree(tmp / "bin", ignore_errors=True)  # console scripts with a host shebang
+    _check_installed(tmp, pins)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     _write_stamp(

@@ -5,7 +5,7 @@ It follows the export contract (encoder `x` -> `mu`, `logvar`; decoder `z` -> `x
 manifest.json with sha256s) so the cross-platform check can run before any model is trained.
 The weights are random (std 1/sqrt(fan_in), fixed seed); nothing here is a trained model.
 
-Files written (all checked by `python -m edgevae.crosscheck.run`):
+Files written (all checked by `edgevae crosscheck run`):
   encoder.fp32.onnx  decoder.fp32.onnx          float
   encoder.int8.onnx  decoder.int8.onnx          quantize_static, QDQ, u8 activations, s8 weights
                                                 per channel, Gemm only, MinMax, reduce_range=True

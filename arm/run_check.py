@@ -6,12 +6,14 @@
 2. qemu-user-static: installed with apt-get when missing and running as root (waits for a
    dpkg lock held by someone else); with CI=true a missing emulator is a failure, else a skip;
 3. the aarch64 sysroot: arm/build_sysroot.py (cached by stamps);
-4. reference: `python -m edgevae.crosscheck.run run` with this venv on this x86-64 host;
+4. reference: `python -m edgevae crosscheck run` (the Typer app, which also runs
+   `edgevae sample` in-process for the PNG) with this venv on this x86-64 host;
 5. targets, each the same command: Cortex-A72 (Pi 4) and Cortex-A76 (Pi 5) under
    `qemu-aarch64-static -cpu ... -L SYSROOT SYSROOT/usr/bin/python3.11`, and an AVX2 Haswell
    under `qemu-x86_64-static -cpu Haswell` with this venv's python;
-6. `compare`: static int8 bit-exact, fp32 <= 1e-6, dynamic int8 reported, the `edgevae sample`
-   PNG identical when the CLI exists. The last line is the summary; exit 1 on FAIL.
+6. the comparison of `edgevae crosscheck compare`, in this process: static int8 bit-exact,
+   fp32 <= 1e-6, dynamic int8 reported, the `edgevae sample` PNG identical. The last line is
+   the summary; exit 1 on FAIL.
 
 Usage: .venv/bin/python arm/run_check.py [--export-dir export] [--targets a72,a76,haswell]
 """
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -36,7 +37,10 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 import build_sysroot  # noqa: E402
 
-from edgevae.crosscheck import run as crosscheck  # noqa: E402
+from edgevae.crosscheck.compare import compare  # noqa: E402
+from edgevae.crosscheck.report import render_report, summary_line  # noqa: E402
+from edgevae.crosscheck.results import load_results  # noqa: E402
+from edgevae.fsio import write_json  # noqa: E402
 
 TARGETS = {
     "cortex-a72": ("qemu-aarch64-static", "cortex-a72"),
@@ -117,7 +121,8 @@ def ensure_qemu(install: bool) -> list[str]:
 def _crosscheck_args(export_dir: Path, out: Path, label: str, seed: int, sample: bool):
     args = [
         "-m",
-        "edgevae.crosscheck.run",
+        "edgevae",
+        "crosscheck",
         "run",
         "--export-dir",
         str(export_dir),
@@ -182,7 +187,7 @@ def run_one(label: str, cmd: list[str], out: Path) -> tuple[str, float, str | No
     return label, seconds, None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--export-dir", type=Path, default=Path("export"))
     ap.add_argument("--root", type=Path, default=REPO / "build" / "arm")
@@ -193,23 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install qemu")
     ap.add_argument("--jobs", type=int, default=2, help="emulated runs at a time")
     args = ap.parse_args(argv)
-    t_start = time.perf_counter()
-    root = args.root.resolve()
-    out = (args.out or root / "check").resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
     targets = []
     for name in args.targets.split(","):
         name = ALIASES.get(name.strip().lower(), name.strip().lower())
         if name not in TARGETS:
             ap.error(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
         targets.append(name)
+    return args, targets
 
-    export_dir = ensure_export(args.export_dir.resolve(), root)
-    timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    missing = ensure_qemu(not args.no_install)
+def runnable_targets(
+    targets: list[str], install: bool
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(targets to run, skipped {target: reason}, failed {target: reason}): a missing emulator
+    skips its targets, or fails them with CI=true; Haswell needs an x86-64 host."""
+    missing = ensure_qemu(install)
     skipped: dict[str, str] = {}
     failed: dict[str, str] = {}
     if "haswell" in targets and platform.machine() not in ("x86_64", "AMD64"):
@@ -222,8 +225,51 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in {**skipped, **failed}.items():
         log(f"{name}: {'FAILED' if name in failed else 'skipped'}: {reason}")
     runnable = [t for t in targets if t not in skipped and t not in failed]
-    timings["qemu"] = time.perf_counter() - t0
+    return runnable, skipped, failed
 
+
+def run_targets(
+    runnable: list[str], commands: dict[str, list[str]], out: Path, jobs: int
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Run the targets' commands, `jobs` at a time: ({target: seconds}, {target: error})."""
+    timings: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(lambda n: run_one(n, commands[n], out), runnable))
+    for label, seconds, error in results:
+        timings[label] = seconds
+        if error:
+            failed[label] = error
+            log(f"{label}: run FAILED after {seconds:.1f} s: {error}")
+        else:
+            log(f"{label}: {seconds:.1f} s")
+    return timings, failed
+
+
+def compare_targets(out: Path, ref_label: str, labels: list[str]) -> list:
+    """Each target's results against the reference's, its report printed as it comes."""
+    reference = load_results(out / f"{ref_label}.npz")
+    reports = []
+    for label in labels:
+        report = compare(reference, load_results(out / f"{label}.npz"))
+        reports.append(report)
+        print("\n".join(render_report(report)), flush=True)
+    return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, targets = _parse_args(argv)
+    t_start = time.perf_counter()
+    root = args.root.resolve()
+    out = (args.out or root / "check").resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    export_dir = ensure_export(args.export_dir.resolve(), root)
+    sample = not args.no_sample
+
+    t0 = time.perf_counter()
+    runnable, skipped, failed = runnable_targets(targets, not args.no_install)
+    timings: dict[str, float] = {"qemu": time.perf_counter() - t0}
     sysroot = root / "sysroot"
     if any(TARGETS[t][0] == "qemu-aarch64-static" for t in runnable):
         t0 = time.perf_counter()
@@ -232,14 +278,8 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"export dir: {export_dir}")
     ref_label = f"host-{platform.machine()}"
-    _, seconds, error = run_one(
-        ref_label,
-        [
-            sys.executable,
-            *_crosscheck_args(export_dir, out, ref_label, args.seed, not args.no_sample),
-        ],
-        out,
-    )
+    ref_args = _crosscheck_args(export_dir, out, ref_label, args.seed, sample)
+    _, seconds, error = run_one(ref_label, [sys.executable, *ref_args], out)
     timings["reference"] = seconds
     if error:
         log(f"reference run failed: {error}")
@@ -249,46 +289,26 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {
         name: target_command(
-            name,
-            root,
-            sysroot,
-            _crosscheck_args(export_dir, out, name, args.seed, not args.no_sample),
+            name, root, sysroot, _crosscheck_args(export_dir, out, name, args.seed, sample)
         )
         for name in runnable
     }
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda n: run_one(n, commands[n], out), runnable))
-    for label, seconds, error in results:
-        timings[label] = seconds
-        if error:
-            failed[label] = error
-            log(f"{label}: run FAILED after {seconds:.1f} s: {error}")
-        else:
-            log(f"{label}: {seconds:.1f} s")
-
-    reference = crosscheck.load_results(out / f"{ref_label}.npz")
-    reports = []
-    for label in runnable:
-        if label in failed:
-            continue
-        report = crosscheck.compare(reference, crosscheck.load_results(out / f"{label}.npz"))
-        reports.append(report)
-        print("\n".join(crosscheck.render_report(report)), flush=True)
-    summary = crosscheck.summary_line(reports, failed, skipped)
-    (out / "report.json").write_text(
-        json.dumps(
-            {
-                "export_dir": str(export_dir),
-                "passed": summary.endswith(("PASS", "SKIP")),
-                "summary": summary,
-                "failed_runs": failed,
-                "skipped": skipped,
-                "seconds": {k: round(v, 2) for k, v in timings.items()},
-                "reports": [r.to_dict() for r in reports],
-            },
-            indent=2,
-        )
-        + "\n"
+    run_timings, run_failed = run_targets(runnable, commands, out, args.jobs)
+    timings.update(run_timings)
+    failed.update(run_failed)
+    reports = compare_targets(out, ref_label, [t for t in runnable if t not in failed])
+    summary = summary_line(reports, failed, skipped)
+    write_json(
+        out / "report.json",
+        {
+            "export_dir": str(export_dir),
+            "passed": summary.endswith(("PASS", "SKIP")),
+            "summary": summary,
+            "failed_runs": failed,
+            "skipped": skipped,
+            "seconds": {k: round(v, 2) for k, v in timings.items()},
+            "reports": [r.to_dict() for r in reports],
+        },
     )
     total = time.perf_counter() - t_start
     log(
