@@ -2,9 +2,9 @@
 
 Rows (each followed by its amplified |difference vs ORT fp32| map): torch fp32 (when torch is
 installed and the run dir exists), ORT fp32, ORT int8, ORT int8 static (the firmware's graph)
-and the C firmware host binary when it has been built. Differences are in 8-bit pixel units
-(0-255), after each decoder's output is rounded to pixels as `images.to_uint8` does; the
-firmware binary prints pixels itself.
+and, when its path is given, the C firmware host binary (`edgevae firmware` prints the `cc`
+line that builds it). Differences are in 8-bit pixel units (0-255), after each decoder's output
+is rounded to pixels as `images.to_uint8` does; the firmware binary prints pixels itself.
 
 Torch-free at import: torch is imported only for the torch row.
 """
@@ -12,6 +12,7 @@ Torch-free at import: torch is imported only for the torch row.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ from ..runtime.generate import prior_z
 from ..runtime.model import Model
 from ..runtime.session import open_session
 
-DEFAULT_FIRMWARE = Path("firmware_demo/build/host/edgevae_decode")
 LABEL_WIDTH = 64
 AMPLIFY = 10.0
 FIRMWARE_TIMEOUT_S = 60
@@ -124,12 +124,37 @@ def _label(picture: np.ndarray, texts: list[tuple[int, str]]) -> np.ndarray:
     return np.concatenate([np.asarray(margin, dtype=np.uint8), picture], axis=1)
 
 
+FIRMWARE_HINT = "`edgevae firmware` prints the cc line that builds the host decoder"
+
+
+class _Decoded:
+    """The rows tried so far, and the pixels of those that ran (in picture order)."""
+
+    def __init__(self) -> None:
+        self.rows: list[ParityRow] = []
+        self.pixels: list[tuple[ParityRow, np.ndarray]] = []
+
+    def add(self, row: ParityRow, px: np.ndarray | None = None) -> None:
+        self.rows.append(row)
+        if px is not None:
+            self.pixels.append((row, px))
+
+    def attempt(self, name: str, decode: Callable[[], np.ndarray], note: str = "") -> None:
+        """Every decoder but the reference is optional: a failure is a row, not an error."""
+        try:
+            px = decode()
+        except Exception as exc:
+            self.add(ParityRow(name, "failed", one_line(exc)))
+            return
+        self.add(ParityRow(name, "ok", note), px)
+
+
 def parity_grid(
     export_dir: Path = Path("export"),
     *,
     n: int = 8,
     seed: int = 0,
-    firmware: Path | None = DEFAULT_FIRMWARE,
+    firmware: Path | None = None,
     run_dir: Path | None = None,
     torch_row: bool = True,
     amplify: float = AMPLIFY,
@@ -140,71 +165,71 @@ def parity_grid(
     Picture rows are the decoders that ran, in the order torch fp32, ORT fp32, ORT int8,
     ORT int8 static, firmware; each is followed by |pixels - ORT fp32 pixels| * amplify,
     clipped to 255 (the ORT fp32 row's map is black by definition). `picture_size` gives its
-    shape."""
+    shape. The firmware row runs the host binary at `firmware`; None skips it with a note."""
     if n < 1:
-        raise UsageError(f"--n must be >= 1, got {n}")
+        raise UsageError(f"must be >= 1, got {n}", param="n")
     if not amplify > 0:
-        raise UsageError(f"--amplify must be > 0, got {amplify}")
-    fp32 = Model(Path(export_dir), "fp32")
+        raise UsageError(f"must be > 0, got {amplify}", param="amplify")
+    export_dir = Path(export_dir)
+    fp32 = Model(export_dir, "fp32")
     z = prior_z(n, fp32.latent_dim, seed)
-    shape = fp32.image_shape
-    decoded: list[tuple[ParityRow, np.ndarray]] = []
-    rows: list[ParityRow] = []
-
-    def attempt(name: str, fn, note: str = "") -> None:
-        try:
-            px = fn()
-        except Exception as exc:  # every decoder but the reference is optional
-            rows.append(ParityRow(name, "failed", one_line(exc)))
-            return
-        row = ParityRow(name, "ok", note)
-        rows.append(row)
-        decoded.append((row, px))
-
+    decoded = _Decoded()
     if torch_row:
-        run = run_dir if run_dir is not None else Path(str(fp32.manifest.get("run_dir") or ""))
-        skip = torch_row_skip(run)
-        if skip:
-            rows.append(ParityRow("torch fp32", "skipped", skip))
-        else:
-            attempt("torch fp32", lambda: _torch_pixels(run, z), f"run dir {run}")
+        _torch_row(decoded, fp32.manifest, run_dir, z)
     ref = images.to_uint8(fp32.decode(z))
-    ref_row = ParityRow("ORT fp32", "ok", "reference")
-    rows.append(ref_row)
-    decoded.append((ref_row, ref))
-    attempt(
+    decoded.add(ParityRow("ORT fp32", "ok", "reference"), ref)
+    _ort_rows(decoded, export_dir, fp32.manifest, z)
+    _firmware_row(decoded, firmware, z, fp32.input_dim)
+    tiles = _compare(decoded, ref, amplify, n, fp32.image_shape)
+    picture = images.grid(np.concatenate(tiles), nrow=n)
+    if labels:
+        picture = _label(picture, _label_texts(decoded, fp32.image_shape[0], amplify))
+    return picture, decoded.rows
+
+
+def _torch_row(decoded: _Decoded, man: dict[str, Any], run_dir: Path | None, z) -> None:
+    run = run_dir if run_dir is not None else Path(str(man.get("run_dir") or ""))
+    skip = torch_row_skip(run)
+    if skip:
+        decoded.add(ParityRow("torch fp32", "skipped", skip))
+    else:
+        decoded.attempt("torch fp32", lambda: _torch_pixels(run, z), f"run dir {run}")
+
+
+def _ort_rows(decoded: _Decoded, export_dir: Path, man: dict[str, Any], z: np.ndarray) -> None:
+    """ORT int8 (the export's chosen recipe) and ORT int8 static (the firmware's graph)."""
+    decoded.attempt(
         "ORT int8",
-        lambda: images.to_uint8(Model(Path(export_dir), "int8").decode(z)),
+        lambda: images.to_uint8(Model(export_dir, "int8").decode(z)),
         "decoder.int8.onnx",
     )
-    static_name = fp32.manifest.get("firmware_decoder") or "decoder.int8.static.onnx"
-    static_path = Path(export_dir) / static_name
+    static_name = man.get("firmware_decoder") or "decoder.int8.static.onnx"
 
-    def static():
-        sess = open_session(static_path, "decoder")
+    def static() -> np.ndarray:
+        sess = open_session(export_dir / static_name, "decoder")
         return images.to_uint8(sess.run(["x_mean"], {"z": z})[0])
 
-    attempt("ORT int8 static", static, static_name)
-    if firmware is None:
-        rows.append(ParityRow("C firmware", "skipped", "no --firmware binary given"))
-    elif not Path(firmware).is_file():
-        rows.append(
-            ParityRow(
-                "C firmware",
-                "skipped",
-                f"{firmware} not found (build it: make -C firmware_demo host)",
-            )
-        )
-    else:
-        attempt(
-            "C firmware",
-            lambda: firmware_decode(Path(firmware), z, fp32.input_dim),
-            str(firmware),
-        )
+    decoded.attempt("ORT int8 static", static, static_name)
 
-    static_px = next((px for r, px in decoded if r.name == "ORT int8 static"), None)
+
+def _firmware_row(decoded: _Decoded, firmware: Path | None, z: np.ndarray, dim: int) -> None:
+    name = "C firmware"
+    if firmware is None:
+        decoded.add(ParityRow(name, "skipped", f"no host binary given ({FIRMWARE_HINT})"))
+    elif not Path(firmware).is_file():
+        decoded.add(ParityRow(name, "skipped", f"{firmware} not found ({FIRMWARE_HINT})"))
+    else:
+        decoded.attempt(name, lambda: firmware_decode(Path(firmware), z, dim), str(firmware))
+
+
+def _compare(
+    decoded: _Decoded, ref: np.ndarray, amplify: float, n: int, shape: tuple[int, int]
+) -> list[np.ndarray]:
+    """Fill each row's differences (the firmware's also against ORT int8 static) and return
+    the picture's tiles: each decoder's images, then its amplified |difference| map."""
+    static_px = next((px for r, px in decoded.pixels if r.name == "ORT int8 static"), None)
     tiles = []
-    for row, px in decoded:
+    for row, px in decoded.pixels:
         diff = np.abs(px.astype(np.int16) - ref.astype(np.int16))
         row.max_abs_px, row.mean_abs_px = float(diff.max()), float(diff.mean())
         if row.name == "C firmware" and static_px is not None:
@@ -213,13 +238,15 @@ def parity_grid(
             row.exact_vs_static = bool(d2.max() == 0)
         amp = np.clip(np.rint(diff * amplify), 0, 255).astype(np.uint8)
         tiles += [px.reshape(n, *shape), amp.reshape(n, *shape)]
-    picture = images.grid(np.concatenate(tiles), nrow=n)
-    if labels:
-        h, pad = shape[0], images.PAD
-        texts = []
-        for i, (row, _) in enumerate(decoded):
-            y = pad + 2 * i * (h + pad)
-            texts.append((y + max(0, h // 2 - 6), SHORT.get(row.name, row.name)))
-            texts.append((y + h + pad + max(0, h // 2 - 6), f"|diff| x{amplify:g}"))
-        picture = _label(picture, texts)
-    return picture, rows
+    return tiles
+
+
+def _label_texts(decoded: _Decoded, h: int, amplify: float) -> list[tuple[int, str]]:
+    """(y, text) of each picture row's label, vertically centred on the row."""
+    pad = images.PAD
+    texts = []
+    for i, (row, _) in enumerate(decoded.pixels):
+        y = pad + 2 * i * (h + pad)
+        texts.append((y + max(0, h // 2 - 6), SHORT.get(row.name, row.name)))
+        texts.append((y + h + pad + max(0, h // 2 - 6), f"|diff| x{amplify:g}"))
+    return texts

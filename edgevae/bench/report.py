@@ -1,5 +1,5 @@
-"""The `edgevae bench` report: its types, the --min-speedup/--max-delta-nats gates, and how it is
-shown (table cells for Rich and Markdown, summary lines).
+"""The `edgevae bench` report: its types, the min_speedup/max_delta_nats gates, and how it is
+shown (table cells for Rich and Markdown, summary lines) and written (`write_outputs`).
 
 Every JSON key is documented in `bench`'s module docstring (a test holds them in step).
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .. import fsio
 from ..errors import one_line
 from .peak import PEAK_SHAPE
 
@@ -123,8 +125,8 @@ def _finite(obj: Any) -> Any:
 
 
 def gate_speedup(report: BenchReport, lat: Latency | None) -> tuple[float | None, str]:
-    """The speedup --min-speedup checks: from CPU time with one thread (exact, and immune to a
-    busy machine), from wall time otherwise (the process clock counts spinning workers)."""
+    """The speedup the min_speedup gate checks: from CPU time with one thread (exact, and immune
+    to a busy machine), from wall time otherwise (the process clock counts spinning workers)."""
     if lat is None:
         return None, ""
     if report.threads == 1 and lat.cpu_speedup_vs_fp32 is not None:
@@ -132,31 +134,42 @@ def gate_speedup(report: BenchReport, lat: Latency | None) -> tuple[float | None
     return lat.speedup_vs_fp32, "wall-time"
 
 
+@dataclass(frozen=True)
+class GateFailure:
+    """A missed gate: `param` is run_bench's/check_gates' name of the gate's threshold."""
+
+    param: str  # min_speedup | max_delta_nats
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.param}: {self.detail}"
+
+
 def check_gates(
     report: BenchReport, min_speedup: float | None, max_delta_nats: float | None
-) -> list[str]:
-    """One message per failed gate (empty: all passed or no gates)."""
-    out: list[str] = []
+) -> list[GateFailure]:
+    """One failure per missed gate (empty: all passed or no gates)."""
+    out: list[GateFailure] = []
     int8 = report.int8
     if min_speedup is not None:
         bs = str(max(report.batch_sizes))
         lat = int8.decoder.get(bs) if int8 is not None else None
         speedup, clock = gate_speedup(report, lat)
         if speedup is None:
-            out.append(f"--min-speedup: the int8 decoder was not timed at batch {bs}")
+            detail = f"the int8 decoder was not timed at batch {bs}"
+            out.append(GateFailure("min_speedup", detail))
         elif speedup < min_speedup:
-            out.append(
+            detail = (
                 f"int8 decoder speedup {speedup:.2f}x ({clock} p50) vs ORT fp32 at batch {bs} "
-                f"is below --min-speedup {min_speedup:g}"
+                f"is below {min_speedup:g}"
             )
+            out.append(GateFailure("min_speedup", detail))
     if max_delta_nats is not None:
         if int8 is None or int8.nll_delta is None:
-            out.append("--max-delta-nats: the int8 NLL delta could not be measured")
+            out.append(GateFailure("max_delta_nats", "the int8 NLL delta could not be measured"))
         elif not int8.nll_delta <= max_delta_nats:
-            out.append(
-                f"int8 NLL delta {int8.nll_delta:+.3f} nats exceeds --max-delta-nats "
-                f"{max_delta_nats:g}"
-            )
+            detail = f"int8 NLL delta {int8.nll_delta:+.3f} nats exceeds {max_delta_nats:g}"
+            out.append(GateFailure("max_delta_nats", detail))
     return out
 
 
@@ -301,3 +314,27 @@ def to_markdown(report: BenchReport) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def write_outputs(
+    report: BenchReport,
+    *,
+    json_path: Path | None = None,
+    markdown: Path | None = None,
+    plot: Path | None = None,
+) -> list[Path]:
+    """Write the report as JSON, Markdown and/or a PNG plot (each atomically); the paths
+    written, in that order. The plot needs matplotlib (the `dev` extra)."""
+    written = []
+    if json_path is not None:
+        fsio.write_json(json_path, report.to_dict())
+        written.append(Path(json_path))
+    if markdown is not None:
+        fsio.write_text(markdown, to_markdown(report))
+        written.append(Path(markdown))
+    if plot is not None:
+        from .plot import bench_plot
+
+        bench_plot(report, plot)
+        written.append(Path(plot))
+    return written

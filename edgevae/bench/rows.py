@@ -113,7 +113,7 @@ def torch_contender(
     """(contender, its run dir, None), or (None, None, why the row is skipped): the torch row
     needs torch installed and the run dir that was exported."""
     run = _resolve_run_dir(man, run_dir, export_dir)
-    skip = torch_row_skip(run, " (pass --run-dir)")
+    skip = torch_row_skip(run, " (give the run dir that was exported)")
     if skip:
         return None, None, f"torch fp32 row skipped: {skip}"
     row = Row("torch fp32", "torch", "fp32", note=f"run dir {run}")

@@ -11,13 +11,14 @@ themselves. Latency runs all rows interleaved in rounds (`timing.interleaved`), 
 busy machine hits them alike; the spread (IQR/median) says how far absolute times can be
 trusted. Each round is also timed in CPU time (the calling thread's clock with one thread),
 which does not grow while the process waits for a CPU: on an oversubscribed machine the
-CPU-time speedups stay right when wall-time ones do not, and `--min-speedup` uses them (with
-one thread). Achieved GMAC/s is compared with a peak measured by onnxruntime itself on a
+CPU-time speedups stay right when wall-time ones do not, and the min_speedup gate uses them
+(with one thread). Achieved GMAC/s is compared with a peak measured by onnxruntime itself on a
 1024x1024x1024 fp32 MatMul and a u8 x s8 MatMulInteger of the same size.
 
-This module runs the bench; the parts live in `benchrows` (what each row runs),
-`benchaccuracy`, `benchlatency`, `peak` (the peak probe) and `benchreport` (the report's types,
-tables, Markdown and the --min-speedup/--max-delta-nats gates).
+This module runs the bench in its phases - options, inputs, rows, accuracy, latency, report -
+and the parts live in `rows` (what each row runs), `accuracy`, `latency`, `peak` (the peak
+probe), `report` (the report's types, tables, Markdown, the min_speedup/max_delta_nats gates
+and `write_outputs`) and `plot` (the PNG).
 
 JSON (`edgevae bench --json PATH`, `BenchReport.to_dict()`), all times in microseconds,
 all accuracies in nats per image, pixel differences on the 0-255 scale:
@@ -34,7 +35,7 @@ all accuracies in nats per image, pixel differences on the 0-255 scale:
   run), `fp32_cpu_gmac_per_s`, `int8_cpu_gmac_per_s` (median, CPU time), `shape` [M, K, N],
   `threads`, `runs`
 - `macs_per_image`: `encoder`, `decoder` (sum of fan_in*fan_out over the layers)
-- `budget_nats`, `budget_from` ("--max-delta-nats", "manifest" or "default")
+- `budget_nats`, `budget_from` ("max_delta_nats": given to the bench, "manifest" or "default")
 - `timing`: `rounds`, `round_ms`, `warmup`, `interleaved` (true), `clock` (wall clock used),
   `cpu_clock` ("thread_time_ns" with one thread, else "process_time_ns")
 - `noise`: `max_spread`, `median_spread` (over every timed row and batch size),
@@ -67,6 +68,8 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,59 +84,8 @@ from ..threads import set_torch_threads
 from .accuracy import accuracy_all, compare_to_reference
 from .latency import layer_macs, noise_verdict, time_all
 from .peak import PEAK_SHAPE, peak_probe
-from .report import (
-    ACCURACY_HEADERS,
-    DIFF_Z,
-    FAILED,
-    FAILED_VALIDATION,
-    LATENCY_HEADERS,
-    PASSED,
-    REFERENCE,
-    SCHEMA,
-    BenchReport,
-    Latency,
-    Row,
-    accuracy_rows,
-    check_gates,
-    gate_speedup,
-    latency_rows,
-    summary_lines,
-    to_markdown,
-)
-from .rows import (
-    Contender,
-    Progress,
-    export_contenders,
-    recipe_contenders,
-    torch_contender,
-)
-
-# Everything that was public here before the bench was split is still importable from here.
-__all__ = [
-    "ACCURACY_HEADERS",
-    "DIFF_Z",
-    "FAILED",
-    "FAILED_VALIDATION",
-    "LATENCY_HEADERS",
-    "PASSED",
-    "PEAK_SHAPE",
-    "REFERENCE",
-    "SCHEMA",
-    "BenchReport",
-    "Latency",
-    "Progress",
-    "Row",
-    "accuracy_rows",
-    "check_gates",
-    "gate_speedup",
-    "latency_rows",
-    "layer_macs",
-    "noise_verdict",
-    "peak_probe",
-    "run_bench",
-    "summary_lines",
-    "to_markdown",
-]
+from .report import DIFF_Z, FAILED, REFERENCE, BenchReport
+from .rows import Contender, Progress, export_contenders, recipe_contenders, torch_contender
 
 DEFAULT_BATCH_SIZES = (1, 16, 256)
 DEFAULT_K = 1000
@@ -141,32 +93,66 @@ DEFAULT_LIMIT = 100
 DEFAULT_BUDGET = 0.1
 
 
-def _check_options(
+@dataclass(frozen=True)
+class _Options:
+    """run_bench's measuring options, checked (`_options`)."""
+
+    batch_sizes: list[int]
+    threads: int
+    k: int
+    limit: int | None
+    seed: int
+    rounds: int
+    round_ms: float
+    warmup: int
+
+
+@dataclass
+class _Inputs:
+    """What every row is measured on: the export's manifest and the run's test images."""
+
+    export_dir: Path
+    man: dict[str, Any]
+    x: np.ndarray  # test images [N, D], float32
+    train: np.ndarray  # training images: calibration of re-created recipes
+    budget: float
+    budget_from: str
+
+    @property
+    def latent(self) -> int:
+        return int(self.man["latent_dim"])
+
+
+def _options(
     batch_sizes: list[int] | tuple[int, ...],
     threads: int,
     k: int,
     limit: int | None,
+    seed: int,
     rounds: int,
     round_ms: float,
-) -> list[int]:
-    """The batch sizes in order without repeats; a UsageError for any bad option."""
+    warmup: int,
+) -> _Options:
+    """The options with the batch sizes in order and without repeats; a UsageError naming the
+    argument for any bad one."""
     sizes = list(dict.fromkeys(int(b) for b in batch_sizes))
     if not sizes or any(b < 1 for b in sizes):
-        raise UsageError(f"--batch-sizes must be integers >= 1, got {sizes}")
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    if k < 1:
-        raise UsageError(f"--k must be >= 1, got {k}")
+        raise UsageError(f"must be integers >= 1, got {sizes}", param="batch_sizes")
+    for name, value in (("threads", threads), ("k", k), ("rounds", rounds)):
+        if value < 1:
+            raise UsageError(f"must be >= 1, got {value}", param=name)
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be >= 1, got {limit}")
-    if rounds < 1 or round_ms <= 0:
-        raise UsageError("rounds and round_ms must be positive")
-    return sizes
+        raise UsageError(f"must be >= 1 (None: the whole split), got {limit}", param="limit")
+    if not round_ms > 0:
+        raise UsageError(f"must be > 0, got {round_ms}", param="round_ms")
+    if warmup < 0:
+        raise UsageError(f"must be >= 0, got {warmup}", param="warmup")
+    return _Options(sizes, threads, k, limit, seed, rounds, round_ms, warmup)
 
 
 def _budget(man: dict[str, Any], max_delta_nats: float | None) -> tuple[float, str]:
     if max_delta_nats is not None:
-        return float(max_delta_nats), "--max-delta-nats"
+        return float(max_delta_nats), "max_delta_nats"
     q = man.get("quantization") or {}
     if isinstance(q.get("budget_nats"), int | float):
         return float(q["budget_nats"]), "manifest"
@@ -192,123 +178,168 @@ def run_bench(
     peak: bool = True,
     progress: Progress | None = None,
 ) -> BenchReport:
-    """Benchmark the export dir's models against each other; see the module doc for fields."""
+    """Benchmark the export dir's models against each other; see the module doc for fields.
+
+    `limit` test images (None: the whole test split) are scored with `k` importance samples;
+    `max_delta_nats` is the budget rows are held to (default: the manifest's). `progress` is
+    called as (stage, done, total)."""
     progress = progress or (lambda stage, done, total: None)
     start = time.perf_counter()
-    export_dir = Path(export_dir)
-    batch_sizes = _check_options(batch_sizes, threads, k, limit, rounds, round_ms)
+    opts = _options(batch_sizes, threads, k, limit, seed, rounds, round_ms, warmup)
+    machine = _machine()
+    inputs = _inputs(Path(export_dir), data, opts.limit, max_delta_nats, progress)
+    notes: list[str] = []
+    contenders, resolved_run = _rows(inputs, run_dir, torch_row, opts.threads, notes)
+    # The recipes' model files must outlive the timing, hence the stack.
+    with contextlib.ExitStack() as stack:
+        if all_recipes:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgevae-bench-")))
+            contenders += _recipe_rows(inputs, work, opts.threads, notes, progress)
+        _accuracy(contenders, inputs, opts, progress)
+        peak_info, clock = _latency(contenders, inputs, opts, peak, progress)
+    rows = [c.row for c in contenders]
+    return BenchReport(
+        export_dir=str(inputs.export_dir),
+        run_dir=str(resolved_run) if resolved_run else None,
+        data=data,
+        n_images=len(inputs.x),
+        k=opts.k,
+        seed=opts.seed,
+        threads=opts.threads,
+        batch_sizes=opts.batch_sizes,
+        cpu=machine["cpu"],
+        versions=manifest_mod.versions(),
+        peak=peak_info,
+        macs_per_image=layer_macs(inputs.man),
+        budget_nats=inputs.budget,
+        budget_from=inputs.budget_from,
+        timing=_timing_info(opts, clock),
+        noise=noise_verdict([r for r in rows if r.decoder]),
+        rows=rows,
+        notes=notes,
+        created=machine["created"],
+        wall_seconds=time.perf_counter() - start,
+    )
+
+
+def _machine() -> dict[str, Any]:
+    """The CPU (model, flags, logical CPUs, load average) and the time, at the start."""
+    loadavg = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    cpu = {**cpu_info().to_dict(), "logical_cpus": os.cpu_count(), "loadavg": loadavg}
+    return {"cpu": cpu, "created": manifest_mod.timestamp()}
+
+
+def _inputs(
+    export_dir: Path,
+    data: str | None,
+    limit: int | None,
+    max_delta_nats: float | None,
+    progress: Progress,
+) -> _Inputs:
+    """The manifest (with both fp32 models present), the budget and the images."""
     man = manifest_mod.read(export_dir)
     for name in ("encoder.fp32.onnx", "decoder.fp32.onnx"):
         if not (export_dir / name).exists():
             raise EdgeVAEError(f"{export_dir}: {name} missing; run `edgevae export`")
     budget, budget_from = _budget(man, max_delta_nats)
-    latent = int(man["latent_dim"])
-    likelihood = man.get("likelihood", "bernoulli")
-    gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
-    macs = layer_macs(man)
-    cpu = cpu_info()
-    created = manifest_mod.timestamp()
-    loadavg = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    notes: list[str] = []
-
     progress("loading data", 0, 1)
     ds = load_run_data(man["train"], man["image_shape"], data)
     x = np.ascontiguousarray(ds.test[:limit] if limit else ds.test, dtype=np.float32)
     progress("loading data", 1, 1)
+    return _Inputs(export_dir, man, x, ds.train, budget, budget_from)
 
+
+def _rows(
+    inputs: _Inputs, run_dir: Path | None, torch_row: bool, threads: int, notes: list[str]
+) -> tuple[list[Contender], Path | None]:
+    """torch fp32 (when asked and possible), ORT fp32, ORT int8, ORT int8 static; and the run
+    dir the torch row uses. Why a row is skipped goes to `notes`."""
     contenders: list[Contender] = []
     resolved_run = None
     if torch_row:
-        torch_c, resolved_run, skipped = torch_contender(man, run_dir, export_dir)
+        torch_c, resolved_run, skipped = torch_contender(inputs.man, run_dir, inputs.export_dir)
         contenders += [torch_c] if torch_c is not None else []
         notes += [skipped] if skipped else []
-    contenders += export_contenders(export_dir, man, threads)
-    ref_row = next(c.row for c in contenders if c.row.name == REFERENCE)
+    contenders += export_contenders(inputs.export_dir, inputs.man, threads)
     notes.append(
         "ORT int8 static pairs decoder.int8.static.onnx (what the C firmware runs) with "
         "encoder.int8.onnx; its encoder timing is the int8 row's"
     )
+    return contenders, resolved_run
 
-    # The recipes' model files must outlive the timing, hence the stack.
-    with contextlib.ExitStack() as stack:
-        if all_recipes:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgevae-bench-")))
-            chosen = (man.get("quantization") or {}).get("chosen")
-            names = [n for n in RECIPES if n not in (chosen, "firmware")]
-            contenders += list(
-                recipe_contenders(export_dir, work, man, ds.train, names, threads, progress)
-            )
-            notes.append(
-                f"recipes re-created from the fp32 models with the export's calibration; "
-                f"{chosen} is the ORT int8 row and firmware the ORT int8 static row"
-            )
 
-        z_diff = np.random.default_rng(seed).standard_normal((DIFF_Z, latent)).astype(np.float32)
-        live = [c for c in contenders if c.row.status != FAILED]
-        eval_workers = max(1, os.cpu_count() or 1)
-        means = accuracy_all(
-            live, x, z_diff, likelihood, gauss, k, seed, eval_workers, threads, progress
+def _recipe_rows(
+    inputs: _Inputs, work: Path, threads: int, notes: list[str], progress: Progress
+) -> list[Contender]:
+    """Every recipe but the two the export rows already show, re-created under `work`."""
+    chosen = (inputs.man.get("quantization") or {}).get("chosen")
+    names = [n for n in RECIPES if n not in (chosen, "firmware")]
+    rows = list(
+        recipe_contenders(
+            inputs.export_dir, work, inputs.man, inputs.train, names, threads, progress
         )
-        if ref_row.status == FAILED:
-            raise EdgeVAEError(f"the ORT fp32 reference failed: {ref_row.reason}")
-        compare_to_reference([c.row for c in live], means, ref_row, budget, budget_from)
-
-        # Speed: one peak probe, then every live row interleaved.
-        set_torch_threads(threads)
-        peak_info: dict[str, Any] = {
-            "fp32_gmac_per_s": None,
-            "int8_gmac_per_s": None,
-            "shape": list(PEAK_SHAPE),
-            "threads": threads,
-            "runs": 0,
-        }
-        if peak:
-            progress("peak probe", 0, 1)
-            peak_info = peak_probe(threads)
-            progress("peak probe", 1, 1)
-        clock = timing.cpu_clock_for(threads)
-        timed = [c for c in contenders if c.row.status != FAILED and c.timer is not None]
-        time_all(
-            timed,
-            batch_sizes,
-            x,
-            latent,
-            macs,
-            peak_info,
-            rounds,
-            round_ms,
-            warmup,
-            progress,
-            clock,
-        )
-
-    rows = [c.row for c in contenders]
-    return BenchReport(
-        export_dir=str(export_dir),
-        run_dir=str(resolved_run) if resolved_run else None,
-        data=data,
-        n_images=len(x),
-        k=k,
-        seed=seed,
-        threads=threads,
-        batch_sizes=batch_sizes,
-        cpu={**cpu.to_dict(), "logical_cpus": os.cpu_count(), "loadavg": loadavg},
-        versions=manifest_mod.versions(),
-        peak=peak_info,
-        macs_per_image=macs,
-        budget_nats=budget,
-        budget_from=budget_from,
-        timing={
-            "rounds": rounds,
-            "round_ms": round_ms,
-            "warmup": warmup,
-            "interleaved": True,
-            "clock": "time.perf_counter_ns",
-            "cpu_clock": clock.__name__,  # thread_time_ns with one thread, else process_time_ns
-        },
-        noise=noise_verdict([r for r in rows if r.decoder]),
-        rows=rows,
-        notes=notes,
-        created=created,
-        wall_seconds=time.perf_counter() - start,
     )
+    notes.append(
+        f"recipes re-created from the fp32 models with the export's calibration; "
+        f"{chosen} is the ORT int8 row and firmware the ORT int8 static row"
+    )
+    return rows
+
+
+def _accuracy(
+    contenders: list[Contender], inputs: _Inputs, opts: _Options, progress: Progress
+) -> None:
+    """Score every live row (same noise for all) and compare it with the ORT fp32 reference;
+    an EdgeVAEError when the reference itself fails."""
+    man = inputs.man
+    gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
+    rng = np.random.default_rng(opts.seed)
+    z_diff = rng.standard_normal((DIFF_Z, inputs.latent)).astype(np.float32)
+    live = [c for c in contenders if c.row.status != FAILED]
+    workers = max(1, os.cpu_count() or 1)
+    likelihood = man.get("likelihood", "bernoulli")
+    means = accuracy_all(
+        live, inputs.x, z_diff, likelihood, gauss, opts.k, opts.seed, workers, opts.threads,
+        progress,
+    )  # fmt: skip
+    ref_row = next(c.row for c in contenders if c.row.name == REFERENCE)
+    if ref_row.status == FAILED:
+        raise EdgeVAEError(f"the ORT fp32 reference failed: {ref_row.reason}")
+    compare_to_reference([c.row for c in live], means, ref_row, inputs.budget, inputs.budget_from)
+
+
+def _latency(
+    contenders: list[Contender], inputs: _Inputs, opts: _Options, peak: bool, progress: Progress
+) -> tuple[dict[str, Any], Callable[[], int]]:
+    """One peak probe (if asked), then every live row timed interleaved; returns the peak
+    figures and the CPU clock used."""
+    set_torch_threads(opts.threads)
+    peak_info: dict[str, Any] = {
+        "fp32_gmac_per_s": None,
+        "int8_gmac_per_s": None,
+        "shape": list(PEAK_SHAPE),
+        "threads": opts.threads,
+        "runs": 0,
+    }
+    if peak:
+        progress("peak probe", 0, 1)
+        peak_info = peak_probe(opts.threads)
+        progress("peak probe", 1, 1)
+    clock = timing.cpu_clock_for(opts.threads)
+    timed = [c for c in contenders if c.row.status != FAILED and c.timer is not None]
+    time_all(
+        timed, opts.batch_sizes, inputs.x, inputs.latent, layer_macs(inputs.man), peak_info,
+        opts.rounds, opts.round_ms, opts.warmup, progress, clock,
+    )  # fmt: skip
+    return peak_info, clock
+
+
+def _timing_info(opts: _Options, clock: Callable[[], int]) -> dict[str, Any]:
+    return {
+        "rounds": opts.rounds,
+        "round_ms": opts.round_ms,
+        "warmup": opts.warmup,
+        "interleaved": True,
+        "clock": "time.perf_counter_ns",
+        "cpu_clock": clock.__name__,  # thread_time_ns with one thread, else process_time_ns
+    }

@@ -10,13 +10,13 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from .. import fsio
 from ..errors import EdgeVAEError
 from .common import (
     app,
     check_output_path,
     console,
     err_console,
+    option_name,
     parse_int_list,
     require,
 )
@@ -47,6 +47,11 @@ def _table(title: str, headers: list[str], rows: list[list[str]], left: int = 1)
     return table
 
 
+def _plain(text: str, **kwargs) -> None:
+    """A line of library text: printed as is (no markup, no highlighting, never wrapped)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True, **kwargs)
+
+
 def _command_line(ctx: typer.Context) -> list[str]:
     """This command as a reproducible argv: options that differ from their defaults."""
     argv = ["edgevae", ctx.info_name or ""]
@@ -70,6 +75,9 @@ def _status_markup(status: str) -> str:
     return f"[yellow]{status}[/]"
 
 
+# --------------------------------------------------------------------------- bench
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
@@ -82,17 +90,19 @@ def _status_markup(status: str) -> str:
 def bench(
     export_dir: Path = EXPORT_DIR,
     data: str = typer.Option(None, help="Data to score (default: the run's own, test split)."),
-    batch_sizes: str = typer.Option("1,16,256", help="Batch sizes to time."),
-    threads: int = typer.Option(1, help="onnxruntime (and torch) threads while timing."),
-    k: int = typer.Option(1000, help="Importance samples for the NLL estimate."),
-    limit: int = typer.Option(100, help="Test images scored per row (0 = the whole split)."),
+    batch_sizes: str = typer.Option("1,16,256", help="Batch sizes to time (each >= 1)."),
+    threads: int = typer.Option(1, min=1, help="onnxruntime (and torch) threads while timing."),
+    k: int = typer.Option(1000, min=1, help="Importance samples for the NLL estimate."),
+    limit: int = typer.Option(100, min=0, help="Test images scored per row (0 = the whole split)."),
     seed: int = typer.Option(0, help="Seed of the evaluation noise and of the z for diffs."),
     all_recipes: bool = typer.Option(False, help="Also re-create and measure every recipe."),
-    json_out: Path = typer.Option(None, "--json", help="Write the full report as JSON."),
+    json_path: Path = typer.Option(None, "--json", help="Write the full report as JSON."),
     markdown: Path = typer.Option(None, help="Write the tables as Markdown."),
-    plot: Path = typer.Option(None, help="Write a PNG: latency vs batch, accuracy vs size."),
+    plot: Path = typer.Option(
+        None, help="Write a PNG: latency vs batch, accuracy vs size (needs matplotlib)."
+    ),
     min_speedup: float = typer.Option(
-        None, help="Exit 1 if the int8 decoder p50 speedup at the largest batch is below X."
+        None, min=0, help="Exit 1 if the int8 decoder p50 speedup at the largest batch is below X."
     ),
     max_delta_nats: float = typer.Option(
         None, help="Exit 1 if the int8 NLL increase exceeds Y nats (also the row budget)."
@@ -100,26 +110,21 @@ def bench(
     run_dir: Path = typer.Option(
         None, help="Run dir for the torch fp32 row (default: the manifest's run_dir)."
     ),
-    torch: bool = typer.Option(True, help="Include the torch fp32 row when possible."),
-    rounds: int = typer.Option(15, help="Interleaved timing rounds per batch size."),
+    torch_row: bool = typer.Option(
+        True, "--torch/--no-torch", help="Include the torch fp32 row when possible."
+    ),
+    rounds: int = typer.Option(15, min=1, help="Interleaved timing rounds per batch size."),
 ) -> None:
     """Compare torch fp32, ORT fp32, ORT int8 and the firmware decoder: speed, nats, size."""
-    from ..bench import report as benchreport
+    from ..bench.report import check_gates, write_outputs
     from ..bench.run import run_bench
     from .progress import make_progress
 
-    sizes = parse_int_list(batch_sizes, "--batch-sizes")
-    require(all(b >= 1 for b in sizes), f"--batch-sizes must be >= 1, got {batch_sizes}")
-    require(threads >= 1, f"--threads must be >= 1, got {threads}")
-    require(k >= 1, f"--k must be >= 1, got {k}")
-    require(rounds >= 1, f"--rounds must be >= 1, got {rounds}")
-    require(limit >= 0, f"--limit must be >= 0 (0 = all), got {limit}")
-    require(min_speedup is None or min_speedup > 0, "--min-speedup must be > 0")
-    for path, opt in ((json_out, "--json"), (markdown, "--markdown"), (plot, "--plot")):
+    for path, opt in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         if path is not None:
             check_output_path(path, opt)
     require(plot is None or plot.suffix.lower() == ".png", f"--plot: {plot} should end in .png")
-
+    sizes = parse_int_list(batch_sizes, "--batch-sizes")
     with make_progress(err_console) as bar:
         report = run_bench(
             export_dir,
@@ -132,95 +137,95 @@ def bench(
             all_recipes=all_recipes,
             max_delta_nats=max_delta_nats,
             run_dir=run_dir,
-            torch_row=torch,
+            torch_row=torch_row,
             rounds=rounds,
             progress=_progress_callback(bar),
         )
+    _print_bench(report)
+    written = write_outputs(report, json_path=json_path, markdown=markdown, plot=plot)
+    if written:
+        console.print(f"wrote {', '.join(map(str, written))}", highlight=False)
+    failures = check_gates(report, min_speedup, max_delta_nats)
+    if failures:
+        raise EdgeVAEError(
+            "; ".join(f"{option_name(bench, f.param)}: {f.detail}" for f in failures)
+        )
+
+
+def _print_bench(report) -> None:
+    """The accuracy and latency tables, the rows' reasons, the summary lines and the notes."""
+    from ..bench import report as benchreport
 
     acc = [[escape(c) for c in r] for r in benchreport.accuracy_rows(report, with_reason=False)]
     for r in acc:
         r[1] = _status_markup(r[1])
-    console.print(
-        _table(
-            f"Accuracy: {report.n_images} test images, k={report.k}, nats/image; "
-            "|Δ| in pixels (0-255) vs ORT fp32",
-            benchreport.ACCURACY_HEADERS,
-            acc,
-            left=2,
-        )
+    title = (
+        f"Accuracy: {report.n_images} test images, k={report.k}, nats/image; "
+        "|Δ| in pixels (0-255) vs ORT fp32"
     )
+    console.print(_table(title, benchreport.ACCURACY_HEADERS, acc, left=2))
     for r in report.rows:
         if r.reason:
-            console.print(f"  {r.name}: {r.reason}", markup=False, highlight=False, soft_wrap=True)
-    console.print(
-        _table(
-            "Latency per call; × fp32 = ORT fp32 p50 / p50 (wall), cpu × = the same in CPU time",
-            benchreport.LATENCY_HEADERS,
-            [[escape(c) for c in r] for r in benchreport.latency_rows(report)],
-            left=2,
-        )
-    )
+            _plain(f"  {r.name}: {r.reason}")
+    lat = [[escape(c) for c in r] for r in benchreport.latency_rows(report)]
+    title = "Latency per call; × fp32 = ORT fp32 p50 / p50 (wall), cpu × = the same in CPU time"
+    console.print(_table(title, benchreport.LATENCY_HEADERS, lat, left=2))
     for line in benchreport.summary_lines(report):
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
+        _plain(line)
     for note in report.notes:
-        console.print(f"note: {note}", style="dim", markup=False, highlight=False, soft_wrap=True)
+        _plain(f"note: {note}", style="dim")
 
-    if json_out is not None:
-        fsio.write_json(json_out, report.to_dict())
-    if markdown is not None:
-        fsio.write_text(markdown, benchreport.to_markdown(report))
-    if plot is not None:
-        from ..paper.plots import bench_plot
 
-        bench_plot(report, plot)
-    written = [str(p) for p in (json_out, markdown, plot) if p is not None]
-    if written:
-        console.print(f"wrote {', '.join(written)}", highlight=False)
-
-    failures = benchreport.check_gates(report, min_speedup, max_delta_nats)
-    if failures:
-        raise EdgeVAEError("; ".join(failures))
+# --------------------------------------------------------------------------- parity
 
 
 @app.command(
     epilog=(
         "Examples:\n\n"
         "  edgevae parity --out parity.png\n\n"
-        "  edgevae parity --out parity.png --n 12 --firmware firmware_demo/build/host/"
-        "edgevae_decode"
+        "  edgevae parity --out parity.png --n 12 --firmware ./edgevae_decode   # with the C row"
+        "\n\n"
+        "The C row needs a host build of the firmware decoder: `edgevae firmware` prints the "
+        "cc line that builds one."
     )
 )
 def parity(
     out: Path = typer.Option(Path("parity.png"), help="PNG to write."),
     export_dir: Path = EXPORT_DIR,
-    n: int = typer.Option(8, help="Latent vectors (images per row)."),
+    n: int = typer.Option(8, min=1, help="Latent vectors (images per row)."),
     seed: int = typer.Option(0, help="Seed for z ~ N(0, I)."),
     firmware: Path = typer.Option(
-        Path("firmware_demo/build/host/edgevae_decode"),
-        help="The C firmware host binary (skipped with a note when absent).",
+        None,
+        help="The C firmware host binary (edgevae_decode) for the C row; without it the row is "
+        "skipped.",
     ),
     run_dir: Path = typer.Option(None, help="Run dir for the torch row (default: manifest's)."),
-    amplify: float = typer.Option(10.0, help="Gain of the |difference| maps."),
+    amplify: float = typer.Option(10.0, min=0, help="Gain of the |difference| maps (> 0)."),
     labels: bool = typer.Option(True, help="Label the rows in a left margin."),
 ) -> None:
     """Decode the same z with every decoder; rows of images and amplified difference maps."""
     from ..bench.parity import parity_grid
     from ..runtime.images import save_png
 
-    require(n >= 1, f"--n must be >= 1, got {n}")
-    require(amplify > 0, f"--amplify must be > 0, got {amplify}")
     check_output_path(out)
     require(out.suffix.lower() == ".png", f"--out: {out} should end in .png")
     picture, rows = parity_grid(
-        export_dir,
-        n=n,
-        seed=seed,
-        firmware=firmware,
-        run_dir=run_dir,
-        amplify=amplify,
+        export_dir, n=n, seed=seed, firmware=firmware, run_dir=run_dir, amplify=amplify,
         labels=labels,
-    )
+    )  # fmt: skip
     save_png(out, picture)
+    _print_parity(rows, n, seed)
+    shown = sum(r.status == "ok" for r in rows)
+    console.print(
+        f"wrote {out} ({picture.shape[1]}x{picture.shape[0]} px): {shown} decoders, each "
+        f"followed by its |difference| x{amplify:g}",
+        highlight=False,
+    )
+    if firmware is None:
+        _plain("add --firmware PATH for the C firmware row", style="dim")
+
+
+def _print_parity(rows, n: int, seed: int) -> None:
     table = Table(title=f"Same {n} z (seed {seed}), |difference| vs ORT fp32 in pixels (0-255)")
     for col in ("decoder", "status", "max |Δ|", "mean |Δ|", "vs int8 static", "note"):
         table.add_column(col, justify="right" if "Δ" in col or "vs" in col else "left")
@@ -238,12 +243,9 @@ def parity(
             escape(r.note),
         )
     console.print(table)
-    shown = sum(r.status == "ok" for r in rows)
-    console.print(
-        f"wrote {out} ({picture.shape[1]}x{picture.shape[0]} px): {shown} decoders, each "
-        f"followed by its |difference| x{amplify:g}",
-        highlight=False,
-    )
+
+
+# --------------------------------------------------------------------------- figures
 
 
 @app.command(
@@ -256,32 +258,33 @@ def parity(
 )
 def figures(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("docs/figures"), help="Folder for the PNGs and figures.json."),
+    out_dir: Path = typer.Option(
+        Path("docs/figures"), "--out", help="Folder for the PNGs and figures.json."
+    ),
     data: str = typer.Option(None, help="MNIST data (default: the bundled 5k digits)."),
     frey: str = typer.Option(None, help="Frey Face data; adds its manifold and bound panel."),
-    epochs: int = typer.Option(None, help="MNIST epochs (default 50 bundled, 20 with --data)."),
-    frey_epochs: int = typer.Option(None, help="Frey Face epochs (default 200)."),
+    epochs: int = typer.Option(
+        None, min=1, help="MNIST epochs (default 50 bundled, 20 with --data)."
+    ),
+    frey_epochs: int = typer.Option(None, min=1, help="Frey Face epochs (default 200)."),
     seed: int = typer.Option(0, help="Seed for training and samples."),
     quick: bool = typer.Option(False, help="2 epochs per run: a smoke test, not the figures."),
     work: Path = typer.Option(Path("runs/figures"), help="Run dirs (complete runs are reused)."),
     latents: str = typer.Option("2,5,10,20", help="Latent sizes (must include 2)."),
     hidden: str = typer.Option(None, help="Hidden sizes (default 500 MNIST, 200 Frey Face)."),
-    threads: int = typer.Option(1, help="torch threads per run (1 is fastest on busy CPUs)."),
+    threads: int = typer.Option(
+        1, min=0, help="torch threads per run (0 = all cores; 1 is fastest on busy CPUs)."
+    ),
 ) -> None:
     """Reproduce Kingma & Welling's figures: manifolds, samples, bound vs samples seen."""
     from ..paper.figures import make_figures
     from .progress import make_progress
 
-    lat = parse_int_list(latents, "--latents")
-    hid = parse_int_list(hidden, "--hidden") if hidden else None
-    require(epochs is None or epochs >= 1, f"--epochs must be >= 1, got {epochs}")
-    require(
-        frey_epochs is None or frey_epochs >= 1, f"--frey-epochs must be >= 1, got {frey_epochs}"
-    )
-    require(not (out.exists() and not out.is_dir()), f"--out: {out} is not a directory")
+    latent_sizes = parse_int_list(latents, "--latents")
+    hidden_sizes = parse_int_list(hidden, "--hidden") if hidden else None
     with make_progress(err_console) as bar:
         report = make_figures(
-            out,
+            out_dir,
             data=data,
             frey=frey,
             epochs=epochs,
@@ -289,12 +292,16 @@ def figures(
             seed=seed,
             quick=quick,
             work=work,
-            latents=lat,
-            hidden=hid,
+            latents=latent_sizes,
+            hidden=hidden_sizes,
             threads=threads,
             command=_command_line(ctx),
             progress=_progress_callback(bar),
         )
+    _print_figures(report, out_dir, work)
+
+
+def _print_figures(report: dict, out_dir: Path, work: Path) -> None:
     runs = Table(title=f"Runs under {work}")
     for col in ("run", "epochs", "samples seen", "test -ELBO", ""):
         runs.add_column(col, justify="left" if col in ("run", "") else "right")
@@ -308,9 +315,9 @@ def figures(
         )
     console.print(runs)
     for f in report["figures"]:
-        console.print(f"{out / f['file']}: {f['what']}", highlight=False, soft_wrap=True)
+        console.print(f"{out_dir / f['file']}: {f['what']}", highlight=False, soft_wrap=True)
     console.print(
-        f"wrote {len(report['figures'])} figures and {out / 'figures.json'} in "
+        f"wrote {len(report['figures'])} figures and {out_dir / 'figures.json'} in "
         f"{report['wall_seconds']:.0f} s",
         highlight=False,
     )

@@ -161,6 +161,29 @@ def _command_line(command: Sequence[str] | None) -> str:
     return " ".join(shlex.quote(c) for c in command) if command else ""
 
 
+@dataclass
+class _Plan:
+    """The runs the figures need and the datasets they cover."""
+
+    specs: list[RunSpec]
+    latents: list[int]
+    datasets: list[tuple[str, str, list[int]]]  # (key, title, hidden sizes)
+    epochs: dict[str, int]
+
+
+class _Figures:
+    """Figures written so far, as figures.json lists them."""
+
+    def __init__(self, out_dir: Path, runs: dict[str, dict[str, Any]]):
+        self.out_dir, self.runs, self.items = out_dir, runs, []
+
+    def run_dir(self, name: str) -> Path:
+        return Path(self.runs[name]["run_dir"])
+
+    def record(self, file: str, kind: str, what: str, names: list[str]) -> None:
+        self.items.append({"file": file, "kind": kind, "what": what, "runs": names})
+
+
 def make_figures(
     out_dir: Path = Path("docs/figures"),
     *,
@@ -178,127 +201,23 @@ def make_figures(
     command: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train what is missing and draw every figure; returns what figures.json holds."""
-    from ..runtime.generate import manifold_z, prior_z
-    from . import plots
-
+    """Train what is missing under `work` and draw every figure into `out_dir`; returns what
+    figures.json holds. `quick` trains 2 epochs per run (a smoke test); `command` is recorded
+    as the command line that made the figures."""
     progress = progress or (lambda stage, done, total: None)
     start = time.perf_counter()
-    latents = sorted({int(v) for v in latents})
-    if not latents or latents[0] < 1:
-        raise UsageError(f"--latents must be integers >= 1, got {latents}")
-    if 2 not in latents:
-        raise UsageError("--latents must include 2 (the 2-D manifold figure needs it)")
-    for name, value in (("--epochs", epochs), ("--frey-epochs", frey_epochs)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be >= 1, got {value}")
-    if threads < 0:
-        raise UsageError(f"--threads must be >= 0, got {threads}")
     out_dir, work = Path(out_dir), Path(work)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out: {out_dir} is not a directory")
-    default_epochs = QUICK_EPOCHS if quick else (EPOCHS_DATA if data else EPOCHS_BUNDLED)
-    n_epochs = epochs or default_epochs
-    n_frey_epochs = frey_epochs or (QUICK_EPOCHS if quick else EPOCHS_FREY)
-    mnist_hidden = list(hidden) if hidden else list(MNIST_HIDDEN)
-    frey_hid = list(frey_hidden) if frey_hidden else (list(hidden) if hidden else FREY_HIDDEN)
-
-    specs = [
-        RunSpec(f"mnist-L{L}", "mnist", data, mnist_hidden, L, n_epochs, seed, threads)
-        for L in latents
-    ]
-    if frey:
-        specs += [
-            RunSpec(f"frey-L{L}", "frey", frey, frey_hid, L, n_frey_epochs, seed, threads)
-            for L in latents
-        ]
-    runs: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        runs[spec.name] = ensure_run(spec, work, progress)
-
-    figures: list[dict[str, Any]] = []
-
-    def record(file: str, kind: str, what: str, names: list[str]) -> None:
-        figures.append({"file": file, "kind": kind, "what": what, "runs": names})
-
+    _check_options(out_dir, latents, epochs, frey_epochs, threads)
+    plan = _plan(data, frey, epochs, frey_epochs, quick, latents, hidden, frey_hidden)
+    for spec in plan.specs:
+        spec.seed, spec.threads = seed, threads
+    runs = {spec.name: ensure_run(spec, work, progress) for spec in plan.specs}
+    figs = _Figures(out_dir, runs)
     progress("drawing", 0, 1)
-    q_names = [("mnist", "MNIST")] + ([("frey", "Frey Face")] if frey else [])
-    for key, title in q_names:
-        name = f"{key}-L2"
-        pics = _decode(Path(runs[name]["run_dir"]), manifold_z(2, MANIFOLD_STEPS))
-        file = f"manifold_{key}.png"
-        images.save_grid(out_dir / file, pics, nrow=MANIFOLD_STEPS)
-        record(
-            file,
-            "manifold",
-            f"{title} learned 2-D manifold (paper Fig. 4): {MANIFOLD_STEPS}x{MANIFOLD_STEPS} "
-            "grid of z through the inverse Gaussian CDF, fp32 torch decoder",
-            [name],
-        )
-    for L in latents:
-        name = f"mnist-L{L}"
-        pics = _decode(Path(runs[name]["run_dir"]), prior_z(N_SAMPLES, L, seed))
-        file = f"samples_mnist_L{L}.png"
-        images.save_grid(out_dir / file, pics, nrow=10)
-        record(
-            file,
-            "samples",
-            f"{N_SAMPLES} random MNIST samples, latent size {L} (paper Fig. 5), seed {seed}",
-            [name],
-        )
-
-    panels = []
-    for key, title in q_names:
-        curves = []
-        for L in latents:
-            rows = _metrics(Path(runs[f"{key}-L{L}"]["run_dir"]))
-            curves.append(
-                {
-                    "label": f"Nz = {L}",
-                    "samples": [r["samples_seen"] for r in rows],
-                    "train": [-r["train_neg_elbo"] for r in rows],
-                    "test": [-r["test_neg_elbo"] for r in rows],
-                }
-            )
-        panels.append(
-            {
-                "title": f"{title} ({mnist_hidden if key == 'mnist' else frey_hid} hidden)",
-                "curves": curves,
-            }
-        )
-    plots.bound_plot(panels, out_dir / "bound_vs_samples.png")
-    record(
-        "bound_vs_samples.png",
-        "lower_bound",
-        "ELBO per image (higher is better) vs training samples seen, train dashed (running "
-        "average during each epoch) and test solid (end of each epoch), per latent size "
-        "(paper Fig. 2)",
-        [s.name for s in specs],
-    )
-    plots.training_plot(
-        [
-            {
-                "title": title,
-                "runs": [
-                    {
-                        "label": f"Nz = {s.latent_dim}",
-                        "rows": _metrics(Path(runs[s.name]["run_dir"])),
-                    }
-                    for s in specs
-                    if s.dataset == key
-                ],
-            }
-            for key, title in q_names
-        ],
-        out_dir / "training_curves.png",
-    )
-    record(
-        "training_curves.png",
-        "training",
-        "validation -ELBO (lower is better) and seconds per epoch of every run, one row per "
-        "dataset",
-        [s.name for s in specs],
-    )
+    _manifold_figures(figs, plan)
+    _sample_figures(figs, plan, seed)
+    _bound_figure(figs, plan)
+    _training_figure(figs, plan)
     progress("drawing", 1, 1)
 
     from ..runtime.manifest import timestamp, versions
@@ -309,14 +228,141 @@ def make_figures(
         "quick": quick,
         "data": data,
         "frey": frey,
-        "epochs": {"mnist": n_epochs, **({"frey": n_frey_epochs} if frey else {})},
+        "epochs": plan.epochs,
         "work": str(work),
         "threads": threads,
         "created": timestamp(),
         "wall_seconds": round(time.perf_counter() - start, 2),
-        "figures": figures,
+        "figures": figs.items,
         "runs": list(runs.values()),
         "versions": versions(),
     }
     fsio.write_json(out_dir / "figures.json", report)
     return report
+
+
+def _check_options(
+    out_dir: Path,
+    latents: Sequence[int],
+    epochs: int | None,
+    frey_epochs: int | None,
+    threads: int,
+) -> None:
+    """A UsageError naming the argument, before anything is trained."""
+    sizes = sorted({int(v) for v in latents})
+    if not sizes or sizes[0] < 1:
+        raise UsageError(f"must be integers >= 1, got {sizes}", param="latents")
+    if 2 not in sizes:
+        raise UsageError("must include 2 (the 2-D manifold figure needs it)", param="latents")
+    for name, value in (("epochs", epochs), ("frey_epochs", frey_epochs)):
+        if value is not None and value < 1:
+            raise UsageError(f"must be >= 1, got {value}", param=name)
+    if threads < 0:
+        raise UsageError(f"must be >= 0 (0 = all cores), got {threads}", param="threads")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is not a directory", param="out_dir")
+
+
+def _plan(
+    data: str | None,
+    frey: str | None,
+    epochs: int | None,
+    frey_epochs: int | None,
+    quick: bool,
+    latents: Sequence[int],
+    hidden: Sequence[int] | None,
+    frey_hidden: Sequence[int] | None,
+) -> _Plan:
+    """One run per dataset and latent size, with the paper's sizes unless told otherwise (the
+    caller sets each run's seed and threads)."""
+    sizes = sorted({int(v) for v in latents})
+    n_epochs = epochs or (QUICK_EPOCHS if quick else (EPOCHS_DATA if data else EPOCHS_BUNDLED))
+    mnist_hidden = list(hidden) if hidden else list(MNIST_HIDDEN)
+    specs = [RunSpec(f"mnist-L{L}", "mnist", data, mnist_hidden, L, n_epochs, 0) for L in sizes]
+    datasets = [("mnist", "MNIST", mnist_hidden)]
+    n_epochs_of = {"mnist": n_epochs}
+    if frey:
+        n_frey = frey_epochs or (QUICK_EPOCHS if quick else EPOCHS_FREY)
+        frey_hid = list(frey_hidden or hidden or FREY_HIDDEN)
+        specs += [RunSpec(f"frey-L{L}", "frey", frey, frey_hid, L, n_frey, 0) for L in sizes]
+        datasets.append(("frey", "Frey Face", frey_hid))
+        n_epochs_of["frey"] = n_frey
+    return _Plan(specs, sizes, datasets, n_epochs_of)
+
+
+def _manifold_figures(figs: _Figures, plan: _Plan) -> None:
+    """The learned 2-D manifold of each dataset (paper Fig. 4)."""
+    from ..runtime.generate import manifold_z
+
+    for key, title, _ in plan.datasets:
+        name = f"{key}-L2"
+        pics = _decode(figs.run_dir(name), manifold_z(2, MANIFOLD_STEPS))
+        file = f"manifold_{key}.png"
+        images.save_grid(figs.out_dir / file, pics, nrow=MANIFOLD_STEPS)
+        what = (
+            f"{title} learned 2-D manifold (paper Fig. 4): {MANIFOLD_STEPS}x{MANIFOLD_STEPS} "
+            "grid of z through the inverse Gaussian CDF, fp32 torch decoder"
+        )
+        figs.record(file, "manifold", what, [name])
+
+
+def _sample_figures(figs: _Figures, plan: _Plan, seed: int) -> None:
+    """Random MNIST samples for each latent size (paper Fig. 5)."""
+    from ..runtime.generate import prior_z
+
+    for L in plan.latents:
+        name = f"mnist-L{L}"
+        pics = _decode(figs.run_dir(name), prior_z(N_SAMPLES, L, seed))
+        file = f"samples_mnist_L{L}.png"
+        images.save_grid(figs.out_dir / file, pics, nrow=10)
+        what = f"{N_SAMPLES} random MNIST samples, latent size {L} (paper Fig. 5), seed {seed}"
+        figs.record(file, "samples", what, [name])
+
+
+def _bound_figure(figs: _Figures, plan: _Plan) -> None:
+    """The ELBO against training samples seen, one panel per dataset (paper Fig. 2)."""
+    from . import plots
+
+    panels = []
+    for key, title, hidden in plan.datasets:
+        curves = []
+        for L in plan.latents:
+            rows = _metrics(figs.run_dir(f"{key}-L{L}"))
+            curves.append(
+                {
+                    "label": f"Nz = {L}",
+                    "samples": [r["samples_seen"] for r in rows],
+                    "train": [-r["train_neg_elbo"] for r in rows],
+                    "test": [-r["test_neg_elbo"] for r in rows],
+                }
+            )
+        panels.append({"title": f"{title} ({hidden} hidden)", "curves": curves})
+    plots.bound_plot(panels, figs.out_dir / "bound_vs_samples.png")
+    what = (
+        "ELBO per image (higher is better) vs training samples seen, train dashed (running "
+        "average during each epoch) and test solid (end of each epoch), per latent size "
+        "(paper Fig. 2)"
+    )
+    figs.record("bound_vs_samples.png", "lower_bound", what, [s.name for s in plan.specs])
+
+
+def _training_figure(figs: _Figures, plan: _Plan) -> None:
+    """Validation -ELBO and seconds per epoch of every run, one row per dataset."""
+    from . import plots
+
+    groups = [
+        {
+            "title": title,
+            "runs": [
+                {"label": f"Nz = {s.latent_dim}", "rows": _metrics(figs.run_dir(s.name))}
+                for s in plan.specs
+                if s.dataset == key
+            ],
+        }
+        for key, title, _ in plan.datasets
+    ]
+    plots.training_plot(groups, figs.out_dir / "training_curves.png")
+    what = (
+        "validation -ELBO (lower is better) and seconds per epoch of every run, one row per dataset"
+    )
+    figs.record("training_curves.png", "training", what, [s.name for s in plan.specs])

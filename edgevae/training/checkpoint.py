@@ -108,10 +108,8 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
             f"{path}: truncated or not a safetensors file ({one_line(exc, 200)})"
         ) from None
     meta = header.get("__metadata__", {}) or {}
-    # Fix: train.py's resume loaded a state from another config (other sizes) straight into
-    # the model, and died in load_state_dict / the optimizer with a RuntimeError traceback;
-    # now such a state is named as mismatched before anything uses it. (train.py cannot be
-    # changed here; it calls read_safetensors right after load_config on --resume.)
+    # A state from another config (other sizes) would fail deep inside load_state_dict or the
+    # optimizer with a RuntimeError traceback: it is named as mismatched before anything uses it.
     if path.name == STATE and (path.parent / CONFIG).exists():
         check_state(path, tensors, meta, load_config(path.parent))
     return tensors, meta
@@ -129,11 +127,21 @@ def check_state(
     path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str], cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """The resume JSON of a state file, after checking the file against its run's config.json:
-    the model tensors' names and shapes, the optimizer tensors' shapes, and the JSON fields a
-    resume uses. Anything off is a ModelFileError naming the file ("mismatched" or "corrupt").
-    """
-    from .model import VAE
+    the JSON fields a resume uses, the model tensors' names and shapes and the optimizer
+    tensors' shapes. Anything off is a ModelFileError naming the file ("mismatched" or
+    "corrupt")."""
+    saved = _resume_json(path, meta)
+    if saved.get("batch", 0):
+        ref_rng = torch.Generator().get_state()
+        rng = tensors.get("rng.torch")
+        if rng is None or rng.dtype != ref_rng.dtype or rng.shape != ref_rng.shape:
+            raise ModelFileError(f"{path}: corrupt resume state (random generator state)")
+    _check_state_tensors(path, tensors, ModelConfig.from_dict(cfg["model"]))
+    return saved
 
+
+def _resume_json(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    """The JSON in a state file's header, with the fields a resume reads type-checked."""
     try:
         saved = json.loads(meta["state"])
     except (KeyError, ValueError, RecursionError):
@@ -151,10 +159,6 @@ def check_state(
             _is_number(partial.get(k)) for k in ("loss_sum", "seen", "seconds")
         ):
             raise ModelFileError(f"{path}: corrupt resume metadata (partial epoch)")
-        ref_rng = torch.Generator().get_state()
-        rng = tensors.get("rng.torch")
-        if rng is None or rng.dtype != ref_rng.dtype or rng.shape != ref_rng.shape:
-            raise ModelFileError(f"{path}: corrupt resume state (random generator state)")
     schedule = saved.get("lr_schedule")
     if schedule is not None and not (
         isinstance(schedule, dict)
@@ -165,8 +169,15 @@ def check_state(
         and _is_int(schedule.get("bad_epochs", 0))
     ):
         raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
+    return saved
 
-    model = VAE(ModelConfig.from_dict(cfg["model"]))
+
+def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
+    """Model tensors as the config implies them (finite floats), optimizer tensors shaped like
+    their parameters, nothing else but the generator state."""
+    from .model import VAE
+
+    model = VAE(cfg)
     expected = {f"model.{k}": v for k, v in model.state_dict().items()}
     params = list(model.parameters())
     where = f"{path}: mismatched with {path.parent / CONFIG}"
@@ -196,7 +207,6 @@ def check_state(
             raise ModelFileError(
                 f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies {shape}"
             )
-    return saved
 
 
 def _check_model_config(model: Any) -> ModelConfig:
@@ -225,7 +235,7 @@ _TRAIN_TYPES: dict[str, tuple[type, ...]] = {
 
 
 def _check_train_config(train: Any) -> None:
-    """config.json's "train": what a --resume takes from it, type-checked (then validated)."""
+    """config.json's "train": what a resume takes from it, type-checked (then validated)."""
     from ..config import TrainConfig
 
     if not isinstance(train, dict):
@@ -243,9 +253,9 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise ModelFileError(f"{path}: missing; is {run_dir} a run directory?")
     data = fsio.read_regular(path, MAX_TEXT_BYTES, ModelFileError)
-    # Fix: the model section was parsed but not validated (a zero or absurd size reached
-    # VAE(cfg) and allocated it), the train section not at all (a --resume died on it with
-    # an AttributeError/TypeError traceback), and deeply nested JSON raised RecursionError.
+    # Both sections are checked here, before use: a zero or absurd model size would reach
+    # VAE(cfg) and allocate it, a bad train section would fail a resume with a traceback, and
+    # deeply nested JSON raises RecursionError.
     try:
         cfg = json.loads(data)
         if not isinstance(cfg, dict):
@@ -298,7 +308,7 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except (ValueError, RecursionError):
                 raise ModelFileError(f"{path}: line {i} is not JSON") from None
-            if not isinstance(row, dict):  # Fix: rows are indexed by key later
+            if not isinstance(row, dict):  # rows are indexed by key later
                 raise ModelFileError(f"{path}: line {i} is not a JSON object")
             rows.append(row)
     return rows

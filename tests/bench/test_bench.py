@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevae.bench import parity
+from edgevae.bench import parity, peak
+from edgevae.bench import report as benchreport
 from edgevae.bench import run as bench
 from edgevae.cli import main
 from edgevae.runtime import images
@@ -131,9 +132,9 @@ def test_every_key_is_documented_in_the_module_docstring(report):
 
 
 def test_markdown_and_plot(report, tmp_path):
-    md = bench.to_markdown(report)
+    md = benchreport.to_markdown(report)
     assert "| ORT int8 static |" in md and "## Latency" in md
-    from edgevae.paper.plots import bench_plot
+    from edgevae.bench.plot import bench_plot
 
     out = tmp_path / "bench.png"
     bench_plot(report, out)
@@ -172,20 +173,23 @@ def test_gate_min_speedup_fails(export, capsys):
     rc = main(["bench", "--export-dir", str(export), *FAST, "--no-torch", "--min-speedup", "1000"])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "below --min-speedup 1000" in err
+    assert "--min-speedup: int8 decoder speedup" in err and "is below 1000" in err
     assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1
 
 
 def test_gate_max_delta_fails(export, capsys):
     rc = main(["bench", "--export-dir", str(export), *FAST, "--no-torch", "--max-delta-nats", "-1"])
     assert rc == 1
-    assert "exceeds --max-delta-nats -1" in capsys.readouterr().err
+    assert "--max-delta-nats: int8 NLL delta" in capsys.readouterr().err
 
 
 def test_gates_pass_when_met(report):
-    assert bench.check_gates(report, None, None) == []
-    assert bench.check_gates(report, 1e-6, 1e6) == []
-    assert bench.check_gates(report, 1e6, None) and bench.check_gates(report, None, -1.0)
+    assert benchreport.check_gates(report, None, None) == []
+    assert benchreport.check_gates(report, 1e-6, 1e6) == []
+    [slow] = benchreport.check_gates(report, 1e6, None)
+    [inexact] = benchreport.check_gates(report, None, -1.0)
+    assert (slow.param, inexact.param) == ("min_speedup", "max_delta_nats")
+    assert str(inexact).startswith("max_delta_nats: int8 NLL delta")
 
 
 def test_status_failed_validation_and_failed(report, export, tiny_run):
@@ -204,11 +208,11 @@ def test_status_failed_validation_and_failed(report, export, tiny_run):
     )
     rows = {row.name: row for row in r.rows}
     assert rows["ORT fp32"].status == "passed"  # the reference is not held to the budget
-    assert rows["ORT int8 (static-pc-rr)"].status == bench.FAILED_VALIDATION
+    assert rows["ORT int8 (static-pc-rr)"].status == benchreport.FAILED_VALIDATION
     assert "budget -1" in rows["ORT int8 (static-pc-rr)"].reason
-    assert rows["ORT int8 static"].status == bench.FAILED
+    assert rows["ORT int8 static"].status == benchreport.FAILED
     assert rows["ORT int8 static"].decoder == {}
-    assert r.budget_from == "--max-delta-nats"
+    assert r.budget_from == "max_delta_nats"
 
 
 def test_bad_options_are_usage_errors(export, capsys):
@@ -223,7 +227,8 @@ def test_bench_and_parity_modules_do_not_import_torch():
     import subprocess
 
     code = (
-        "import sys; import edgevae.bench.run, edgevae.bench.parity, edgevae.paper.plots; "
+        "import sys; import edgevae.bench.run, edgevae.bench.parity, edgevae.bench.plot; "
+        "import edgevae.paper.plots, edgevae.charts; "
         "import edgevae.cli.bench; "
         "print('torch' in sys.modules)"
     )
@@ -232,7 +237,7 @@ def test_bench_and_parity_modules_do_not_import_torch():
 
 
 def test_peak_probe_model_runs():
-    p = bench.peak_probe(threads=1, shape=(64, 64, 64), runs=2)
+    p = peak.peak_probe(threads=1, shape=(64, 64, 64), runs=2)
     assert p["fp32_gmac_per_s"] > 0 and p["int8_gmac_per_s"] > 0
 
 
@@ -313,3 +318,74 @@ def test_parity_cli(export, tmp_path, capsys):
     assert rc == 0 and out.read_bytes()[:4] == b"\x89PNG"
     text = capsys.readouterr().out
     assert "C firmware" in text and "not found" in text
+
+
+def test_parity_without_firmware_skips_the_c_row_and_says_how_to_get_one(export, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    assert main(["parity", "--export-dir", str(export), "--out", str(out), "--n", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "edgevae firmware" in text and "add --firmware PATH" in text
+    _, rows = parity.parity_grid(export, n=2, torch_row=False)  # the library's default: no row
+    assert rows[-1].name == "C firmware" and rows[-1].status == "skipped"
+    assert "`edgevae firmware` prints the cc line" in rows[-1].note
+
+
+# --------------------------------------------------------------------------- option errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"k": 0}, "k"),
+        ({"threads": 0}, "threads"),
+        ({"rounds": 0}, "rounds"),
+        ({"batch_sizes": [4, 0]}, "batch_sizes"),
+        ({"round_ms": 0.0}, "round_ms"),
+    ],
+)
+def test_library_option_errors_name_the_argument_not_a_flag(tiny_export, kwargs, param):
+    from edgevae.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        bench.run_bench(tiny_export, **kwargs)
+    assert info.value.param == param and str(info.value).startswith(f"{param}: must be")
+    assert "--" not in str(info.value)
+
+
+@pytest.mark.parametrize(("kwargs", "param"), [({"n": 0}, "n"), ({"amplify": 0.0}, "amplify")])
+def test_parity_option_errors_name_the_argument(tiny_export, kwargs, param):
+    from edgevae.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        parity.parity_grid(tiny_export, **kwargs)
+    assert info.value.param == param and "--" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["bench", "--limit", "-1"], "--limit"),
+        (["bench", "--threads", "0"], "--threads"),
+        (["bench", "--rounds", "0"], "--rounds"),
+        (["bench", "--batch-sizes", "4,0"], "--batch-sizes"),
+        (["bench", "--min-speedup", "-1"], "--min-speedup"),
+        (["parity", "--n", "0"], "--n"),
+        (["parity", "--amplify", "0"], "--amplify"),
+    ],
+)
+def test_cli_option_errors_are_one_line_naming_the_flag(export, tmp_path, capsys, args, flag):
+    argv = [*args, "--export-dir", str(export)]
+    if args[0] == "parity":
+        argv += ["--out", str(tmp_path / "p.png")]
+    assert main(argv) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0], err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_help_lists_the_valid_ranges(capsys):
+    for command in ("bench", "parity"):
+        assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "x>=1" in text and "x>=0" in text

@@ -531,7 +531,7 @@ CASES = [
     Case("epochs not a number", _train("--epochs", "abc"), 2,
          r"Invalid value for '--epochs'.*\(see 'edgevae train -h'\)", absent=NO_RUN_FILES),
     Case("resume with overwrite", _train("--resume", "--overwrite"), 2,
-         r"--resume and --overwrite cannot be used together", absent=NO_RUN_FILES),
+         r"--resume: cannot be combined with overwrite", absent=NO_RUN_FILES),
     Case("unknown option", _sample("--frobnicate"), 2, r"No such option: --frobnicate",
          absent=("g.png",)),
     Case("sample n 0", _sample("--n", "0"), 2, r"'--n': 0 is not in the range 1<=x<=100000",
@@ -600,7 +600,7 @@ CASES = [
          r"run/config\.json: corrupt run config \(a model of about \d+ parameters is "
          r"implausibly large\)", keep=RUN),
     Case("resume a finished run with the same epochs", _resume_finished, 2,
-         r"--epochs: run has already trained 2 epochs; pass --epochs > 2", keep=RUN),
+         r"--epochs: run has already trained 2 epochs; ask for more than 2 in total", keep=RUN),
     Case("run dir locked by another training", _run_dir_locked, 1,
          r"run: another training is writing to this run dir", keep=RUN),
     # outputs

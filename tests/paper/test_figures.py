@@ -79,9 +79,33 @@ def test_rerun_reuses_complete_runs_and_retrains_changed_ones(made, tmp_path):
 
 def test_bad_options(tmp_path, capsys):
     assert main(["figures", "--out", str(tmp_path / "o"), "--latents", "5,10"]) == 2
-    assert "must include 2" in capsys.readouterr().err
+    assert "error: --latents: must include 2" in capsys.readouterr().err
     (tmp_path / "file").write_text("x")
     assert main(["figures", "--out", str(tmp_path / "file"), "--quick"]) == 2
+    assert "error: --out: " in capsys.readouterr().err
+    for flag, value in (("--epochs", "0"), ("--frey-epochs", "0"), ("--threads", "-1")):
+        assert main(["figures", "--out", str(tmp_path / "o"), flag, value]) == 2
+        assert flag in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"latents": (3, 5)}, "latents"),
+        ({"latents": (0, 2)}, "latents"),
+        ({"epochs": 0}, "epochs"),
+        ({"frey_epochs": 0}, "frey_epochs"),
+        ({"threads": -1}, "threads"),
+    ],
+)
+def test_library_errors_name_the_argument(tmp_path, kwargs, param):
+    from edgevae.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        figures.make_figures(tmp_path / "o", work=tmp_path / "w", **kwargs)
+    assert info.value.param == param and "--" not in str(info.value)
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.shared

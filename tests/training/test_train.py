@@ -23,7 +23,7 @@ from conftest import KILL_TRAINING, run_script, shared_data
 from edgevae import fsio
 from edgevae.cli import main
 from edgevae.config import ModelConfig, TrainConfig
-from edgevae.errors import EdgeVAEError, ModelFileError, TrainingError
+from edgevae.errors import EdgeVAEError, ModelFileError, TrainingError, UsageError
 from edgevae.training import checkpoint
 from edgevae.training.loop import train
 
@@ -170,7 +170,7 @@ def test_resume_of_a_finished_run_asks_for_more_epochs(tmp_path, npy300, capsys)
     capsys.readouterr()
     assert run_train(run_dir, npy300, "--resume", "--epochs", "1") == 2
     err = capsys.readouterr().err
-    assert "--epochs" in err and "already trained 1 epochs" in err
+    assert "--epochs: " in err and "already trained 1 epochs; ask for more than 1" in err
     assert model_bytes(run_dir) == before
 
 
@@ -443,7 +443,7 @@ def test_huge_learning_rate_fails_cleanly(tmp_path, npy300, capsys) -> None:
     assert run_train(run_dir, npy300, "--epochs", "1", "--batch-size", "50", "--lr", "1e6") == 1
     err = capsys.readouterr().err
     assert re.search(r"loss became (nan|inf|-inf) at epoch 1, step \d+", err), err
-    assert "--lr" in err and "Traceback" not in err
+    assert "try a lower learning rate" in err and "Traceback" not in err
     assert not (run_dir / checkpoint.MODEL).exists()
 
 
@@ -578,3 +578,29 @@ def test_threads_option_is_honoured(tmp_path, npy300) -> None:
         torch.set_num_threads(before)
     cfg = config(tmp_path / "run")
     assert cfg["threads"] == 1 and cfg["train"]["threads"] == 1
+
+
+def test_api_errors_name_the_argument_and_leave_the_config_alone(tmp_path, npy300) -> None:
+    """train()'s UsageErrors carry `param` (the CLI turns it into the flag) and no flags."""
+    cfg = ModelConfig(784, (28, 28), hidden=[16], latent_dim=2, likelihood="gaussian")
+    tcfg = TrainConfig(epochs=1, batch_size=100, threads=1, data=str(npy300))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    run_dir = tmp_path / "run"
+    train(cfg, tcfg, run_dir)
+    assert json.loads((run_dir / checkpoint.CONFIG).read_text())["model"]["likelihood"] == (
+        "bernoulli"  # taken from the data...
+    )
+    assert cfg.likelihood == "gaussian"  # ...without changing the caller's config
+    cases = [
+        (blocker, {}, "run_dir", "is not a directory"),
+        (tmp_path / "empty", {"resume": True}, "resume", "no training state"),
+        (run_dir, {"resume": True, "overwrite": True}, "resume", "cannot be combined"),
+        (run_dir, {}, "run_dir", "already holds a trained model"),
+        (run_dir, {"resume": True}, "epochs", "already trained 1 epochs"),
+    ]
+    for where, kwargs, param, text in cases:
+        with pytest.raises(UsageError) as info:
+            train(cfg, tcfg, where, **kwargs)
+        assert info.value.param == param and text in str(info.value), (param, str(info.value))
+        assert "--" not in str(info.value)

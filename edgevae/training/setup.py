@@ -1,0 +1,167 @@
+"""A training's working set: configs, data, model and optimizer, made fresh or restored from a
+run dir's resume state (`setup`); `loop` runs the epochs on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .. import fsio
+from ..config import ModelConfig, TrainConfig, dumps
+from ..errors import UsageError
+from ..runtime import manifest
+from ..threads import set_torch_threads
+from . import checkpoint, handgrad, state
+from .model import VAE, build
+
+if TYPE_CHECKING:
+    from ..data.core import Dataset
+
+
+@dataclass
+class Totals:
+    """Running totals of the epoch in progress (saved with a Ctrl-C as its "partial")."""
+
+    loss_sum: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    """What one training works on, made by `setup`."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    model_cfg: ModelConfig
+    data: Dataset
+    model: VAE
+    opt: torch.optim.Optimizer
+    gradients: Callable[[torch.Tensor, torch.Tensor, float], float]
+    lr_state: dict[str, float]
+    rows: list[dict[str, Any]]
+    start_epoch: int = 0
+    samples_seen: int = 0
+    # A resume that stopped mid-epoch: (first step, the epoch's totals so far, generator state).
+    resume_at: tuple[int, Totals, torch.Tensor] | None = None
+    x_train: torch.Tensor = field(init=False)
+    x_valid: torch.Tensor = field(init=False)
+    x_test: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.x_train = torch.from_numpy(np.ascontiguousarray(self.data.train))
+        self.x_valid = torch.from_numpy(self.data.valid)
+        self.x_test = torch.from_numpy(self.data.test)
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(len(self.x_train) / self.cfg.batch_size)
+
+
+def make_optimizer(model: VAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Fused CPU kernels: one pass over all parameters instead of a loop of small ops.
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    return torch.optim.Adagrad(model.parameters(), lr=cfg.lr, fused=True)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def setup(
+    model_cfg: ModelConfig | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    data: Dataset | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+) -> Run:
+    """Configs, data, model and optimizer (restored from the state on a resume); writes
+    config.json and the metrics rows the run keeps."""
+    from ..data.core import load_dataset
+
+    tensors: dict[str, torch.Tensor] = {}
+    saved: dict[str, Any] = {}
+    if resume:
+        model_cfg, cfg = _resumed_configs(run_dir, cfg)
+        tensors, saved = state.read(run_dir, cfg.epochs)
+    elif overwrite:
+        state.clear(run_dir)
+    threads = set_torch_threads(cfg.threads)
+    if data is None:
+        data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
+    model_cfg = _model_config(model_cfg, data, resume)
+    model = build(model_cfg, cfg.seed)
+    opt = make_optimizer(model, cfg)
+    lr_state = {"lr": cfg.lr, "best": math.inf, "bad_epochs": 0}
+    if resume:
+        state.restore(model, opt, tensors)
+        lr_state.update(saved.get("lr_schedule", {}))
+        set_lr(opt, lr_state["lr"])
+    _write_config(run_dir, model_cfg, cfg, data, threads)
+    rows = checkpoint.read_metrics(run_dir)[: saved.get("epoch", 0)] if resume else []
+    checkpoint.write_metrics(run_dir, rows)
+    run = Run(
+        run_dir, cfg, model_cfg, data, model, opt, handgrad.gradient_fn(model), lr_state, rows
+    )
+    run.start_epoch = saved.get("epoch", 0)
+    run.samples_seen = saved.get("samples_seen", 0)
+    if saved.get("batch", 0):
+        run.resume_at = (saved["batch"], Totals(**saved["partial"]), tensors["rng.torch"])
+    return run
+
+
+def _resumed_configs(run_dir: Path, cfg: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The run's stored configs, with this call's epochs (the new total), threads and
+    max_minutes: like threads, max_minutes is a budget for this invocation, timed from its
+    start, so the stored one is not re-applied."""
+    stored = checkpoint.load_config(run_dir)
+    resumed = TrainConfig.from_dict(stored["train"])
+    resumed.epochs, resumed.threads, resumed.max_minutes = cfg.epochs, cfg.threads, cfg.max_minutes
+    return ModelConfig.from_dict(stored["model"]), resumed
+
+
+def _model_config(model_cfg: ModelConfig | None, data: Dataset, resume: bool) -> ModelConfig:
+    """A new run takes input size, image shape and likelihood from its data (the caller's
+    config is not changed); a resume keeps its stored config, which the data must fit."""
+    if model_cfg is None:
+        model_cfg = ModelConfig(input_dim=data.train.shape[1], image_shape=data.image_shape)
+    if not resume:
+        model_cfg = dataclasses.replace(
+            model_cfg,
+            likelihood=data.likelihood,
+            input_dim=data.train.shape[1],
+            image_shape=data.image_shape,
+        )
+    model_cfg.validate()
+    if data.train.shape[1] != model_cfg.input_dim:
+        raise UsageError(
+            f"images have {data.train.shape[1]} pixels, the run's model expects "
+            f"{model_cfg.input_dim}",
+            param="data",
+        )
+    return model_cfg
+
+
+def _write_config(
+    run_dir: Path, model_cfg: ModelConfig, cfg: TrainConfig, data: Dataset, threads: int
+) -> None:
+    config = {
+        "model": model_cfg.to_dict(),
+        "train": cfg.to_dict(),
+        "data": data.spec(),
+        "seed": cfg.seed,
+        "threads": threads,
+        "versions": manifest.versions(),
+    }
+    fsio.write_text(run_dir / checkpoint.CONFIG, dumps(config))
