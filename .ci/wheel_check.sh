@@ -66,6 +66,27 @@ step="edgevae sample --n 16"
 "$edgevae" sample --n 16 --export-dir "$EXPORT_DIR" --out grid.png >sample.txt
 [ -s grid.png ] || fail "no grid.png"
 
+step="reconstruct, interpolate, encode and bench from the export alone (no dataset package)"
+"$edgevae" reconstruct --export-dir "$EXPORT_DIR" --n 8 --out recon.png >/dev/null
+"$edgevae" interpolate --export-dir "$EXPORT_DIR" --steps 5 --out interp.png >/dev/null
+"$edgevae" encode --export-dir "$EXPORT_DIR" --out z.npy >/dev/null
+"$edgevae" bench --export-dir "$EXPORT_DIR" --limit 20 --k 8 --rounds 2 --batch-sizes 1 \
+    --json bench.json >/dev/null 2>bench.log
+[ -s recon.png ] && [ -s interp.png ] && [ -s z.npy ] && [ -s bench.json ] || fail "missing output"
+
+step="commands of the train extra refuse in one line"
+for cmd in "train --epochs 1" "export" "quantize --export-dir $EXPORT_DIR" "eval" \
+    "figures --quick --out figs"; do
+    code=0
+    err=$(trap - ERR; "$edgevae" $cmd 2>&1 >/dev/null) || code=$?
+    [ "$code" -ne 0 ] || fail "edgevae $cmd exited 0 on a base install"
+    [ "$(printf '%s\n' "$err" | wc -l)" -eq 1 ] || fail "edgevae $cmd: not one line: $err"
+    case "$err" in
+    *"pip install 'edgevae[train]'"* | *"pip install 'edgevae[plots]'"*) ;;
+    *) fail "edgevae $cmd does not name the extra: $err" ;;
+    esac
+done
+
 step="edgevae firmware"
 "$edgevae" firmware --export-dir "$EXPORT_DIR" --out fw --json fw.json >firmware.txt
 build=$(sed -n 's/^  \(cc .*\)$/\1/p' firmware.txt)

@@ -7,21 +7,19 @@ CLI calls these same functions.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import MissingExtraError, UsageError
+from . import extras
+from .errors import UsageError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
-def _need_train_extra(feature: str, modules: Sequence[str] = ("torch", "onnx")) -> None:
-    for module in modules:
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtraError(feature, "train", module)
+def _need_train_extra(feature: str, modules: tuple[str, ...] = ("torch", "onnx")) -> None:
+    extras.require(feature, "train", modules)
 
 
 def load(export_dir: str | Path = "export", precision: str = "int8", threads: int = 1):
@@ -75,7 +73,7 @@ def train(
     unless `hidden`/`latent_dim` are given. `resume` continues the run (to `epochs` in total);
     `overwrite` starts an existing run dir over. Deterministic for a seed and thread count.
     """
-    _need_train_extra("training", ("torch", "safetensors"))
+    _need_train_extra("training", extras.TRAIN)
     from .config import PRESETS, ModelConfig, TrainConfig
     from .training.loop import train as run_training
 

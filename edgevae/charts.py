@@ -1,7 +1,7 @@
 """The matplotlib helpers every chart shares (`bench.plot`, `paper.plots`): a figure without
 pyplot and a byte-reproducible PNG written atomically.
 
-matplotlib is in the `dev` extra, not a base dependency: it is imported inside the functions,
+matplotlib is in the `plots` extra, not a base dependency: it is imported inside the functions,
 without pyplot (no global state, no GUI backend), and a missing install is a one-line error.
 """
 
@@ -22,7 +22,7 @@ def figure(width: float, height: float, ncols: int = 1, nrows: int = 1):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingExtraError("plots", "dev", "matplotlib") from None
+        raise MissingExtraError("plots", "plots", "matplotlib") from None
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)

@@ -5,10 +5,10 @@ every delta and speedup is taken against), ORT int8 (the recipe the export chose
 static (the firmware decoder `decoder.int8.static.onnx` paired with the int8 encoder) and, with
 `all_recipes`, every other recipe re-created from the fp32 models with the export's calibration.
 
-Accuracy uses `metrics.evaluate` on the test split of the run's data with the same seed for
-every row (common random numbers), so NLL deltas are much more precise than the NLLs
-themselves. Latency runs all rows interleaved in rounds (`timing.interleaved`), so drift on a
-busy machine hits them alike; the spread (IQR/median) says how far absolute times can be
+Accuracy uses `metrics.evaluate` on the export's held-out test images (`heldout.npy`; with
+`data`, that data's test split) with the same seed for every row (common random numbers), so
+NLL deltas are much more precise than the NLLs themselves. Latency runs all rows interleaved
+in rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread (IQR/median) says how far absolute times can be
 trusted. Each round is also timed in CPU time (the calling thread's clock with one thread),
 which does not grow while the process waits for a CPU: on an oversubscribed machine the
 CPU-time speedups stay right when wall-time ones do not, and the min_speedup gate uses them
@@ -78,8 +78,8 @@ import numpy as np
 from ..data.runs import load_run_data
 from ..errors import EdgeVAEError, UsageError
 from ..quant.recipes import RECIPES, cpu_info
+from ..runtime import heldout, timing
 from ..runtime import manifest as manifest_mod
-from ..runtime import timing
 from ..threads import set_torch_threads
 from .accuracy import accuracy_all, compare_to_reference
 from .latency import layer_macs, noise_verdict, time_all
@@ -114,9 +114,13 @@ class _Inputs:
     export_dir: Path
     man: dict[str, Any]
     x: np.ndarray  # test images [N, D], float32
-    train: np.ndarray  # training images: calibration of re-created recipes
+    data: str | None  # the data spec; None: the export's held-out images, else the run's
     budget: float
     budget_from: str
+
+    def train(self) -> np.ndarray:
+        """Training images, to calibrate re-created recipes: the run's data is needed here."""
+        return load_run_data(self.man["train"], self.man["image_shape"], self.data).train
 
     @property
     def latent(self) -> int:
@@ -243,10 +247,14 @@ def _inputs(
             raise EdgeVAEError(f"{export_dir}: {name} missing; run `edgevae export`")
     budget, budget_from = _budget(man, max_delta_nats)
     progress("loading data", 0, 1)
-    ds = load_run_data(man["train"], man["image_shape"], data)
-    x = np.ascontiguousarray(ds.test[:limit] if limit else ds.test, dtype=np.float32)
+    if data is None and man.get("heldout"):
+        dim = int(man["image_shape"][0]) * int(man["image_shape"][1])
+        test = heldout.read(export_dir, man["heldout"], dim)
+    else:
+        test = load_run_data(man["train"], man["image_shape"], data).test
+    x = np.ascontiguousarray(test[:limit] if limit else test, dtype=np.float32)
     progress("loading data", 1, 1)
-    return _Inputs(export_dir, man, x, ds.train, budget, budget_from)
+    return _Inputs(export_dir, man, x, data, budget, budget_from)
 
 
 def _rows(
@@ -276,7 +284,7 @@ def _recipe_rows(
     names = [n for n in RECIPES if n not in (chosen, "firmware")]
     rows = list(
         recipe_contenders(
-            inputs.export_dir, work, inputs.man, inputs.train, names, threads, progress
+            inputs.export_dir, work, inputs.man, inputs.train(), names, threads, progress
         )
     )
     notes.append(

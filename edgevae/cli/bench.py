@@ -24,18 +24,6 @@ from .common import (
 EXPORT_DIR = typer.Option(Path("export"), help="An export dir made by `edgevae train`/`export`.")
 
 
-def _progress_callback(bar):
-    """(stage, done, total) -> one Rich task per stage."""
-    tasks: dict[str, int] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total or None, info="")
-        bar.update(tasks[stage], completed=done, total=total or None)
-
-    return progress
-
-
 def _table(title: str, headers: list[str], rows: list[list[str]], left: int = 1) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     for i, h in enumerate(headers):
@@ -118,14 +106,14 @@ def bench(
     """Compare torch fp32, ORT fp32, ORT int8 and the firmware decoder: speed, nats, size."""
     from ..bench.report import check_gates, write_outputs
     from ..bench.run import run_bench
-    from .progress import make_progress
+    from .progress import stage_progress
 
     for path, opt in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         if path is not None:
             check_output_path(path, opt)
     require(plot is None or plot.suffix.lower() == ".png", f"--plot: {plot} should end in .png")
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
-    with make_progress(err_console) as bar:
+    with stage_progress(err_console) as progress:
         report = run_bench(
             export_dir,
             data=data,
@@ -139,7 +127,7 @@ def bench(
             run_dir=run_dir,
             torch_row=torch_row,
             rounds=rounds,
-            progress=_progress_callback(bar),
+            progress=progress,
         )
     _print_bench(report)
     written = write_outputs(report, json_path=json_path, markdown=markdown, plot=plot)
@@ -278,11 +266,11 @@ def figures(
 ) -> None:
     """Reproduce Kingma & Welling's figures: manifolds, samples, bound vs samples seen."""
     from ..paper.figures import make_figures
-    from .progress import make_progress
+    from .progress import stage_progress
 
     latent_sizes = parse_int_list(latents, "--latents")
     hidden_sizes = parse_int_list(hidden, "--hidden") if hidden else None
-    with make_progress(err_console) as bar:
+    with stage_progress(err_console) as progress:
         report = make_figures(
             out_dir,
             data=data,
@@ -296,7 +284,7 @@ def figures(
             hidden=hidden_sizes,
             threads=threads,
             command=_command_line(ctx),
-            progress=_progress_callback(bar),
+            progress=progress,
         )
     _print_figures(report, out_dir, work)
 

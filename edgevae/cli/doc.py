@@ -22,16 +22,24 @@ def _default(param) -> str:
     return f"`{value}`"
 
 
+def _commands(group, prefix: str):
+    """(full name, command) of every command, sub-apps' commands under their group's name."""
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):  # a sub-app (click group): `edgevae crosscheck run`, ...
+            yield from _commands(cmd, f"{prefix} {name}")
+        else:
+            yield f"{prefix} {name}", cmd
+
+
 def reference() -> str:
     import typer
 
     from .. import cli
 
-    group = typer.main.get_command(cli.app)
     out = []
-    for name, cmd in group.commands.items():
+    for name, cmd in _commands(typer.main.get_command(cli.app), "edgevae"):
         summary = (cmd.help or "").strip().splitlines()[0]
-        out.append(f"#### `edgevae {name}`\n\n{summary}\n")
+        out.append(f"#### `{name}`\n\n{summary}\n")
         out.append("| option | default | meaning |\n|---|---|---|")
         for p in cmd.params:
             if p.name == "help":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from enum import Enum
 from pathlib import Path
 
@@ -72,18 +71,9 @@ def quantize_with_output(export_dir: Path, **options) -> None:
     """api.quantize under a progress bar, then the candidates table. The bar starts with the
     first progress report, so that a bad option or export is one error line, not a bar."""
     from ..quant.search import BudgetError
-    from .progress import make_progress
+    from .progress import stage_progress
 
-    with contextlib.ExitStack() as stack:
-        bars: list = []
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if not bars:
-                bar = stack.enter_context(make_progress(err_console))
-                bars.append((bar, bar.add_task(stage, total=None, info="")))
-            bar, task = bars[0]
-            bar.update(task, description=stage, completed=done, total=total)
-
+    with stage_progress(err_console) as progress:
         try:
             report = api.quantize(export_dir, progress=progress, **options)
         except BudgetError as exc:

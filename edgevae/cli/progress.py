@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -27,6 +29,24 @@ def make_progress(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+@contextlib.contextmanager
+def stage_progress(console: Console) -> Iterator[Callable[[str, int, int], None]]:
+    """A (stage, done, total) callback with one bar per stage. Nothing is drawn until the
+    first report, so a call that fails its checks prints one error line and no bar."""
+    with contextlib.ExitStack() as stack:
+        bars: list[Progress] = []
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(make_progress(console)))
+            if stage not in tasks:
+                tasks[stage] = bars[0].add_task(stage, total=total or None, info="")
+            bars[0].update(tasks[stage], completed=done, total=total or None)
+
+        yield progress
 
 
 class TrainProgress:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .. import api, fsio
+from .. import api, extras, fsio
 from ..config import PRESETS
 from .common import app, check_dir_option, check_output_path, console, err_console, parse_int_list
 
@@ -99,6 +99,7 @@ def train(
     """Train the VAE (Kingma & Welling) and, unless --no-export, export it to int8 ONNX."""
     from .progress import TrainProgress
 
+    extras.require("training", "train", extras.TRAIN)  # one line, before any progress display
     if export:
         check_dir_option(export_dir, "--export-dir")
     with TrainProgress(err_console) as reporter:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import fsio
+from .. import extras, fsio
 from ..errors import UsageError
 from ..runtime import images
 
@@ -204,6 +204,8 @@ def make_figures(
     """Train what is missing under `work` and draw every figure into `out_dir`; returns what
     figures.json holds. `quick` trains 2 epochs per run (a smoke test); `command` is recorded
     as the command line that made the figures."""
+    extras.require("the paper's figures", "train", extras.TRAIN)
+    extras.require("the paper's figures", "plots", ("matplotlib",))
     progress = progress or (lambda stage, done, total: None)
     start = time.perf_counter()
     out_dir, work = Path(out_dir), Path(work)
