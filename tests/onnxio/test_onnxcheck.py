@@ -1,4 +1,4 @@
-"""onnxcheck: the protobuf reader agrees with `onnx` on real models, refuses what it should,
+"""onnxio.vet: the vetting reader agrees with `onnx` on real models, refuses what it should,
 and never fails with anything but ModelFileError on damaged files."""
 
 from __future__ import annotations
