@@ -17,7 +17,9 @@ After upgrading onnx, refresh the schema with `python -m edgevae.onnxio.proto --
 The parser (upb) caps message nesting at 100 levels, so a hostile deeply nested graph fails
 to decode instead of exhausting the stack; fields it does not know are kept as unknown fields
 and ignored here. onnx-ml.proto is proto2, so string fields are not checked for UTF-8 when
-parsed: upb hands out invalid ones as bytes, and `text` turns either kind into str.
+parsed: upb hands out invalid ones as bytes, and `text` turns either kind into str. Like any
+protobuf parser it builds every message: ~150 bytes of memory for each empty one (2 bytes on
+the wire), which the callers' file-size cap bounds.
 """
 
 from __future__ import annotations

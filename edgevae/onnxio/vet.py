@@ -3,8 +3,8 @@
 Parsed with `proto` (protobuf's runtime and onnx's schema; no `onnx` package on the device).
 Refused: files over MAX_MODEL_BYTES (before parsing), empty or undecodable files, external
 data, model-local functions, subgraphs, ops outside ALLOWED_OPS, initializers over
-MAX_INITIALIZER_ELEMENTS and graph I/O that is not the role's contract. The IR version and
-opsets are kept for onnxruntime's error messages.
+MAX_INITIALIZER_ELEMENTS and graph I/O that is not the role's contract. The OnnxInfo it
+returns also carries the IR version, opsets and metadata, for callers' messages.
 """
 
 from __future__ import annotations
