@@ -1,8 +1,8 @@
 """This machine's practical peak GMAC/s in onnxruntime, the yardstick for `edgevae bench`'s
 `pct_of_peak`: a large fp32 MatMul and a u8 x s8 MatMulInteger with constant weights.
 
-The probe models are written with `protobuf`'s few functions, not the onnx package: the device
-path has only numpy and onnxruntime.
+The probe models are built with `onnxio.proto`'s message classes (protobuf's runtime and onnx's
+schema), not the onnx package, which the device install does not have.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..onnxio.wire import message
+from ..onnxio import proto
 from ..runtime import timing
 
 PEAK_SHAPE = (1024, 1024, 1024)  # [M, K] x [K, N]: big enough to reach the kernels' peak
@@ -21,32 +21,33 @@ _ONNX_FLOAT, _ONNX_UINT8, _ONNX_INT8, _ONNX_INT32 = 1, 2, 3, 6
 _ONNX_ELEM = {np.dtype(np.float32): _ONNX_FLOAT, np.dtype(np.int8): _ONNX_INT8}
 
 
-def _value_info(name: str, elem: int, shape: tuple[int, ...]) -> bytes:
-    """ValueInfoProto: name, and a TypeProto.tensor_type with elem_type and a fixed shape."""
-    dims = message(*((1, message((1, d))) for d in shape))
-    return message((1, name), (2, message((1, message((1, elem), (2, dims))))))
+def _value_info(info, name: str, elem: int, shape: tuple[int, ...]) -> None:
+    """Fill a ValueInfoProto: name, tensor element type and a fixed shape."""
+    info.name = name
+    tensor = info.type.tensor_type
+    tensor.elem_type = elem
+    for d in shape:
+        tensor.shape.dim.add(dim_value=d)
 
 
 def matmul_model(op: str, a_elem: int, b: np.ndarray, out_elem: int, m: int) -> bytes:
     """A one-node ONNX model `y = op(a, B)`, a: [m, K] input, B: [K, N] constant."""
     k, n = b.shape
-    init = message(
-        *((1, d) for d in b.shape),
-        (2, _ONNX_ELEM[b.dtype]),
-        (8, "b"),
-        (9, np.ascontiguousarray(b).tobytes()),  # raw_data
-    )
-    node = message((1, "a"), (1, "b"), (2, "y"), (3, "probe"), (4, op))
-    graph = message(
-        (1, node),
-        (2, "peak_probe"),
-        (5, init),
-        (11, _value_info("a", a_elem, (m, k))),
-        (12, _value_info("y", out_elem, (m, n))),
-    )
-    opset = message((1, ""), (2, 13))
     # IR version 8, opset 13: old enough for any onnxruntime of recent years to load.
-    return message((1, 8), (2, "edgevae-bench"), (7, graph), (8, opset))
+    model = proto.ModelProto(ir_version=8, producer_name="edgevae-bench")
+    model.opset_import.add(domain="", version=13)
+    graph = model.graph
+    graph.name = "peak_probe"
+    graph.node.add(input=["a", "b"], output=["y"], name="probe", op_type=op)
+    graph.initializer.add(
+        dims=b.shape,
+        data_type=_ONNX_ELEM[b.dtype],
+        name="b",
+        raw_data=b.astype(b.dtype.newbyteorder("<")).tobytes(),  # little-endian, as ONNX stores it
+    )
+    _value_info(graph.input.add(), "a", a_elem, (m, k))
+    _value_info(graph.output.add(), "y", out_elem, (m, n))
+    return model.SerializeToString()
 
 
 def _probe_models(m: int, k: int, n: int) -> dict[str, tuple[bytes, np.ndarray]]:

@@ -7,13 +7,14 @@ static (the firmware decoder `decoder.int8.static.onnx` paired with the int8 enc
 
 Accuracy uses `metrics.evaluate` on the export's held-out test images (`heldout.npy`; with
 `data`, that data's test split) with the same seed for every row (common random numbers), so
-NLL deltas are much more precise than the NLLs themselves. Latency runs all rows interleaved
-in rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread (IQR/median) says how far absolute times can be
-trusted. Each round is also timed in CPU time (the calling thread's clock with one thread),
-which does not grow while the process waits for a CPU: on an oversubscribed machine the
-CPU-time speedups stay right when wall-time ones do not, and the min_speedup gate uses them
-(with one thread). Achieved GMAC/s is compared with a peak measured by onnxruntime itself on a
-1024x1024x1024 fp32 MatMul and a u8 x s8 MatMulInteger of the same size.
+NLL deltas are much more precise than the NLLs themselves. Latency runs all rows interleaved in
+rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread
+(IQR/median) says how far absolute times can be trusted. Each round is also timed in CPU time
+(the calling thread's clock with one thread), which does not grow while the process waits for a
+CPU: on an oversubscribed machine the CPU-time speedups stay right when wall-time ones do not,
+and the min_speedup gate uses them (with one thread). Achieved GMAC/s is compared with a peak
+measured by onnxruntime itself on a 1024x1024x1024 fp32 MatMul and a u8 x s8 MatMulInteger of
+the same size.
 
 This module runs the bench in its phases - options, inputs, rows, accuracy, latency, report -
 and the parts live in `rows` (what each row runs), `accuracy`, `latency`, `peak` (the peak

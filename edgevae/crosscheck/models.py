@@ -1,12 +1,11 @@
 """What the exported ONNX models are, read from their bytes: op types, initializer types, the
 kind (fp32, fp16, static or dynamic int8, int4), and the sizes the cross-platform check feeds.
 
-Only numpy and onnxruntime (and our protobuf reader): runs on the device side too.
+Only numpy, onnxruntime and protobuf (through `onnxio.proto`): runs on the device side too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -14,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..onnxio import wire as pb
+from .. import fsio
+from ..onnxio import proto
+from ..onnxio.vet import MAX_MODEL_BYTES
 from ..runtime.session import create_session
 from .compare import DYNAMIC, FP16, FP32, INT4, STATIC, CrosscheckError
 
@@ -30,30 +31,17 @@ _STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul", "
 
 
 def onnx_graph_info(data: bytes) -> tuple[set[str], set[int]]:
-    """(op types, initializer data types) of an ONNX model's main graph, from the protobuf bytes.
+    """(op types, initializer data types) of an ONNX model's main graph, from its bytes.
 
-    No `onnx` needed: ModelProto.graph is field 7; GraphProto.node field 1 (NodeProto.op_type:
-    field 4) and GraphProto.initializer field 5 (TensorProto.data_type: field 2). Not
-    `onnxmodel.parse_model`: that decodes every tensor and refuses the data types it has no
-    use for (fp16, bf16), and a kind is needed for every model.
+    Reads the ModelProto only, not `onnxio.graph`: that decodes every tensor and refuses the
+    data types it has no use for (fp16, bf16), and a kind is needed for every model.
     """
-    ops: set[str] = set()
-    dtypes: set[int] = set()
     try:
-        for num, wire, graph in pb.fields(memoryview(data)):
-            if num != 7 or wire != pb.LEN:
-                continue
-            for gnum, gwire, item in pb.fields(graph):
-                if gwire != pb.LEN or gnum not in (1, 5):
-                    continue
-                for inum, iwire, value in pb.fields(item):
-                    if gnum == 1 and inum == 4 and iwire == pb.LEN:
-                        ops.add(bytes(value).decode("utf-8", "replace"))
-                    elif gnum == 5 and inum == 2 and iwire == pb.VARINT:
-                        dtypes.add(value)
-    except pb.Truncated:
+        model = proto.decode_model(data)
+    except proto.OnnxFormatError:
         raise CrosscheckError("not an ONNX model (truncated or not protobuf)") from None
-    return ops, dtypes
+    graph = model.graph
+    return {proto.text(n.op_type) for n in graph.node}, {t.data_type for t in graph.initializer}
 
 
 def onnx_op_types(data: bytes) -> set[str]:
@@ -93,7 +81,7 @@ def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
         raise CrosscheckError(f"no *.onnx models in {export_dir}")
     models = {}
     for path in paths:
-        data = path.read_bytes()
+        data = fsio.read_regular(path, MAX_MODEL_BYTES, CrosscheckError)
         try:
             ops, dtypes = onnx_graph_info(data)
         except CrosscheckError as exc:
@@ -103,7 +91,7 @@ def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
         models[path.name[: -len(".onnx")]] = {
             "file": path.name,
             "kind": model_kind(ops, dtypes),
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": fsio.sha256_of(data),
             "ops": sorted(ops),
         }
     return models

@@ -1,6 +1,6 @@
 """Read a QDQ int8 decoder from ONNX for the firmware code generator.
 
-`read_qdq_chain` parses the file with `onnxmodel` (no `onnx` package needed), walks back from
+`read_qdq_chain` parses the file with `onnxio.graph` (no `onnx` package needed), walks back from
 x_mean to z and returns the decoder as a chain of int8 fully connected steps and element-wise
 steps, refusing, by name, any node the kernel cannot run. The graph it accepts:
 
@@ -109,6 +109,13 @@ class _ChainReader:
     def fail(self, why: str) -> None:
         raise ModelFileError(f"{self.label}: {why}")
 
+    def number(self, node: Node, key: str, default: float) -> float:
+        """A numeric attribute of `node` (`default` if absent); refuses any other kind."""
+        value = node.attrs.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.refuse(node, f"has attribute {key}={value!r}; expected a number")
+        return value
+
     def const(self, name: str) -> np.ndarray | None:
         return self.g.initializers.get(name) if name else None
 
@@ -166,7 +173,7 @@ class _ChainReader:
             self.refuse(user, "has a non-zero weight zero point; the kernel needs symmetric int8")
         w = q.T if not transposed else q  # -> [out, in]
         out_dim = w.shape[0]
-        axis = int(node.attrs.get("axis", 1))
+        axis = int(self.number(node, "axis", 1))
         axis = axis + 2 if axis < 0 else axis
         scale = np.asarray(scale, np.float32).reshape(-1)
         if scale.size == 1:
@@ -253,12 +260,12 @@ class _ChainReader:
         else:
             mat = node
         if mat.op_type == "Gemm":
-            if int(mat.attrs.get("transA", 0)) != 0:
+            if self.number(mat, "transA", 0) != 0:
                 self.refuse(mat, "uses transA=1")
             for key in ("alpha", "beta"):
-                if float(mat.attrs.get(key, 1.0)) != 1.0:
+                if self.number(mat, key, 1.0) != 1.0:
                     self.refuse(mat, f"uses {key}={mat.attrs[key]}; expected 1")
-            transposed = int(mat.attrs.get("transB", 0)) == 1
+            transposed = self.number(mat, "transB", 0) == 1
             if len(mat.inputs) > 2 and mat.inputs[2]:
                 bias_name = mat.inputs[2]
         elif mat.op_type == "MatMul":

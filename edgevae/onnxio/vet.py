@@ -1,17 +1,23 @@
-"""Vet an ONNX file before onnxruntime sees it, with a minimal protobuf reader (no `onnx` needed).
+"""Vet an ONNX file before onnxruntime sees it: refuse anything but a single-file edgevae model.
 
-The device path has only numpy and onnxruntime, so this walks the ModelProto wire format
-itself: enough to refuse external data, unexpected ops or domains, oversized initializers,
-an IR/opset newer than the installed onnxruntime, and the wrong I/O contract.
+Parsed with `proto` (protobuf's runtime and onnx's schema; no `onnx` package on the device).
+Refused: files over MAX_MODEL_BYTES (before parsing), empty or undecodable files, external
+data, model-local functions, subgraphs, ops outside ALLOWED_OPS, initializers over
+MAX_INITIALIZER_ELEMENTS and graph I/O that is not the role's contract. The OnnxInfo it
+returns also carries the IR version, opsets and metadata, for callers' messages.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelFileError
-from . import wire as pb
+from ..fsio import read_regular
+from . import proto
+from .proto import text
 
 MAX_MODEL_BYTES = 64 << 20
 MAX_INITIALIZER_ELEMENTS = 16 << 20
@@ -67,134 +73,58 @@ class OnnxInfo:
     functions: list[str] = field(default_factory=list)  # model-local FunctionProto names
     largest_initializer: int = 0
 
+    def tensor(self, tensor: Any) -> None:
+        self.largest_initializer = max(self.largest_initializer, proto.dense_size(tensor.dims))
+        if proto.is_external(tensor):
+            self.external_data.append(text(tensor.name))
 
-def _str(v) -> str:
-    return bytes(v).decode("utf-8", "replace")
-
-
-def _value_info_name(buf) -> str:
-    return next((_str(v) for n, w, v in pb.fields(buf) if n == 1 and w == 2), "")
-
-
-def _tensor(buf, info: OnnxInfo) -> None:
-    dims, name, external = [], "", False
-    for n, w, v in pb.fields(buf):
-        if n == 1 and w == 0:
-            dims.append(v)
-        elif n == 1 and w == 2:  # packed dims
-            dims += pb.packed_varints(v)
-        elif n == 8 and w == 2:
-            name = _str(v)
-        elif n == 13 and w == 2:  # external_data entries
-            external = True
-        elif n == 14 and w == 0 and v == 1:  # data_location = EXTERNAL
-            external = True
-    size = 1
-    for d in dims:
-        size *= max(d, 0)
-    info.largest_initializer = max(info.largest_initializer, size)
-    if external:
-        info.external_data.append(name)
+    def sparse(self, sparse: Any) -> None:
+        """onnxruntime densifies a sparse initializer and loads its values' (and indices')
+        data wherever it lives, so both tensors and the dense shape count."""
+        self.tensor(sparse.values)
+        self.tensor(sparse.indices)
+        self.largest_initializer = max(self.largest_initializer, proto.dense_size(sparse.dims))
 
 
-def _sparse(buf, info: OnnxInfo) -> None:
-    """SparseTensorProto: values (1) and indices (2) are TensorProtos, dims (3) the dense shape.
-
-    Fix: these were not walked, so external data hidden in a sparse initializer (which
-    onnxruntime densifies and loads) got past the single-file check, and a huge dense shape
-    past the size limit.
-    """
-    dims = []
-    for n, w, v in pb.fields(buf):
-        if n in (1, 2) and w == 2:
-            _tensor(v, info)
-        elif n == 3 and w == 0:
-            dims.append(v)
-        elif n == 3 and w == 2:  # packed dims
-            dims += pb.packed_varints(v)
-    size = 1
-    for d in dims:
-        size *= max(d, 0)
-    info.largest_initializer = max(info.largest_initializer, size)
-
-
-def _graph(buf, info: OnnxInfo) -> None:
-    for n, w, v in pb.fields(buf):
-        if w != 2:
-            continue
-        if n == 1:  # NodeProto
-            op = dom = name = ""
-            subgraph = False
-            for fn, fw, fv in pb.fields(v):
-                if fw != 2:
-                    continue
-                if fn == 4:
-                    op = _str(fv)
-                elif fn == 7:
-                    dom = _str(fv)
-                elif fn == 3:
-                    name = _str(fv)
-                elif fn == 5:  # attributes may hold tensors (Constant) or subgraphs
-                    for an, aw, av in pb.fields(fv):
-                        if an in (5, 10) and aw == 2:  # t, tensors (fix: tensors was skipped)
-                            _tensor(av, info)
-                        elif an in (22, 23) and aw == 2:  # sparse_tensor(s) (fix: skipped)
-                            _sparse(av, info)
-                        elif an in (6, 11) and aw == 2:
-                            subgraph = True
-            if subgraph:
-                # Fix: raised mid-node before, so the message could not name the op (Loop, If,
-                # Scan): report it once the whole NodeProto is read.
-                raise ModelFileError(
-                    f"{info.path}: node '{name}' has unexpected op {op} with a subgraph"
-                )
-            info.ops.append((dom, op, name))
-        elif n == 5:
-            _tensor(v, info)
-        elif n == 15:  # sparse_initializer (fix: was not checked for external data)
-            _sparse(v, info)
-        elif n == 11:
-            info.inputs.append(_value_info_name(v))
-        elif n == 12:
-            info.outputs.append(_value_info_name(v))
+def _node(node: Any, info: OnnxInfo) -> None:
+    op, name = text(node.op_type), text(node.name)
+    subgraph = False
+    for attr in node.attribute:  # attributes hold tensors (Constant) or subgraphs (Loop, If)
+        if attr.HasField("t"):
+            info.tensor(attr.t)
+        for t in attr.tensors:
+            info.tensor(t)
+        if attr.HasField("sparse_tensor"):
+            info.sparse(attr.sparse_tensor)
+        for s in attr.sparse_tensors:
+            info.sparse(s)
+        subgraph = subgraph or attr.HasField("g") or len(attr.graphs) > 0
+    if subgraph:
+        raise ModelFileError(f"{info.path}: node '{name}' has unexpected op {op} with a subgraph")
+    info.ops.append((text(node.domain), op, name))
 
 
 def read_info(path: Path) -> OnnxInfo:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    if not path.is_file():
-        raise ModelFileError(f"{path}: not a regular file")
-    if size == 0:
+    path = Path(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such model file")
+    data = read_regular(path, MAX_MODEL_BYTES, ModelFileError)
+    if not data:
         raise ModelFileError(f"{path}: empty file")
-    if size > MAX_MODEL_BYTES:
-        raise ModelFileError(f"{path}: {size} bytes is larger than any edgevae model")
-    info = OnnxInfo(path)
-    try:
-        data = memoryview(path.read_bytes())
-        for n, w, v in pb.fields(data):
-            if n == 1 and w == 0:
-                info.ir_version = v
-            elif n == 8 and w == 2:
-                dom, ver = "", 0
-                for on, ow, ov in pb.fields(v):
-                    if on == 1 and ow == 2:
-                        dom = _str(ov)
-                    elif on == 2 and ow == 0:
-                        ver = ov
-                info.opsets[dom] = ver
-            elif n == 7 and w == 2:
-                _graph(v, info)
-            elif n == 14 and w == 2:
-                kv = {fn: _str(fv) for fn, fw, fv in pb.fields(v) if fw == 2}
-                info.metadata[kv.get(1, "")] = kv.get(2, "")
-            elif n == 25 and w == 2:  # FunctionProto: its body's nodes are never walked
-                info.functions.append(
-                    next((_str(fv) for fn, fw, fv in pb.fields(v) if fn == 1 and fw == 2), "")
-                )
-    except (pb.Truncated, IndexError):
-        raise ModelFileError(f"{path}: truncated or not an ONNX model") from None
+    model = proto.parse_model(data, str(path))
+    info = OnnxInfo(path, ir_version=model.ir_version)
+    info.opsets = {text(o.domain): o.version for o in model.opset_import}
+    info.metadata = {text(p.key): text(p.value) for p in model.metadata_props}
+    info.functions = [text(f.name) for f in model.functions]  # their bodies are never walked
+    graph = model.graph
+    for node in graph.node:
+        _node(node, info)
+    for t in graph.initializer:
+        info.tensor(t)
+    for s in graph.sparse_initializer:
+        info.sparse(s)
+    info.inputs = [text(v.name) for v in graph.input]
+    info.outputs = [text(v.name) for v in graph.output]
     if not info.ops or not info.inputs or not info.outputs:
         raise ModelFileError(f"{path}: not an ONNX model (no graph)")
     return info
@@ -209,8 +139,8 @@ def vet(path: Path, role: str, inputs: list[str], outputs: list[str]) -> OnnxInf
             "edgevae loads single-file models only"
         )
     if info.functions:
-        # Fix: ops inside model-local functions were not vetted (a node calling one only had
-        # to use an allowed name); edgevae never exports functions, so refuse them outright.
+        # A node calling a local function only has to use an allowed name, and the function's
+        # own ops would go unvetted; edgevae never exports functions, so refuse them outright.
         raise ModelFileError(
             f"{path}: defines the local function '{info.functions[0]}'; edgevae models have none"
         )

@@ -1,4 +1,4 @@
-"""onnxcheck: the protobuf reader agrees with `onnx` on real models, refuses what it should,
+"""onnxio.vet: the vetting reader agrees with `onnx` on real models, refuses what it should,
 and never fails with anything but ModelFileError on damaged files."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_read_info_file_errors(tmp_path, monkeypatch):
     p = _write(tmp_path / "m.onnx", _small_model())
     assert onnxcheck.read_info(p).ops == [("", "Gemm", "gemm"), ("", "Sigmoid", "sig")]
     monkeypatch.setattr(onnxcheck, "MAX_MODEL_BYTES", 100)
-    with pytest.raises(ModelFileError, match="larger than any edgevae model"):
+    with pytest.raises(ModelFileError, match=r"m\.onnx: \d+ bytes, more than the 100-byte limit"):
         onnxcheck.read_info(p)
 
 

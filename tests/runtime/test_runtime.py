@@ -63,18 +63,23 @@ def _run_python(code: str, cwd: Path) -> dict:
 
 
 def test_runtime_modules_and_sample_do_not_import_torch_or_onnx(tiny_export, tmp_path):
+    """The device path (runtime, onnxio, firmware) runs on numpy + onnxruntime + protobuf:
+    no torch, no onnx and no ml_dtypes (onnx's dependency, ~0.5 s to import)."""
     out = tmp_path / "s.png"
     code = textwrap.dedent(
         f"""
         import json, sys
         import edgevae.runtime.session, edgevae.runtime.generate, edgevae.runtime.images
         import edgevae.cli.runtime
-        import edgevae.runtime.manifest, edgevae.onnxio.vet
+        import edgevae.runtime.manifest
+        import edgevae.onnxio.vet, edgevae.onnxio.graph, edgevae.onnxio.proto
+        import edgevae.firmware.qdq, edgevae.firmware.codegen
         from edgevae.cli import main
         rc = main(["sample", "--export-dir", {str(tiny_export)!r}, "--n", "4",
                    "--out", {str(out)!r}])
+        edgevae.firmware.qdq.read_qdq_chain({str(tiny_export / "decoder.int8.static.onnx")!r})
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx",
-                       "onnxscript", "safetensors", "scipy"))
+                       "onnxscript", "safetensors", "scipy", "ml_dtypes"))
         print(json.dumps({{"rc": rc, "heavy": heavy,
                            "torch": "torch" in sys.modules, "onnx": "onnx" in sys.modules}}))
         """
