@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
@@ -102,7 +104,7 @@ def train(
     extras.require("training", "train", extras.TRAIN)  # one line, before any progress display
     if export:
         check_dir_option(export_dir, "--export-dir")
-    with TrainProgress(err_console) as reporter:
+    with TrainProgress(err_console) as reporter, _resume_hint(run_dir):
         run = api.train(
             data,
             run_dir=run_dir,
@@ -134,6 +136,18 @@ def train(
         from .export import export_and_quantize
 
         export_and_quantize(run_dir, export_dir)
+
+
+@contextlib.contextmanager
+def _resume_hint(run_dir: Path) -> Iterator[None]:
+    """Ctrl-C saves the state; tell the user the command that continues from it."""
+    from ..training.loop import Interrupted
+
+    try:
+        yield
+    except Interrupted as exc:
+        exc.args = (f"{exc.args[0]} (edgevae train --resume --run-dir {run_dir})",)
+        raise
 
 
 @app.command(

@@ -60,7 +60,7 @@ def _open_checked(path: Path):
         size = os.stat(path).st_size
         if size == 0:
             raise fail(path, "empty file (0 bytes)")
-        if size > c.MAX_FILE_BYTES:  # Fix: a huge file's chunks were read before any check
+        if size > c.MAX_FILE_BYTES:  # before Pillow reads any chunk
             raise fail(path, f"{size} bytes, more than the {c.MAX_FILE_BYTES}-byte limit")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -109,9 +109,9 @@ def read_png_folder(folder: Path, files: list[Path] | None = None) -> np.ndarray
         im = _open_checked(path)
         if first is None:
             first = (path, im.size)
-            # Fix: each image was capped, the folder was not: 100,000 tiny PNGs declaring
-            # 4096x4096 each would have decoded into ~6 TB of float32. All images must share
-            # this size, so the total is known from the first header: check it now.
+            # The folder as a whole is capped too: 100,000 tiny PNGs declaring 4096x4096 each
+            # would decode into ~6 TB of float32. All images share this size, so the total is
+            # known from the first header.
             total = len(files) * im.size[0] * im.size[1] * 4
             if total > c.MAX_FILE_BYTES:
                 im.close()

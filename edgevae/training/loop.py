@@ -240,8 +240,8 @@ def _save_interrupted(
     }
     state.save(run.run_dir, run.model, run.opt, meta, rng_state)
     raise Interrupted(
-        f"interrupted in epoch {epoch + 1} at step {batch}; state saved to {run.run_dir} "
-        "(resume the run to continue)"
+        f"interrupted in epoch {epoch + 1} at step {batch}; state saved to {run.run_dir}, "
+        "from which the run resumes"
     )
 
 

@@ -15,7 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgevae.data.core import DATA_KINDS, Dataset, binarize_dynamic, load_dataset, load_images
+from edgevae.data.core import Dataset, binarize_dynamic, load_dataset, load_images
+from edgevae.data.sources import DATA_KINDS
 from edgevae.errors import DataError, UsageError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -155,7 +155,10 @@ def test_a_running_training_locks_out_others_and_sigint_leaves_it_resumable(tmp_
     stderr = log.read_text()
     assert rc == 130, stderr
     line = final_error_line(stderr)
-    assert re.search(r"interrupted in epoch \d+ at step \d+; state saved to .*resume the run", line)
+    want = (
+        r"interrupted in epoch \d+ at step \d+; state saved to .*resumes \(edgevae train --resume"
+    )
+    assert re.search(want, line)
     epoch = _check_run(run_dir)
     saved = json.loads((run_dir / checkpoint.STATE_JSON).read_text())
     total = epoch + 1  # finishes the interrupted epoch (if mid-epoch) and one more at most
