@@ -57,11 +57,11 @@ ci-export: install
 	$(BIN)/edgevae quantize --export-dir $(CI_DIR)/export --run-dir $(CI_DIR)/run \
 	    --recipe static-pc-rr --budget-nats 1
 
-# The C weights of export/ for firmware_demo/ (whose Makefile builds the kernel the package
-# ships, edgevae/firmware/kernel/), then the demo on this machine.
+# The C weights of export/ for firmware_demo/ (built with the kernel the package ships,
+# edgevae/firmware/kernel/), the host decoder (edgevae parity --firmware ...) and the demo.
 firmware: install
 	$(BIN)/edgevae firmware --export-dir export --weights-only --out firmware_demo/generated
-	$(MAKE) -C firmware_demo run-host
+	$(MAKE) -C firmware_demo host run-host
 
 # The wheel alone is enough for a board: build it, install it (base deps only) into a fresh
 # venv, sample from $(EXPORT) and build the firmware host decoder from the printed cc line.
