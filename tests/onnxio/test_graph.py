@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from support.firmware import VARIANTS, make_decoder
+from support.fuzz import MODEL_FUZZ
 
 from edgevae.errors import ModelFileError
 from edgevae.firmware.qdq import read_qdq_chain
 from edgevae.onnxio import graph
-from tests.support.firmware import VARIANTS, make_decoder
 
 
 def _model() -> onnx.ModelProto:
@@ -85,13 +86,7 @@ def seed_model(tmp_path_factory) -> tuple[bytes, Path]:
     return make_decoder(d, VARIANTS["firmware"]).read_bytes(), d / "fuzz.onnx"
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@MODEL_FUZZ
 @given(
     which=st.integers(0, 1),
     cut=st.one_of(st.none(), st.floats(0.0, 1.0)),

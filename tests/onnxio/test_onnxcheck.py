@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from support.fuzz import MODEL_FUZZ
 
 from edgevae.errors import ModelFileError
 from edgevae.onnxio import vet as onnxcheck
@@ -252,13 +253,7 @@ def fuzz_seeds(tiny_export, tmp_path_factory):
     return d, [small, real]
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@MODEL_FUZZ
 @given(
     which=st.integers(0, 1),
     cut=st.one_of(st.none(), st.floats(0.0, 1.0)),
