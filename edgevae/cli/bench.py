@@ -14,11 +14,11 @@ from ..errors import EdgeVAEError
 from .common import (
     app,
     check_output_path,
+    check_suffix,
     console,
     err_console,
     option_name,
     parse_int_list,
-    require,
 )
 
 EXPORT_DIR = typer.Option(Path("export"), help="An export dir made by `edgevae train`/`export`.")
@@ -111,7 +111,8 @@ def bench(
     for path, opt in ((json_path, "--json"), (markdown, "--markdown"), (plot, "--plot")):
         if path is not None:
             check_output_path(path, opt)
-    require(plot is None or plot.suffix.lower() == ".png", f"--plot: {plot} should end in .png")
+    if plot is not None:
+        check_suffix(plot, (".png",), "--plot")
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
     with stage_progress(err_console) as progress:
         report = run_bench(
@@ -195,8 +196,7 @@ def parity(
     from ..bench.parity import parity_grid
     from ..runtime.images import save_png
 
-    check_output_path(out)
-    require(out.suffix.lower() == ".png", f"--out: {out} should end in .png")
+    check_suffix(out, (".png",))
     picture, rows = parity_grid(
         export_dir, n=n, seed=seed, firmware=firmware, run_dir=run_dir, amplify=amplify,
         labels=labels,
