@@ -13,7 +13,16 @@ Importing edgevae imports neither torch nor onnxruntime; each function imports w
 
 __version__ = "0.1.0"
 
-from .api import Exported, TrainedRun, evaluate, export, load, quantize, train  # noqa: E402
+from .api import (  # noqa: E402
+    Exported,
+    TrainedRun,
+    evaluate,
+    export,
+    load,
+    quantize,
+    threshold,
+    train,
+)
 from .errors import (  # noqa: E402
     DataError,
     EdgeVAEError,
@@ -48,5 +57,6 @@ __all__ = [
     "export",
     "load",
     "quantize",
+    "threshold",
     "train",
 ]

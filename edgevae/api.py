@@ -185,12 +185,12 @@ def _run_train_config(
 ) -> dict[str, Any]:
     """The train config of the run behind an export: its run dir's config.json when that is
     reachable (it names the data with its full path), else the manifest's (data by name)."""
-    from .training import checkpoint
+    from .training.runconfig import CONFIG, load_config
 
     if run_dir is not None:
-        return checkpoint.load_config(Path(run_dir))["train"]
-    if man.get("run_dir") and (Path(man["run_dir"]) / "config.json").is_file():
-        return checkpoint.load_config(Path(man["run_dir"]))["train"]
+        return load_config(Path(run_dir))["train"]
+    if man.get("run_dir") and (Path(man["run_dir"]) / CONFIG).is_file():
+        return load_config(Path(man["run_dir"]))["train"]
     train = dict(man.get("train") or {})
     if data is None and train.get("data") not in (None, "default"):
         raise UsageError(
@@ -199,6 +199,38 @@ def _run_train_config(
             param="data",
         )
     return train
+
+
+def threshold(
+    export_dir: str | Path = "export",
+    *,
+    fpr: float = 0.01,
+    score: str = "elbo",
+    precision: str = "int8",
+    k: int = 64,
+    data: str | None = None,
+    run_dir: str | Path | None = None,
+    images: Any = None,
+):
+    """Calibrate the anomaly threshold at false-positive rate `fpr` on normal images and store
+    it in the export's manifest. The normal images are the run's validation split (found as
+    for `quantize`), `data`'s validation split, or `images` given directly. Returns the
+    `runtime.anomaly.Threshold`."""
+    from .runtime import anomaly, manifest
+
+    model = load(export_dir, precision)
+    if images is not None:
+        x, desc = images, {"source": "images"}
+    else:
+        man = manifest.read(Path(export_dir))
+        from .data.runs import load_run_data
+
+        train_cfg = _run_train_config(Path(export_dir), man, run_dir, data)
+        x = load_run_data(train_cfg, man["image_shape"], data).valid
+        desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
+    found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
+    anomaly.store(Path(export_dir), found)
+    return found
 
 
 def evaluate(

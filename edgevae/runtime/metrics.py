@@ -68,6 +68,41 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def per_image(
+    xb: np.ndarray,
+    encode: Encoder,
+    decode: Decoder,
+    likelihood: str,
+    *,
+    k: int,
+    rng: np.random.Generator | None,
+    gauss_logvar: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-image terms in nats for one batch [B, D]: `kl`, `recon_mu` (-log p(x | z = mu)) and
+    `mu`; with `rng`, also `recon1` (-log p(x | z) at one sample z) and `nll_iw` (the k-sample
+    importance-weighted -log p(x)). Decodes B * k rows at once: callers bound B."""
+    mu, logvar = encode(xb.astype(np.float32))
+    mu64, lv64 = mu.astype(np.float64), logvar.astype(np.float64)
+    x64 = xb.astype(np.float64)
+    out = {"mu": mu64, "kl": kl_to_standard_normal(mu64, lv64)}
+    out["recon_mu"] = -log_px_given_z(x64, decode(mu.astype(np.float32)), likelihood, gauss_logvar)
+    if rng is None:
+        return out
+    eps = rng.standard_normal((len(xb), k, mu.shape[1]))
+    z = mu64[:, None, :] + np.exp(0.5 * lv64)[:, None, :] * eps
+    logits = decode(z.reshape(-1, mu.shape[1]).astype(np.float32)).reshape(len(xb), k, -1)
+    lpx = log_px_given_z(x64[:, None, :], logits, likelihood, gauss_logvar)
+    log_w = (
+        lpx
+        + log_normal(z, 0.0, np.zeros_like(z))
+        - log_normal(z, mu64[:, None, :], lv64[:, None, :])
+    )
+    m = log_w.max(axis=1)
+    out["recon1"] = -lpx[:, 0]
+    out["nll_iw"] = -(m + np.log(np.exp(log_w - m[:, None]).mean(axis=1)))
+    return out
+
+
 def evaluate(
     x: np.ndarray,
     encode: Encoder,
@@ -89,34 +124,16 @@ def evaluate(
         raise ValueError("evaluate needs a non-empty [N, D] array")
     rng = np.random.default_rng(seed)
     n = len(x)
-    imgs_per_chunk = max(1, max_decode_rows // max(k, 1))
     tot = {"elbo1": 0.0, "elbo_mu": 0.0, "recon": 0.0, "kl": 0.0, "iw": 0.0}
     mus = []
-    for sl in _batches(n, max(imgs_per_chunk, 1)):
-        xb = x[sl].astype(np.float32)
-        mu, logvar = encode(xb)
-        mu64, lv64 = mu.astype(np.float64), logvar.astype(np.float64)
-        mus.append(mu64)
-        kl = kl_to_standard_normal(mu64, lv64)
-        x64 = xb.astype(np.float64)
-        lp_mu = log_px_given_z(x64, decode(mu.astype(np.float32)), likelihood, gauss_logvar)
-        # k samples per image in one decode call: [B*k, L]
-        eps = rng.standard_normal((len(xb), k, mu.shape[1]))
-        z = mu64[:, None, :] + np.exp(0.5 * lv64)[:, None, :] * eps
-        logits = decode(z.reshape(-1, mu.shape[1]).astype(np.float32)).reshape(len(xb), k, -1)
-        lpx = log_px_given_z(x64[:, None, :], logits, likelihood, gauss_logvar)
-        log_w = (
-            lpx
-            + log_normal(z, 0.0, np.zeros_like(z))
-            - log_normal(z, mu64[:, None, :], lv64[:, None, :])
-        )
-        m = log_w.max(axis=1)
-        log_mean_w = m + np.log(np.exp(log_w - m[:, None]).mean(axis=1))
-        tot["elbo1"] += float((kl - lpx[:, 0]).sum())
-        tot["elbo_mu"] += float((kl - lp_mu).sum())
-        tot["recon"] += float((-lpx[:, 0]).sum())
-        tot["kl"] += float(kl.sum())
-        tot["iw"] += float((-log_mean_w).sum())
+    for sl in _batches(n, max(1, max_decode_rows // max(k, 1))):
+        t = per_image(x[sl], encode, decode, likelihood, k=k, rng=rng, gauss_logvar=gauss_logvar)
+        mus.append(t["mu"])
+        tot["elbo1"] += float((t["kl"] + t["recon1"]).sum())
+        tot["elbo_mu"] += float((t["kl"] + t["recon_mu"]).sum())
+        tot["recon"] += float(t["recon1"].sum())
+        tot["kl"] += float(t["kl"].sum())
+        tot["iw"] += float(t["nll_iw"].sum())
         if progress is not None:
             progress(sl.stop)
     all_mu = np.concatenate(mus)

@@ -161,6 +161,23 @@ class Model:
             gauss_logvar=self.gauss_logvar,
         )
 
+    # ------------------------------------------------------------------ anomalies
+
+    def score(self, x: np.ndarray, kind: str = "elbo", k: int = 64, seed: int = 0):
+        """Anomaly scores in nats per image, higher = more anomalous: "elbo" (-ELBO at
+        z = mu), "iwae" (k-sample -log p(x)) or "complexity" (elbo minus the image's PNG
+        length). Returns `runtime.score.Scores` (`.scores` [N] and the parts)."""
+        from .score import score_images
+
+        return score_images(self, x, kind, k=k, seed=seed)
+
+    def detect(self, x: np.ndarray):
+        """Flag the images that score above the threshold stored in the export (see
+        `edgevae.threshold`). Returns `runtime.anomaly.Detection` (`.flagged` [N] bool)."""
+        from .anomaly import detect
+
+        return detect(self, x)
+
     # ------------------------------------------------------------------ shapes
 
     def images(self, flat: np.ndarray) -> np.ndarray:

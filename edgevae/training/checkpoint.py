@@ -30,15 +30,17 @@ from safetensors.torch import save as st_save
 
 from .. import fsio
 from ..config import ModelConfig
-from ..errors import ModelFileError, TrainingError, UsageError, one_line
-
-CONFIG, MODEL, STATE, STATE_JSON, METRICS, LOCK = (
-    "config.json",
-    "model.safetensors",
-    "state.safetensors",
-    "state.json",
-    "metrics.jsonl",
-    ".lock",
+from ..errors import ModelFileError, TrainingError, one_line
+from .runconfig import (
+    CONFIG,
+    LOCK,
+    MAX_TEXT_BYTES,
+    METRICS,
+    MODEL,
+    STATE,
+    is_int,
+    is_number,
+    load_config,
 )
 
 
@@ -85,11 +87,6 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict[str
 
 #: Largest checkpoint file read into memory (a 784-4096-4096 model with Adam state is ~0.5 GB).
 MAX_CHECKPOINT_BYTES = 2 << 30
-#: Largest config.json / metrics.jsonl read (they are a few kB).
-MAX_TEXT_BYTES = 64 << 20
-#: Largest model a config.json may declare, in parameters: checked before VAE(cfg) allocates
-#: them (a corrupt or hostile "hidden": [1000000000] must not take the machine's memory).
-MAX_PARAMETERS = 200_000_000
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -113,14 +110,6 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     if path.name == STATE and (path.parent / CONFIG).exists():
         check_state(path, tensors, meta, load_config(path.parent))
     return tensors, meta
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_state(
@@ -149,24 +138,24 @@ def _resume_json(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     if not isinstance(saved, dict):
         raise ModelFileError(f"{path}: corrupt resume metadata (not a JSON object)")
     for key in ("epoch", "batch", "samples_seen"):
-        if key in saved and not (_is_int(saved[key]) and saved[key] >= 0):
+        if key in saved and not (is_int(saved[key]) and saved[key] >= 0):
             raise ModelFileError(f"{path}: corrupt resume metadata ({key} {saved[key]!r:.40})")
     if "epoch" not in saved:
         raise ModelFileError(f"{path}: corrupt resume metadata (no epoch)")
     if saved.get("batch", 0):
         partial = saved.get("partial")
         if not isinstance(partial, dict) or not all(
-            _is_number(partial.get(k)) for k in ("loss_sum", "seen", "seconds")
+            is_number(partial.get(k)) for k in ("loss_sum", "seen", "seconds")
         ):
             raise ModelFileError(f"{path}: corrupt resume metadata (partial epoch)")
     schedule = saved.get("lr_schedule")
     if schedule is not None and not (
         isinstance(schedule, dict)
-        and _is_number(schedule.get("lr", 1.0))
+        and is_number(schedule.get("lr", 1.0))
         and math.isfinite(schedule.get("lr", 1.0))
         and schedule.get("lr", 1.0) > 0
-        and _is_number(schedule.get("best", 0.0))
-        and _is_int(schedule.get("bad_epochs", 0))
+        and is_number(schedule.get("best", 0.0))
+        and is_int(schedule.get("bad_epochs", 0))
     ):
         raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
     return saved
@@ -207,67 +196,6 @@ def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: Mode
             raise ModelFileError(
                 f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies {shape}"
             )
-
-
-def _check_model_config(model: Any) -> ModelConfig:
-    """ModelConfig from config.json's "model", in range and of a plausible size."""
-    cfg = ModelConfig.from_dict(model).validate()
-    sizes = [cfg.input_dim, *cfg.hidden, cfg.latent_dim]
-    params = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    if params > MAX_PARAMETERS:
-        raise ValueError(f"a model of about {params} parameters is implausibly large")
-    return cfg
-
-
-_TRAIN_TYPES: dict[str, tuple[type, ...]] = {
-    "epochs": (int,),
-    "batch_size": (int,),
-    "lr": (int, float),
-    "optimizer": (str,),
-    "seed": (int,),
-    "threads": (int,),
-    "binarize": (str,),
-    "data": (str, type(None)),
-    "max_minutes": (int, float, type(None)),
-    "lr_patience": (int,),
-    "kl_warmup": (int,),
-}
-
-
-def _check_train_config(train: Any) -> None:
-    """config.json's "train": what a resume takes from it, type-checked (then validated)."""
-    from ..config import TrainConfig
-
-    if not isinstance(train, dict):
-        raise TypeError("'train' is not an object")
-    for key, types in _TRAIN_TYPES.items():
-        if key in train and (isinstance(train[key], bool) or not isinstance(train[key], types)):
-            raise TypeError(f"train.{key} is {train[key]!r:.40}")
-    TrainConfig.from_dict(train).validate()
-
-
-def load_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG
-    if not run_dir.is_dir():
-        raise ModelFileError(f"{run_dir}: no such run directory (train one with `edgevae train`)")
-    if not path.exists():
-        raise ModelFileError(f"{path}: missing; is {run_dir} a run directory?")
-    data = fsio.read_regular(path, MAX_TEXT_BYTES, ModelFileError)
-    # Both sections are checked here, before use: a zero or absurd model size would reach
-    # VAE(cfg) and allocate it, a bad train section would fail a resume with a traceback, and
-    # deeply nested JSON raises RecursionError.
-    try:
-        cfg = json.loads(data)
-        if not isinstance(cfg, dict):
-            raise TypeError("not a JSON object")
-        _check_model_config(cfg["model"])
-        if "train" in cfg:
-            _check_train_config(cfg["train"])
-    except (ValueError, KeyError, TypeError, IndexError, UsageError) as exc:
-        raise ModelFileError(f"{path}: corrupt run config ({one_line(exc, 200)})") from None
-    except RecursionError:
-        raise ModelFileError(f"{path}: corrupt run config (nested too deeply)") from None
-    return cfg
 
 
 def load_model_weights(run_dir: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 from ..config import ModelConfig
 from ..errors import UsageError
 from ..runtime import metrics
-from . import checkpoint
+from . import checkpoint, runconfig
 from .model import VAE
 
 SPLITS = ("train", "valid", "test")
@@ -19,7 +19,7 @@ SPLITS = ("train", "valid", "test")
 
 def load_model(run_dir: Path) -> tuple[VAE, dict]:
     """The trained VAE of a run dir (safetensors only), in eval mode, and its config.json."""
-    cfg = checkpoint.load_config(run_dir)
+    cfg = runconfig.load_config(run_dir)
     model_cfg = ModelConfig.from_dict(cfg["model"])
     model = VAE(model_cfg)
     model.load_state_dict(checkpoint.load_model_weights(run_dir, model_cfg))

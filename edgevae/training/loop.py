@@ -27,7 +27,7 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import TrainingError
-from . import checkpoint, state
+from . import checkpoint, runconfig, state
 from .model import VAE
 from .setup import Run, Totals, set_lr, setup
 
@@ -286,4 +286,4 @@ def _checkpoint(run: Run, epochs_done: int) -> None:
     }
     checkpoint.write_metrics(run.run_dir, run.rows)
     state.save(run.run_dir, run.model, run.opt, meta, None)
-    checkpoint.save_weights(run.run_dir / checkpoint.MODEL, run.model.state_dict(), {})
+    checkpoint.save_weights(run.run_dir / runconfig.MODEL, run.model.state_dict(), {})

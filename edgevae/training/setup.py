@@ -18,7 +18,7 @@ from ..config import ModelConfig, TrainConfig, dumps
 from ..errors import UsageError
 from ..runtime import manifest
 from ..threads import set_torch_threads
-from . import checkpoint, handgrad, state
+from . import checkpoint, handgrad, runconfig, state
 from .model import VAE, build
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def _resumed_configs(run_dir: Path, cfg: TrainConfig) -> tuple[ModelConfig, Trai
     """The run's stored configs, with this call's epochs (the new total), threads and
     max_minutes: like threads, max_minutes is a budget for this invocation, timed from its
     start, so the stored one is not re-applied."""
-    stored = checkpoint.load_config(run_dir)
+    stored = runconfig.load_config(run_dir)
     resumed = TrainConfig.from_dict(stored["train"])
     resumed.epochs, resumed.threads, resumed.max_minutes = cfg.epochs, cfg.threads, cfg.max_minutes
     return ModelConfig.from_dict(stored["model"]), resumed
@@ -164,4 +164,4 @@ def _write_config(
         "threads": threads,
         "versions": manifest.versions(),
     }
-    fsio.write_text(run_dir / checkpoint.CONFIG, dumps(config))
+    fsio.write_text(run_dir / runconfig.CONFIG, dumps(config))

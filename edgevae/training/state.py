@@ -12,7 +12,7 @@ import torch
 from .. import fsio
 from ..config import dumps
 from ..errors import TrainingError, UsageError
-from . import checkpoint
+from . import checkpoint, runconfig
 from .model import VAE
 
 
@@ -27,9 +27,9 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             "cannot be combined with overwrite (resume continues a run, overwrite starts it over)",
             param="resume",
         )
-    if resume and not (run_dir / checkpoint.STATE).exists():
+    if resume and not (run_dir / runconfig.STATE).exists():
         raise UsageError(f"{run_dir} holds no training state to resume from", param="resume")
-    has_state = (run_dir / checkpoint.STATE).exists() or (run_dir / checkpoint.MODEL).exists()
+    has_state = (run_dir / runconfig.STATE).exists() or (run_dir / runconfig.MODEL).exists()
     if not resume and has_state and not overwrite:
         raise UsageError(
             f"{run_dir} already holds a trained model; resume it, overwrite it, or choose "
@@ -42,11 +42,11 @@ def remove_stale_temp_files(run_dir: Path) -> None:
     """Temp files a killed save left behind (fsio names them .NAME.*.tmp); safe under the lock,
     since no other training can be writing here."""
     for name in (
-        checkpoint.CONFIG,
-        checkpoint.MODEL,
-        checkpoint.STATE,
-        checkpoint.STATE_JSON,
-        checkpoint.METRICS,
+        runconfig.CONFIG,
+        runconfig.MODEL,
+        runconfig.STATE,
+        runconfig.STATE_JSON,
+        runconfig.METRICS,
     ):
         for tmp in run_dir.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -56,7 +56,7 @@ def clear(run_dir: Path) -> None:
     """Before an overwrite: the old run's state, metrics and model. The model too, or a stale
     model.safetensors would sit next to the new config.json until the first new epoch ends
     (and for good if that training fails)."""
-    for name in (checkpoint.STATE, checkpoint.STATE_JSON, checkpoint.METRICS, checkpoint.MODEL):
+    for name in (runconfig.STATE, runconfig.STATE_JSON, runconfig.METRICS, runconfig.MODEL):
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -92,18 +92,18 @@ def save(
     tensors.update(_optimizer_tensors(opt))
     if rng_state is not None:
         tensors["rng.torch"] = rng_state
-    checkpoint.save_weights(run_dir / checkpoint.STATE, tensors, {"state": dumps(meta)})
-    fsio.write_text(run_dir / checkpoint.STATE_JSON, dumps(meta))
+    checkpoint.save_weights(run_dir / runconfig.STATE, tensors, {"state": dumps(meta)})
+    fsio.write_text(run_dir / runconfig.STATE_JSON, dumps(meta))
 
 
 def read(run_dir: Path, epochs: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The saved tensors and resume JSON, checked against the run's config.json; a UsageError
     when the run has already trained `epochs` epochs (a resume would do nothing)."""
-    tensors, meta = checkpoint.read_safetensors(run_dir / checkpoint.STATE)
+    tensors, meta = checkpoint.read_safetensors(run_dir / runconfig.STATE)
     try:
         saved = json.loads(meta["state"])
     except (KeyError, ValueError):
-        raise TrainingError(f"{run_dir / checkpoint.STATE}: no resume metadata") from None
+        raise TrainingError(f"{run_dir / runconfig.STATE}: no resume metadata") from None
     if saved["epoch"] >= epochs:  # mid-epoch (batch > 0) too
         part = f" and part of epoch {saved['epoch'] + 1}" if saved.get("batch", 0) else ""
         raise UsageError(

@@ -19,7 +19,7 @@ import edgevae.cli
 from edgevae.cli import main
 from edgevae.cli.common import app
 from edgevae.errors import UsageError
-from edgevae.training import checkpoint
+from edgevae.training import checkpoint, runconfig
 
 TINY = ["--hidden", "32", "--latent-dim", "2", "--threads", "1", "--no-export"]
 
@@ -90,20 +90,20 @@ def test_existing_run_dir_needs_resume_or_overwrite(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "default"
     assert main(["train", "--data", str(npy), *TINY, "--epochs", "1"]) == 0  # default --run-dir
-    first = (run_dir / checkpoint.MODEL).read_bytes()
+    first = (run_dir / runconfig.MODEL).read_bytes()
     capsys.readouterr()
 
     assert main(["train", "--data", str(npy), *TINY, "--epochs", "1"]) == 2
     line = one_line_error(capsys.readouterr().err)
     assert line.startswith("error: --run-dir: ") and "resume it, overwrite it" in line
-    assert (run_dir / checkpoint.MODEL).read_bytes() == first
+    assert (run_dir / runconfig.MODEL).read_bytes() == first
 
     assert (
         main(["train", "--data", str(npy), *TINY, "--epochs", "1", "--overwrite", "--seed", "1"])
         == 0
     )
-    assert (run_dir / checkpoint.MODEL).read_bytes() != first
-    assert json.loads((run_dir / checkpoint.CONFIG).read_text())["seed"] == 1
+    assert (run_dir / runconfig.MODEL).read_bytes() != first
+    assert json.loads((run_dir / runconfig.CONFIG).read_text())["seed"] == 1
     assert [r["epoch"] for r in checkpoint.read_metrics(run_dir)] == [1]
 
 
@@ -216,7 +216,7 @@ def run_copy(tiny_run, tmp_path) -> Path:
 
 
 def test_eval_of_a_truncated_model_file(run_copy, capsys) -> None:
-    path = run_copy / checkpoint.MODEL
+    path = run_copy / runconfig.MODEL
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     assert main(["eval", "--run-dir", str(run_copy), "--k", "2"]) == 1
     line = one_line_error(capsys.readouterr().err)
@@ -224,7 +224,7 @@ def test_eval_of_a_truncated_model_file(run_copy, capsys) -> None:
 
 
 def _edit_config(run_dir: Path, **model) -> None:
-    path = run_dir / checkpoint.CONFIG
+    path = run_dir / runconfig.CONFIG
     cfg = json.loads(path.read_text())
     cfg["model"].update(model)
     path.write_text(json.dumps(cfg))
@@ -245,16 +245,16 @@ def test_eval_with_missing_weights_for_the_config(run_copy, capsys) -> None:
 
 def test_eval_with_extra_weights_for_the_config(run_copy, capsys) -> None:
     """A Gaussian run whose config.json says bernoulli: one line, not a load_state_dict trace."""
-    tensors, _ = checkpoint.read_safetensors(run_copy / checkpoint.MODEL)
+    tensors, _ = checkpoint.read_safetensors(run_copy / runconfig.MODEL)
     tensors["decoder.logvar"] = torch.zeros(784)
-    checkpoint.save_weights(run_copy / checkpoint.MODEL, tensors, {})
+    checkpoint.save_weights(run_copy / runconfig.MODEL, tensors, {})
     assert main(["eval", "--run-dir", str(run_copy), "--k", "2"]) == 1
     line = one_line_error(capsys.readouterr().err)
     assert "decoder.logvar" in line and "config.json" in line
 
 
 def test_eval_with_a_corrupt_config(run_copy, capsys) -> None:
-    (run_copy / checkpoint.CONFIG).write_text("{not json")
+    (run_copy / runconfig.CONFIG).write_text("{not json")
     assert main(["eval", "--run-dir", str(run_copy)]) == 1
     assert "corrupt run config" in one_line_error(capsys.readouterr().err)
 

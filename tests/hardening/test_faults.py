@@ -35,7 +35,7 @@ from support.hardening import (
 
 from edgevae.cli import main
 from edgevae.config import ModelConfig
-from edgevae.training import checkpoint
+from edgevae.training import checkpoint, runconfig
 
 TINY = ["--hidden", "16", "--latent-dim", "2", "--threads", "1", "--no-export"]
 RUN_FILES = {".lock", "config.json", "model.safetensors", "state.safetensors", "state.json",
@@ -59,8 +59,8 @@ def _check_run(run_dir: Path) -> int:
     names = set(os.listdir(run_dir))
     stray = {n for n in names - RUN_FILES if not n.endswith(".tmp")}
     assert not stray, f"unexpected files {stray}"
-    cfg = checkpoint.load_config(run_dir)
-    _, meta = checkpoint.read_safetensors(run_dir / checkpoint.STATE)  # + check vs config
+    cfg = runconfig.load_config(run_dir)
+    _, meta = checkpoint.read_safetensors(run_dir / runconfig.STATE)  # + check vs config
     epoch = json.loads(meta["state"])["epoch"]
     checkpoint.load_model_weights(run_dir, ModelConfig.from_dict(cfg["model"]))
     rows = [r["epoch"] for r in checkpoint.read_metrics(run_dir)]
@@ -136,7 +136,7 @@ def test_a_running_training_locks_out_others_and_sigint_leaves_it_resumable(tmp_
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         try:
-            _wait_for(run_dir / checkpoint.MODEL, proc)
+            _wait_for(run_dir / runconfig.MODEL, proc)
             capfd.readouterr()
             # another training into the same dir, resuming or starting over: refused, and
             # --overwrite deleted nothing (the lock is taken before any file is touched)
@@ -144,8 +144,8 @@ def test_a_running_training_locks_out_others_and_sigint_leaves_it_resumable(tmp_
                 assert main([*_train(run_dir, blobs, "--epochs", "3"), *extra]) == 1
                 line = one_error_line(capfd.readouterr().err)
                 assert f"{run_dir}: another training is writing to this run dir" in line
-                assert (run_dir / checkpoint.STATE).exists()
-                assert (run_dir / checkpoint.MODEL).exists()
+                assert (run_dir / runconfig.STATE).exists()
+                assert (run_dir / runconfig.MODEL).exists()
             proc.send_signal(signal.SIGINT)
             rc = proc.wait(timeout=120)
         finally:
@@ -160,7 +160,7 @@ def test_a_running_training_locks_out_others_and_sigint_leaves_it_resumable(tmp_
     )
     assert re.search(want, line)
     epoch = _check_run(run_dir)
-    saved = json.loads((run_dir / checkpoint.STATE_JSON).read_text())
+    saved = json.loads((run_dir / runconfig.STATE_JSON).read_text())
     total = epoch + 1  # finishes the interrupted epoch (if mid-epoch) and one more at most
     assert main([*_train(run_dir, blobs), "--resume", "--epochs", str(total)]) == 0
     assert _check_run(run_dir) == total
@@ -211,10 +211,10 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, disk, bl
     with full_disk(full, kind, free_bytes=96 * 1024, hook_dir=tmp_path / "hook") as fs:
         run_dir = full / "run"
         run_dir.mkdir()
-        for name in (checkpoint.CONFIG, checkpoint.MODEL, checkpoint.STATE, checkpoint.STATE_JSON,
-                     checkpoint.METRICS):  # fmt: skip
+        for name in (runconfig.CONFIG, runconfig.MODEL, runconfig.STATE, runconfig.STATE_JSON,
+                     runconfig.METRICS):  # fmt: skip
             (run_dir / name).write_bytes((one_epoch / name).read_bytes())
-        kept = {n: (run_dir / n).read_bytes() for n in (checkpoint.MODEL, checkpoint.STATE)}
+        kept = {n: (run_dir / n).read_bytes() for n in (runconfig.MODEL, runconfig.STATE)}
         fs["fill"]()
         proc = edgevae_child(
             [*_train(run_dir, blobs), "--resume", "--epochs", "2"], tmp_path, env=fs["env"]

@@ -60,7 +60,7 @@ from edgevae.errors import DataError, EdgeVAEError, ModelFileError
 from edgevae.runtime import manifest
 from edgevae.runtime.model import Model
 from edgevae.runtime.session import open_session, run_session
-from edgevae.training import checkpoint
+from edgevae.training import checkpoint, runconfig
 
 # ------------------------------------------------------------------------------- fixtures
 
@@ -409,19 +409,19 @@ RESUME = ["train", "--run-dir", "run", "--resume", *NO_EXPORT]
 
 def _truncated_weights(c: Ctx) -> list[str]:
     run, exp = c.run(), c.export()
-    path = c.tmp / run / checkpoint.MODEL
+    path = c.tmp / run / runconfig.MODEL
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     return ["export", "--run-dir", run, "--export-dir", exp]
 
 
 def _state_from_other_config(c: Ctx) -> list[str]:
     run = c.run()
-    shutil.copyfile(c.runs["other"] / checkpoint.STATE, c.tmp / run / checkpoint.STATE)
+    shutil.copyfile(c.runs["other"] / runconfig.STATE, c.tmp / run / runconfig.STATE)
     return [*RESUME, "--epochs", "3"]
 
 
 def _state_truncated(c: Ctx) -> list[str]:
-    path = c.tmp / c.run() / checkpoint.STATE
+    path = c.tmp / c.run() / runconfig.STATE
     path.write_bytes(path.read_bytes()[:-100])
     return [*RESUME, "--epochs", "3"]
 
@@ -432,7 +432,7 @@ def _config_corrupt(c: Ctx) -> list[str]:
 
 
 def _config_absurd_model(c: Ctx) -> list[str]:
-    path = c.tmp / c.run() / checkpoint.CONFIG
+    path = c.tmp / c.run() / runconfig.CONFIG
     cfg = json.loads(path.read_text())
     cfg["model"]["hidden"] = [1_000_000_000]  # would allocate ~6 TB of weights
     path.write_text(json.dumps(cfg))
@@ -863,7 +863,7 @@ def fuzz_run(runs, tmp_path_factory) -> Path:
 
 @FUZZ
 @given(
-    name=st.sampled_from([checkpoint.MODEL, checkpoint.STATE]),
+    name=st.sampled_from([runconfig.MODEL, runconfig.STATE]),
     mutation=MUTATION,
     how=st.sampled_from(["bytes", "tensor", "state"]),
     index=st.integers(0, 100),
@@ -892,8 +892,8 @@ def test_fuzz_safetensors(fuzz_run, name, mutation, how, index, field_name, valu
     try:
         path.write_bytes(data)
         checkpoint.read_safetensors(path)
-        if name == checkpoint.MODEL:
-            cfg = ModelConfig.from_dict(checkpoint.load_config(fuzz_run)["model"])
+        if name == runconfig.MODEL:
+            cfg = ModelConfig.from_dict(runconfig.load_config(fuzz_run)["model"])
             checkpoint.load_model_weights(fuzz_run, cfg)
         event("accepted")
     except ModelFileError as exc:
@@ -919,9 +919,9 @@ PLAUSIBLE = st.integers(1, 40) | st.lists(st.integers(1, 40), min_size=1, max_si
     as_bytes=st.booleans(),
 )
 def test_fuzz_run_config(fuzz_run, monkeypatch, where, value, mutation, as_bytes) -> None:
-    """checkpoint.load_config, then the weights checked against whatever it accepted."""
-    monkeypatch.setattr(checkpoint, "MAX_PARAMETERS", 2_000_000)  # keep accepted models small
-    path = fuzz_run / checkpoint.CONFIG
+    """runconfig.load_config, then the weights checked against whatever it accepted."""
+    monkeypatch.setattr(runconfig, "MAX_PARAMETERS", 2_000_000)  # keep accepted models small
+    path = fuzz_run / runconfig.CONFIG
     original = path.read_bytes()
     cfg = json.loads(original)
     if as_bytes:
@@ -935,7 +935,7 @@ def test_fuzz_run_config(fuzz_run, monkeypatch, where, value, mutation, as_bytes
         data = json.dumps(cfg).encode()
     try:
         path.write_bytes(data)
-        loaded = checkpoint.load_config(fuzz_run)
+        loaded = runconfig.load_config(fuzz_run)
         checkpoint.load_model_weights(fuzz_run, ModelConfig.from_dict(loaded["model"]))
         event("accepted")
     except ModelFileError as exc:

@@ -24,18 +24,18 @@ from edgevae import fsio
 from edgevae.cli import main
 from edgevae.config import ModelConfig, TrainConfig
 from edgevae.errors import EdgeVAEError, ModelFileError, TrainingError, UsageError
-from edgevae.training import checkpoint
+from edgevae.training import checkpoint, runconfig
 from edgevae.training.loop import train
 
 TINY = ["--hidden", "32", "--latent-dim", "2", "--threads", "1", "--no-export"]
 TIMING = ("epoch_seconds", "images_per_s")
 RUN_FILES = {
-    checkpoint.CONFIG,
-    checkpoint.MODEL,
-    checkpoint.STATE,
-    checkpoint.STATE_JSON,
-    checkpoint.METRICS,
-    checkpoint.LOCK,
+    runconfig.CONFIG,
+    runconfig.MODEL,
+    runconfig.STATE,
+    runconfig.STATE_JSON,
+    runconfig.METRICS,
+    runconfig.LOCK,
 }
 TEMP_FILE = re.compile(
     r"^\.(config\.json|model\.safetensors|state\.safetensors|state\.json"
@@ -74,16 +74,16 @@ def rows_without_timing(run_dir: Path) -> list[dict]:
 
 
 def model_bytes(run_dir: Path) -> bytes:
-    return (run_dir / checkpoint.MODEL).read_bytes()
+    return (run_dir / runconfig.MODEL).read_bytes()
 
 
 def state_meta(run_dir: Path) -> dict:
-    _, meta = checkpoint.read_safetensors(run_dir / checkpoint.STATE)
+    _, meta = checkpoint.read_safetensors(run_dir / runconfig.STATE)
     return json.loads(meta["state"])
 
 
 def config(run_dir: Path) -> dict:
-    return json.loads((run_dir / checkpoint.CONFIG).read_text())
+    return json.loads((run_dir / runconfig.CONFIG).read_text())
 
 
 # -------------------------------------------------------------------------- determinism
@@ -182,7 +182,7 @@ def straight3(tmp_path_factory, npy300) -> Path:
 
 
 @pytest.mark.parametrize(
-    "failing", [checkpoint.STATE, checkpoint.STATE_JSON, checkpoint.MODEL, checkpoint.METRICS]
+    "failing", [runconfig.STATE, runconfig.STATE_JSON, runconfig.MODEL, runconfig.METRICS]
 )
 def test_failed_checkpoint_write_resumes_to_the_same_run(
     tmp_path, npy300, straight3, monkeypatch, capsys, failing
@@ -193,7 +193,7 @@ def test_failed_checkpoint_write_resumes_to_the_same_run(
     real_write = fsio.write_bytes
     writes: dict[str, int] = {}
     # metrics.jsonl is also written once when training starts; the others once per epoch
-    fail_at = 3 if failing == checkpoint.METRICS else 2
+    fail_at = 3 if failing == runconfig.METRICS else 2
 
     def flaky_write(path, data):
         name = Path(path).name
@@ -206,7 +206,7 @@ def test_failed_checkpoint_write_resumes_to_the_same_run(
     assert run_train(run_dir, npy300, "--epochs", "3", "--batch-size", "50") == 1
     assert "No space left on device" in capsys.readouterr().err
     monkeypatch.undo()
-    assert checkpoint.read_safetensors(run_dir / checkpoint.STATE)[0]  # still loadable
+    assert checkpoint.read_safetensors(run_dir / runconfig.STATE)[0]  # still loadable
     assert run_train(run_dir, npy300, "--resume", "--epochs", "3") == 0
     assert [r["epoch"] for r in checkpoint.read_metrics(run_dir)] == [1, 2, 3]
     assert rows_without_timing(run_dir) == rows_without_timing(straight3)
@@ -252,7 +252,7 @@ def _wait_for_first_epoch(proc: subprocess.Popen, run_dir: Path, timeout: float)
     """True once epoch 1's checkpoint is complete (model.safetensors is its last write)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if (run_dir / checkpoint.MODEL).exists():
+        if (run_dir / runconfig.MODEL).exists():
             return True
         time.sleep(0.01)
     return False
@@ -288,7 +288,7 @@ def test_sigint_mid_epoch_saves_state_and_resume_is_exact(tmp_path, capsys) -> N
                     proc.wait()
         stderr = log.read_text()
         assert seen or rc == 0, f"training died before its first epoch (exit {rc}): {stderr}"
-        state = json.loads((run_dir / checkpoint.STATE_JSON).read_text())
+        state = json.loads((run_dir / runconfig.STATE_JSON).read_text())
         attempts.append((epochs, rc, state))
         if rc == 130 and state["batch"] > 0:
             break
@@ -356,14 +356,14 @@ def test_sigkill_at_random_moments_leaves_loadable_checkpoints(tmp_path, capsys)
         stray = {n for n in names - RUN_FILES if not TEMP_FILE.match(n)}
         assert not stray, f"trial {r}: unexpected files {stray}"
         temp_left += sorted(n for n in names if TEMP_FILE.match(n))
-        if (run_dir / checkpoint.METRICS).exists():
+        if (run_dir / runconfig.METRICS).exists():
             checkpoint.read_metrics(run_dir)  # never a torn line
-        if (run_dir / checkpoint.CONFIG).exists():
-            checkpoint.load_config(run_dir)
+        if (run_dir / runconfig.CONFIG).exists():
+            runconfig.load_config(run_dir)
 
-        if not (run_dir / checkpoint.STATE).exists():
+        if not (run_dir / runconfig.STATE).exists():
             # killed before the first checkpoint: nothing to resume, and no orphan model
-            assert not (run_dir / checkpoint.MODEL).exists()
+            assert not (run_dir / runconfig.MODEL).exists()
             capsys.readouterr()
             assert run_train(run_dir, data, "--resume", "--batch-size", "10") == 2
             assert "no training state" in capsys.readouterr().err
@@ -372,7 +372,7 @@ def test_sigkill_at_random_moments_leaves_loadable_checkpoints(tmp_path, capsys)
         with_checkpoint += 1
         saved = state_meta(run_dir)
         assert saved["batch"] == 0  # SIGKILL never triggers the mid-epoch save
-        if (run_dir / checkpoint.MODEL).exists():
+        if (run_dir / runconfig.MODEL).exists():
             cfg = ModelConfig.from_dict(config(run_dir)["model"])
             checkpoint.load_model_weights(run_dir, cfg)  # complete, matching, finite
         total = saved["epoch"] + 1
@@ -417,8 +417,8 @@ def test_nan_loss_stops_with_epoch_and_step_and_saves_nothing(
     assert run_train(run_dir, npy300, "--epochs", "1", "--batch-size", "50") == 1
     err = capsys.readouterr().err
     assert "loss became nan at epoch 1, step 3" in err and "Traceback" not in err
-    assert not (run_dir / checkpoint.MODEL).exists()
-    assert not (run_dir / checkpoint.STATE).exists()
+    assert not (run_dir / runconfig.MODEL).exists()
+    assert not (run_dir / runconfig.STATE).exists()
     assert checkpoint.read_metrics(run_dir) == []
 
 
@@ -432,8 +432,8 @@ def test_nan_in_epoch_two_keeps_epoch_one_checkpoint(tmp_path, npy300, monkeypat
         train(cfg, tcfg, run_dir)
     assert [r["epoch"] for r in checkpoint.read_metrics(run_dir)] == [1]
     assert state_meta(run_dir)["epoch"] == 1
-    weights, _ = checkpoint.read_safetensors(run_dir / checkpoint.MODEL)
-    state, _ = checkpoint.read_safetensors(run_dir / checkpoint.STATE)
+    weights, _ = checkpoint.read_safetensors(run_dir / runconfig.MODEL)
+    state, _ = checkpoint.read_safetensors(run_dir / runconfig.STATE)
     for name, value in weights.items():  # model.safetensors is still epoch 1's
         assert torch.equal(value, state[f"model.{name}"]), name
 
@@ -444,7 +444,7 @@ def test_huge_learning_rate_fails_cleanly(tmp_path, npy300, capsys) -> None:
     err = capsys.readouterr().err
     assert re.search(r"loss became (nan|inf|-inf) at epoch 1, step \d+", err), err
     assert "try a lower learning rate" in err and "Traceback" not in err
-    assert not (run_dir / checkpoint.MODEL).exists()
+    assert not (run_dir / runconfig.MODEL).exists()
 
 
 def test_overwrite_that_fails_leaves_no_stale_model(tmp_path, npy300, capsys) -> None:
@@ -454,8 +454,8 @@ def test_overwrite_that_fails_leaves_no_stale_model(tmp_path, npy300, capsys) ->
     assert run_train(run_dir, npy300, "--epochs", "1", "--batch-size", "50") == 0
     assert run_train(run_dir, npy300, "--overwrite", "--epochs", "1", "--lr", "1e6") == 1
     assert config(run_dir)["train"]["lr"] == 1e6
-    assert not (run_dir / checkpoint.MODEL).exists()
-    assert not (run_dir / checkpoint.STATE).exists()
+    assert not (run_dir / runconfig.MODEL).exists()
+    assert not (run_dir / runconfig.STATE).exists()
     assert checkpoint.read_metrics(run_dir) == []
 
 
@@ -467,7 +467,7 @@ def test_lock_held_elsewhere_refuses(tmp_path, npy300, capsys) -> None:
         err = capsys.readouterr().err
         assert "another training is writing" in err and str(run_dir) in err
         assert len(err.strip().splitlines()) == 1
-        assert not (run_dir / checkpoint.CONFIG).exists()
+        assert not (run_dir / runconfig.CONFIG).exists()
         with pytest.raises(TrainingError, match="another training"):
             with checkpoint.RunLock(run_dir):
                 pass
@@ -588,7 +588,7 @@ def test_api_errors_name_the_argument_and_leave_the_config_alone(tmp_path, npy30
     blocker.write_text("x")
     run_dir = tmp_path / "run"
     train(cfg, tcfg, run_dir)
-    assert json.loads((run_dir / checkpoint.CONFIG).read_text())["model"]["likelihood"] == (
+    assert json.loads((run_dir / runconfig.CONFIG).read_text())["model"]["likelihood"] == (
         "bernoulli"  # taken from the data...
     )
     assert cfg.likelihood == "gaussian"  # ...without changing the caller's config

@@ -1,0 +1,132 @@
+"""A calibrated anomaly threshold, kept in the export's manifest, and detection with it.
+
+`calibrate` scores normal images (the run's validation split: data the model never trained on)
+and puts the threshold at the (1 - fpr) quantile of their scores, so that at most `fpr` of
+normal images score above it; the fraction measured on those images is stored beside it.
+The manifest's `threshold` entry holds the score kind, precision, k, value, target and measured
+FPR, how many images and the sha256 of their float32 pixels, and (when the export has the
+firmware models) the same threshold for the microcontroller's own score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import fsio
+from ..errors import ModelFileError, UsageError
+from . import manifest as manifest_mod
+from .score import SCORES, Scores, check_kind, score_images
+
+
+@dataclass
+class Threshold:
+    score: str
+    precision: str
+    value: float
+    fpr_target: float
+    fpr_measured: float
+    n_images: int
+    data: dict[str, Any] = field(default_factory=dict)
+    k: int | None = None
+    firmware: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Detection:
+    """Which images score above the threshold."""
+
+    flagged: np.ndarray  # bool [N]
+    scores: Scores
+    threshold: Threshold
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.flagged.sum())
+
+
+def quantile_threshold(scores: np.ndarray, fpr: float) -> tuple[float, float]:
+    """(threshold, measured fpr): the smallest observed score with at most `fpr` of the
+    scores strictly above it."""
+    if not 0.0 < fpr < 1.0:
+        raise UsageError(f"must be in (0, 1), got {fpr}", param="fpr")
+    ordered = np.sort(scores)
+    keep = int(np.ceil((1.0 - fpr) * len(ordered))) - 1
+    value = float(ordered[min(max(keep, 0), len(ordered) - 1)])
+    return value, float((scores > value).mean())
+
+
+def calibrate(
+    model,
+    x_normal: np.ndarray,
+    *,
+    fpr: float = 0.01,
+    kind: str = "elbo",
+    k: int = 64,
+    data: dict[str, Any] | None = None,
+) -> Threshold:
+    """The threshold at false-positive rate `fpr` on normal images `x_normal`."""
+    check_kind(kind, k)
+    if not 0.0 < fpr < 1.0:
+        raise UsageError(f"must be in (0, 1), got {fpr}", param="fpr")
+    x = model.as_input(x_normal)
+    if len(x) < 2:
+        raise UsageError("calibration needs at least 2 normal images", param="data")
+    scores = score_images(model, x, kind, k=k).scores
+    value, measured = quantile_threshold(scores, fpr)
+    info = {**(data or {}), "sha256": fsio.sha256_of(np.ascontiguousarray(x).tobytes())}
+    return Threshold(
+        score=kind,
+        precision=model.precision,
+        value=value,
+        fpr_target=fpr,
+        fpr_measured=measured,
+        n_images=len(x),
+        data=info,
+        k=k if kind == "iwae" else None,
+    )
+
+
+def store(export_dir, threshold: Threshold) -> None:
+    """Write the threshold into the export's manifest (atomically)."""
+    man = manifest_mod.read(export_dir)
+    man["threshold"] = threshold.to_dict()
+    manifest_mod.write(export_dir, man)
+
+
+def stored(man: dict[str, Any], where: str = "manifest.json") -> Threshold:
+    """The manifest's threshold, checked; ModelFileError when absent or malformed."""
+    entry = man.get("threshold")
+    if entry is None:
+        raise ModelFileError(f"{where}: no anomaly threshold; calibrate one first")
+    try:
+        t = Threshold(**entry)
+        ok = (
+            t.score in SCORES
+            and t.precision in ("int8", "fp32")
+            and np.isfinite(float(t.value))
+            and 0.0 < float(t.fpr_target) < 1.0
+        )
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelFileError(f"{where}: malformed threshold entry")
+    return t
+
+
+def detect(model, x: np.ndarray, threshold: Threshold | None = None) -> Detection:
+    """Score `x` as the threshold was calibrated (kind, k) and flag what lies above it. The
+    model's precision must be the threshold's: scores of int8 and fp32 models differ."""
+    t = threshold or stored(model.manifest, str(model.export_dir / manifest_mod.NAME))
+    if t.precision != model.precision:
+        raise UsageError(
+            f"the threshold was calibrated for the {t.precision} models, not {model.precision}",
+            param="precision",
+        )
+    scores = score_images(model, x, t.score, k=t.k or 64)
+    return Detection(scores.scores > t.value, scores, t)
