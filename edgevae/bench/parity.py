@@ -110,18 +110,10 @@ def _torch_pixels(run_dir: Path, z: np.ndarray) -> np.ndarray:
 
 
 def _label(picture: np.ndarray, texts: list[tuple[int, str]]) -> np.ndarray:
-    """Prepend a black margin with white labels at the given y positions (Pillow's font)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    margin = Image.new("L", (LABEL_WIDTH, picture.shape[0]), 0)
-    draw = ImageDraw.Draw(margin)
-    try:
-        font = ImageFont.load_default(size=10)
-    except TypeError:  # Pillow < 10.1: the fixed bitmap font
-        font = ImageFont.load_default()
-    for y, text in texts:
-        draw.text((2, y), text, fill=255, font=font)
-    return np.concatenate([np.asarray(margin, dtype=np.uint8), picture], axis=1)
+    """Prepend a black margin with white labels at the given y positions."""
+    margin = np.zeros((picture.shape[0], LABEL_WIDTH), dtype=np.uint8)
+    margin = images.draw_text(margin, [(2, y, text) for y, text in texts])
+    return np.concatenate([margin, picture], axis=1)
 
 
 FIRMWARE_HINT = "`edgevae firmware` prints the cc line that builds the host decoder"

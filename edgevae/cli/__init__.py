@@ -14,7 +14,7 @@ import typer
 from .. import __version__
 from .common import STATE, app, err_console
 
-COMMAND_MODULES = ("train", "export", "runtime", "bench", "firmware", "crosscheck")
+COMMAND_MODULES = ("train", "export", "runtime", "anomaly", "bench", "firmware", "crosscheck")
 
 
 def _version(value: bool) -> None:

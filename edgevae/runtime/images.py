@@ -61,3 +61,44 @@ def save_grid(path: str | Path, images: np.ndarray, nrow: int | None = None) -> 
     picture = grid(images, nrow)
     save_png(path, picture)
     return picture.shape[1], picture.shape[0]
+
+
+CAPTION = 12  # pixels of caption band under each captioned image
+
+
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=10)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def draw_text(picture: np.ndarray, texts: list[tuple[int, int, str]]) -> np.ndarray:
+    """`picture` (uint8 [H, W]) with white text drawn at each (x, y), Pillow's default font."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(np.ascontiguousarray(picture), mode="L")
+    draw = ImageDraw.Draw(im)
+    font = _font()
+    for x, y, text in texts:
+        draw.text((x, y), text, fill=255, font=font)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def captioned_grid(images: np.ndarray, captions: list[str], nrow: int = 8) -> np.ndarray:
+    """Tile [N, H, W] images `nrow` per row, each with its caption in a band below it; cells
+    are widened to fit a caption of about 9 characters."""
+    n, h, w = images.shape
+    cell_w = max(w, 56)
+    rows = math.ceil(n / nrow)
+    out = np.zeros((rows * (h + CAPTION + PAD) + PAD, nrow * (cell_w + PAD) + PAD), np.uint8)
+    pix = images if images.dtype == np.uint8 else to_uint8(images)
+    texts = []
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        y, x = PAD + r * (h + CAPTION + PAD), PAD + c * (cell_w + PAD)
+        out[y : y + h, x + (cell_w - w) // 2 : x + (cell_w - w) // 2 + w] = pix[i]
+        texts.append((x, y + h, captions[i]))
+    return draw_text(out, texts)

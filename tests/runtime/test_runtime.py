@@ -71,12 +71,16 @@ def test_runtime_modules_and_sample_do_not_import_torch_or_onnx(tiny_export, tmp
         import json, sys
         import edgevae.runtime.session, edgevae.runtime.generate, edgevae.runtime.images
         import edgevae.cli.runtime
-        import edgevae.runtime.manifest
+        import edgevae.runtime.manifest, edgevae.runtime.model, edgevae.runtime.heldout
+        import edgevae.runtime.score, edgevae.runtime.anomaly, edgevae.cli.anomaly
+        import edgevae.bench.anomaly, edgevae.bench.run, edgevae.api, edgevae.training.runconfig
         import edgevae.onnxio.vet, edgevae.onnxio.graph, edgevae.onnxio.proto
         import edgevae.firmware.qdq, edgevae.firmware.codegen
         from edgevae.cli import main
         rc = main(["sample", "--export-dir", {str(tiny_export)!r}, "--n", "4",
                    "--out", {str(out)!r}])
+        rc += main(["score", "--export-dir", {str(tiny_export)!r},
+                    "--out", {str(tmp_path / "s.csv")!r}])
         edgevae.firmware.qdq.read_qdq_chain({str(tiny_export / "decoder.int8.static.onnx")!r})
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx",
                        "onnxscript", "safetensors", "scipy", "ml_dtypes"))

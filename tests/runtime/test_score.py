@@ -1,0 +1,139 @@
+"""Anomaly scores, the calibrated threshold and detection, through the library and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from edgevae import api
+from edgevae.cli import main
+from edgevae.errors import ModelFileError, UsageError
+from edgevae.runtime import anomaly, manifest, metrics
+from edgevae.runtime.score import png_nats, score_images
+
+
+@pytest.fixture(scope="module")
+def model(tiny_export):
+    return api.load(tiny_export, "int8")
+
+
+@pytest.fixture(scope="module")
+def x(model):
+    return model.heldout().reshape(-1, 784)[:40]
+
+
+@pytest.fixture
+def export_copy(tiny_export, tmp_path):
+    dst = tmp_path / "e"
+    shutil.copytree(tiny_export, dst)
+    return dst
+
+
+def test_elbo_score_is_recon_at_mu_plus_kl(model, x):
+    s = score_images(model, x, "elbo")
+    assert s.scores.shape == (40,) and np.isfinite(s.scores).all()
+    np.testing.assert_allclose(s.scores, s.parts["recon"] + s.parts["kl"])
+    terms = metrics.per_image(x, model.encode, model.decode_logits, "bernoulli", k=1, rng=None)
+    np.testing.assert_allclose(s.parts["recon"], terms["recon_mu"])
+    # the batch size changes nothing, and uint8 input is read as /255
+    pixels = np.rint(x * 255).astype(np.uint8)
+    np.testing.assert_allclose(score_images(model, pixels, "elbo").scores, s.scores, rtol=1e-6)
+
+
+def test_iwae_and_complexity_scores(model, x):
+    iw = score_images(model, x, "iwae", k=16, seed=3)
+    assert iw.k == 16 and np.isfinite(iw.scores).all()
+    np.testing.assert_array_equal(iw.scores, score_images(model, x, "iwae", k=16, seed=3).scores)
+    # on average the IWAE bound is tighter (lower) than the one-point -ELBO at z = mu
+    assert iw.scores.mean() < iw.parts["elbo"].mean() + 5.0
+    cx = score_images(model, x, "complexity")
+    np.testing.assert_allclose(cx.scores, cx.parts["elbo"] - cx.parts["png_nats"])
+    assert (cx.parts["png_nats"] > 0).all()
+
+
+def test_png_length_orders_simple_below_noisy_images():
+    blank = np.zeros((1, 28, 28), np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (1, 28, 28), dtype=np.uint8)
+    assert png_nats(blank)[0] < png_nats(noise)[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "k", "needle"),
+    [("bogus", 4, "score: must be one of elbo, iwae, complexity"), ("iwae", 0, "k: must be >= 1")],
+)
+def test_score_arguments_are_checked(model, x, kind, k, needle):
+    with pytest.raises(UsageError, match=needle):
+        score_images(model, x, kind, k=k)
+
+
+def test_quantile_threshold_keeps_the_measured_fpr_at_or_below_the_target():
+    scores = np.arange(1000, dtype=np.float64)
+    for fpr in (0.001, 0.01, 0.05, 0.5):
+        value, measured = anomaly.quantile_threshold(scores, fpr)
+        assert measured <= fpr and measured == (scores > value).mean()
+    with pytest.raises(UsageError, match="fpr: must be in"):
+        anomaly.quantile_threshold(scores, 0.0)
+
+
+def test_threshold_is_stored_and_detect_uses_it(export_copy, tiny_run):
+    found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run)
+    man = manifest.read(export_copy)
+    assert man["threshold"]["value"] == found.value and man["threshold"]["score"] == "elbo"
+    assert found.fpr_measured <= 0.05 and len(found.data["sha256"]) == 64
+    model = api.load(export_copy)
+    normal = model.heldout()
+    flagged = model.detect(normal).flagged
+    assert 0 <= flagged.mean() < 0.3
+    assert model.detect(1.0 - normal).flagged.mean() > 0.9  # inverted digits are anomalies
+    with pytest.raises(UsageError, match="calibrated for the int8 models, not fp32"):
+        api.load(export_copy, "fp32").detect(normal)
+
+
+def test_detect_without_a_threshold_and_a_malformed_one(export_copy):
+    model = api.load(export_copy)
+    with pytest.raises(ModelFileError, match="no anomaly threshold"):
+        model.detect(model.heldout())
+    man = manifest.read(export_copy)
+    man["threshold"] = {"score": "elbo", "value": "x"}
+    manifest.write(export_copy, man)
+    with pytest.raises(ModelFileError, match="malformed threshold"):
+        api.load(export_copy).detect(model.heldout())
+
+
+def test_score_threshold_detect_cli(export_copy, tiny_run, tmp_path, capsys):
+    scores_csv = tmp_path / "s.csv"
+    args = ["--export-dir", str(export_copy)]
+    assert main(["score", *args, "--out", str(scores_csv), "--json", str(tmp_path / "s.json")]) == 0
+    rows = list(csv.DictReader(scores_csv.open()))
+    assert len(rows) == 500 and list(rows[0])[:2] == ["index", "score_nats"]
+    assert json.loads((tmp_path / "s.json").read_text())["n_images"] == 500
+    assert main(["detect", *args, "--out", str(tmp_path / "f.png")]) == 1
+    assert "no anomaly threshold" in capsys.readouterr().err
+    assert main(["threshold", *args, "--run-dir", str(tiny_run), "--fpr", "0.02"]) == 0
+    out = tmp_path / "f.png"
+    assert main(["detect", *args, "--out", str(out), "--json", str(tmp_path / "f.json")]) == 0
+    report = json.loads((tmp_path / "f.json").read_text())
+    assert report["n_images"] == 500 and report["n_flagged"] == len(report["flagged"])
+    assert out.exists() == (report["n_flagged"] > 0)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["score", "--score", "bogus"], "'--score': 'bogus' is not one of"),
+        (["score", "--out", "x.txt"], "--out: x.txt should end in .csv"),
+        (["threshold", "--fpr", "1.5"], "--fpr: must be in (0, 1), got 1.5"),
+        (["anomaly-bench", "--anomalous", "bogus-spec"], "bogus-spec"),
+    ],
+)
+def test_cli_errors_are_one_line(export_copy, tmp_path, capsys, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    before = (export_copy / "manifest.json").read_bytes()
+    code = main([*args, "--export-dir", str(export_copy)])
+    err = capsys.readouterr().err
+    assert code != 0 and needle in err and err.strip().count("\n") == 0
+    assert (export_copy / "manifest.json").read_bytes() == before
