@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -183,7 +184,8 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
         return f"no response for {timeout:g} s"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return f"transfer cut short ({one_line(exc, 120)})"
+        short = re.search(r"IncompleteRead\(([^()]*)\)", str(exc))
+        return f"transfer cut short ({short.group(1) if short else one_line(exc, 120)})"
     return one_line(exc, 160, with_type=True)
 
 
