@@ -75,3 +75,12 @@ def test_api_train_on_some_classes_then_resume_and_reload(tmp_path):
     edgevae.train(run_dir=run, epochs=2, resume=True, threads=1)
     resumed = json.loads((run / "config.json").read_text())
     assert resumed["train"]["classes"] == [7, "1"] and resumed["data"] == config["data"]
+
+
+def test_an_export_trained_on_a_named_set_needs_no_run_dir(tmp_path):
+    from edgevae.api import _run_train_config
+
+    train = {"data": "fashion-mnist", "seed": 2, "classes": ["Bag"]}
+    assert _run_train_config(tmp_path, {"train": train}, None, None) == train
+    with pytest.raises(UsageError, match="cannot be found from the export alone"):
+        _run_train_config(tmp_path, {"train": {"data": "idx:mnist"}}, None, None)
