@@ -211,14 +211,16 @@ def download(
     """Fetch `f` from the first base URL that gives a verified copy; returns its cache path.
     DataError (one line) naming every URL tried and where to put the file to work offline."""
     directory = cache_dir(named)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"{directory}: cannot create the cache folder ({exc.strerror})") from None
     failures = []
     for base in base_urls(named):
         url = base + f.name
-        staging = Path(tempfile.mkdtemp(prefix=".download-", dir=directory))
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".download-", dir=directory))
+        except OSError as exc:
+            raise DataError(
+                f"{directory}: cannot write in the cache folder ({exc.strerror or exc})"
+            ) from None
         try:
             part = staging / f.name
             _get(url, part, f, progress, timeout)

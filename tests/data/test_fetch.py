@@ -284,3 +284,10 @@ def test_frey_is_verified_by_its_faces(env, server, monkeypatch):
     load_dataset("toy")
     (env / "frey_rawface.mat").write_bytes(mat_v5_uint8("ff", ff[:, ::-1], compress=False))
     assert "does not match" in one_line_error(lambda: load_dataset("toy"))
+
+
+def test_an_unwritable_cache_is_one_line(env, monkeypatch, tmp_path):
+    register(monkeypatch, (dead_port_url() + "/",))
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    assert "cannot write in the cache folder" in one_line_error(lambda: download("toy"))
