@@ -41,7 +41,7 @@ def assert_labels_follow(ds) -> None:
     names = ds.classes
     for split in ("train", "valid", "test"):
         y = ds.labels(split)
-        assert y.dtype == np.int64 and y.shape == (ds.labels(split).shape[0],)
+        assert y.dtype == np.int64 and y.shape == (len(getattr(ds, split)),)
         want = label_of(ids_of(getattr(ds, split)))
         assert [names[i] for i in y] == [str(v) for v in want]
 
