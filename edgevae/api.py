@@ -64,14 +64,18 @@ def train(
     seed: int = 0,
     threads: int = 1,
     max_minutes: float | None = None,
+    classes: Sequence[int | str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
 ) -> TrainedRun:
-    """Train the VAE on `data` (a path, `KIND:PATH`, or None for the bundled 5k MNIST) into
-    `run_dir`. Sizes come from `preset` ("default" 400/20, "mcu" 128/8, "paper" 500/20)
-    unless `hidden`/`latent_dim` are given. `resume` continues the run (to `epochs` in total);
-    `overwrite` starts an existing run dir over. Deterministic for a seed and thread count.
+    """Train the VAE on `data` (a path, `KIND:PATH`, a named set such as "mnist", downloaded
+    once into the cache, or None for the bundled 5k MNIST) into `run_dir`. Sizes come from
+    `preset` ("default" 400/20, "mcu" 128/8, "paper" 500/20) unless `hidden`/`latent_dim`
+    are given. `classes` keeps only those classes (positions in the data's class list or
+    names; kept in the run's config, so evaluation and export use the same subset).
+    `resume` continues the run (to `epochs` in total); `overwrite` starts an existing run dir
+    over. Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
     from .config import PRESETS, ModelConfig, TrainConfig
@@ -99,6 +103,7 @@ def train(
         max_minutes=max_minutes,
         lr_patience=lr_patience,
         kl_warmup=kl_warmup,
+        classes=list(classes) if classes is not None else None,
     ).validate()
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
@@ -191,8 +196,10 @@ def _run_train_config(
         return load_config(Path(run_dir))["train"]
     if man.get("run_dir") and (Path(man["run_dir"]) / CONFIG).is_file():
         return load_config(Path(man["run_dir"]))["train"]
+    from .data.named import is_named
+
     train = dict(man.get("train") or {})
-    if data is None and train.get("data") not in (None, "default"):
+    if data is None and train.get("data") not in (None, "default") and not is_named(train["data"]):
         raise UsageError(
             f"{export_dir} was trained on {train['data']!r}, which cannot be found from the "
             "export alone; give the run dir or the data",

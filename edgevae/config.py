@@ -75,6 +75,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop after the epoch that crosses this wall time
     lr_patience: int = 0  # halve lr after this many epochs without a better valid bound
     kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to 1
+    classes: list[int | str] | None = None  # train on these classes only (positions or names)
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -99,6 +100,8 @@ class TrainConfig:
             raise UsageError(f"must be >= 0 (0 = off), got {self.kl_warmup}", param="kl_warmup")
         if self.seed < 0:
             raise UsageError(f"must be >= 0, got {self.seed}", param="seed")
+        if self.classes is not None:
+            self.classes = _class_list(self.classes)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +111,27 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _class_list(classes: Any) -> list[int | str]:
+    """A non-empty list of class positions (ints >= 0) or names (non-empty strs), no repeats;
+    whether they exist is checked against the data when it is read."""
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, (list, tuple)) or not classes:
+        raise UsageError(
+            f"expected a non-empty list of class positions or names, got {classes!r}",
+            param="classes",
+        )
+    out: list[int | str] = []
+    for item in classes:
+        ok_int = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+        if not (ok_int or (isinstance(item, str) and item.strip())):
+            raise UsageError(
+                f"expected class positions (>= 0) or names, got {item!r}", param="classes"
+            )
+        if item in out:
+            raise UsageError(f"class {item!r} is listed twice", param="classes")
+        out.append(item)
+    return out
 
 
 def dumps(obj: dict[str, Any]) -> str:

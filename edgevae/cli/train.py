@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .. import api, extras, fsio
 from ..config import PRESETS
+from ..errors import UsageError
 from .common import app, check_dir_option, check_output_path, console, err_console, parse_int_list
 
 Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
@@ -43,7 +44,9 @@ class Split(str, Enum):
     epilog=(
         "Examples:\n\n"
         "  edgevae train                                   # bundled 5k MNIST, then export\n\n"
+        "  edgevae train --data mnist --run-dir runs/mnist # downloads MNIST once (cached)\n\n"
         "  edgevae train --data ./mnist --epochs 10 --run-dir runs/mnist\n\n"
+        "  edgevae train --data fashion-mnist --classes Trouser,Bag\n\n"
         "  edgevae train --data frey:faces/frey_rawface.mat --latent-dim 2\n\n"
         "  edgevae train --preset mcu                      # 8-128-784: fits 128 KB of flash\n\n"
         "  edgevae train --run-dir runs/mnist --resume --epochs 20"
@@ -51,7 +54,15 @@ class Split(str, Enum):
 )
 def train(
     data: str = typer.Option(
-        None, help="Data path (kind detected from content) or KIND:PATH; default: 5k MNIST."
+        None,
+        help="Data path (kind detected from content), KIND:PATH, or a named set downloaded "
+        "once into the cache: mnist, fashion-mnist, binarized-mnist, frey-face (a local "
+        "folder of such a name: ./mnist). Default: the bundled 5k MNIST digits.",
+    ),
+    classes: str = typer.Option(
+        None,
+        help="Train on these classes only: positions in the data's class list or class names, "
+        "comma-separated (0,3,8 or Trouser,Bag). Needs labelled data.",
     ),
     epochs: int = typer.Option(
         10, min=1, max=1_000_000, help="Epochs in total (with --resume: the new total)."
@@ -104,6 +115,9 @@ def train(
     extras.require("training", "train", extras.TRAIN)  # one line, before any progress display
     if export:
         check_dir_option(export_dir, "--export-dir")
+    class_list = _parse_classes(classes) if classes is not None else None
+    if not resume:
+        fetch_named(data)
     with TrainProgress(err_console) as reporter, _resume_hint(run_dir):
         run = api.train(
             data,
@@ -122,6 +136,7 @@ def train(
             seed=seed,
             threads=threads,
             max_minutes=max_minutes,
+            classes=class_list,
             resume=resume,
             overwrite=overwrite,
             reporter=reporter,
@@ -136,6 +151,26 @@ def train(
         from .export import export_and_quantize
 
         export_and_quantize(run_dir, export_dir)
+
+
+def _parse_classes(text: str) -> list[str]:
+    items = [part.strip() for part in text.split(",")]
+    if not all(items):
+        raise UsageError(f"--classes: expected comma-separated positions or names, got {text!r}")
+    return items
+
+
+def fetch_named(data: str | None) -> None:
+    """Download a named data set that is not in the cache yet, with a progress bar (the
+    library call that reads it afterwards finds it there)."""
+    from ..data.named import download, is_named
+
+    if not is_named(data):
+        return
+    from .progress import stage_progress
+
+    with stage_progress(err_console) as progress:
+        download(data, progress=progress)
 
 
 @contextlib.contextmanager
@@ -171,6 +206,7 @@ def eval_(
 
     if json_out is not None:
         check_output_path(json_out, "--json")
+    fetch_named(data)
     with CountProgress(err_console, f"scoring (k={k})") as progress:
         bounds = api.evaluate(
             run_dir,

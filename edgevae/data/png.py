@@ -1,11 +1,17 @@
 """Folder of PNG images -> (N, H, W) float32 in [0, 1] (grayscale, one image per file).
 
-Which files count:
+A folder with PNG files directly inside is read as one unlabelled set. A folder without any,
+whose subfolders hold PNG files, is read as classes (torchvision's ImageFolder layout): one
+subfolder per class, class names = the sorted names of the subfolders that hold PNGs, images
+in (class, file name) order; only one level deep, hidden subfolders skipped, and a subfolder
+that is a symlink is followed only when it resolves to a folder inside the top folder.
+
+Which files count (in the folder, or in each class subfolder):
 - names ending in `.png` (any case), taken in sorted name order so the result is deterministic;
-  hidden files (leading dot), other suffixes and sub-folders are skipped; no recursion;
+  hidden files (leading dot), other suffixes and sub-folders are skipped (no deeper recursion);
 - symlinks are followed only when their target resolves to a regular file INSIDE the folder;
   links that point outside it, dangling links and loops are skipped (the same policy as for
-  every data folder, see `_common.folder_entry_problem`), so a data folder can never be used
+  every data folder, see `checks.folder_entry_problem`), so a data folder can never be used
   to read arbitrary files elsewhere on the machine; when nothing usable is left, the error
   names what was ignored;
 - an empty (zero-byte) `.png`, a file that is not a PNG, a truncated PNG, or an image whose
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +43,21 @@ from .checks import fail
 MAX_PIXELS = 4096 * 4096
 
 
-def png_files(folder: Path) -> list[Path]:
-    """The PNG files of `folder` that will be read, sorted by name (policy above)."""
+@dataclass
+class PngSet:
+    """The PNG files to read, with a class index per file for a class-folder layout."""
+
+    files: list[Path]
+    labels: np.ndarray | None = None  # int64, one per file
+    classes: tuple[str, ...] | None = None
+
+
+def png_files(folder: Path, root: Path | None = None) -> list[Path]:
+    """The PNG files of `folder` that will be read, sorted by name (policy above); symlinks
+    must resolve inside `root` (default: the folder itself)."""
     found: list[Path] = []
     with c.guard(folder, "cannot list the folder"):
-        root = folder.resolve()
+        root = folder.resolve() if root is None else root
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     for entry in entries:
         name = entry.name
@@ -50,6 +67,44 @@ def png_files(folder: Path) -> list[Path]:
         if c.folder_entry_problem(root, path) is None:
             found.append(path)
     return found
+
+
+def _class_dir(root: Path, entry: os.DirEntry) -> bool:
+    """A subfolder to read as a class: a real folder, or a link to a folder inside root."""
+    if entry.name.startswith("."):
+        return False
+    try:
+        if entry.is_symlink():
+            target = Path(entry.path).resolve(strict=True)
+            return target != root and target.is_relative_to(root) and target.is_dir()
+        return entry.is_dir(follow_symlinks=False)
+    except (OSError, RuntimeError):
+        return False
+
+
+def png_set(folder: Path) -> PngSet | None:
+    """The folder's PNG files: flat when it has any directly inside, else by class subfolder;
+    None when there are none either way."""
+    flat = png_files(folder)
+    if flat:
+        return PngSet(flat)
+    with c.guard(folder, "cannot list the folder"):
+        root = folder.resolve()
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    files: list[Path] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    for entry in entries:
+        if not _class_dir(root, entry):
+            continue
+        found = png_files(Path(entry.path), root)
+        if found:
+            labels += [len(classes)] * len(found)
+            classes.append(entry.name)
+            files += found
+    if not files:
+        return None
+    return PngSet(files, np.asarray(labels, dtype=np.int64), tuple(classes))
 
 
 def _open_checked(path: Path):

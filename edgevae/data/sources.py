@@ -1,19 +1,22 @@
-"""Where a data spec points and how its images are read: the default set, a file of one of
-the supported kinds, or a folder laid out as one of them (see `edgevae.data`)."""
+"""Where a data spec points and how its images (and labels) are read: the default set, a named
+data set from the download cache, a file of one of the supported kinds, or a folder laid out
+as one of them (see `edgevae.data`)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UsageError
 from . import checks as c
-from . import readers
+from . import readers, registry
 from .checks import fail
-from .png import png_files, read_png_folder
+from .labels import Labels, digit_names, idx_labels
+from .npz import read_npz
+from .png import PngSet, png_set, read_png_folder
 
 DATA_KINDS: tuple[str, ...] = ("default", "idx", "amat", "frey", "npz", "npy", "png")
 FORCEABLE_KINDS: tuple[str, ...] = DATA_KINDS[1:]
@@ -34,10 +37,13 @@ class Raw:
     kind: str
     source: str
     files: list[Path]
+    labels: Labels = field(default_factory=Labels)  # by split, aligned with parts
+    named: str | None = None  # the registry name of a downloaded data set
 
 
 def _parse_spec(spec: str | None) -> tuple[str | None, Path | None]:
-    """(forced kind or None, path) ; ('default', None) for the default set."""
+    """(forced kind or None, path); ('default', None) for the default set, ('named', None)
+    for a registry name (a local folder of that name is written ./mnist or idx:mnist)."""
     if spec is None:
         return "default", None
     text = str(spec)
@@ -45,6 +51,8 @@ def _parse_spec(spec: str | None) -> tuple[str | None, Path | None]:
         raise UsageError("empty path", param="data")
     if text in ("default", readers.DEFAULT_SOURCE):  # the latter is what spec()["source"] says
         return "default", None
+    if registry.lookup(text) is not None:
+        return "named", None
     prefix, sep, rest = text.partition(":")
     if sep and prefix.lower() in FORCEABLE_KINDS:
         if not rest:
@@ -73,9 +81,9 @@ _IDX_TEST = _variants("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte")
 _AMAT = {s: _variants(f"binarized_mnist_{s}.amat") for s in SPLITS}
 
 
-def _folder_layouts(folder: Path) -> dict[str, dict[str, Path] | list[Path] | str]:
-    """Every kind the folder could be: files by split, the PNG list, or why it is incomplete."""
-    found: dict[str, dict[str, Path] | list[Path] | str] = {}
+def _folder_layouts(folder: Path) -> dict[str, dict[str, Path] | PngSet | str]:
+    """Every kind the folder could be: files by split, the PNG set, or why it is incomplete."""
+    found: dict[str, dict[str, Path] | PngSet | str] = {}
     train, test = _first(folder, _IDX_TRAIN), _first(folder, _IDX_TEST)
     if train and test:
         found["idx"] = {"train": train, "test": test}
@@ -103,8 +111,8 @@ def _folder_layouts(folder: Path) -> dict[str, dict[str, Path] | list[Path] | st
         found["frey"] = {"train": frey}
     elif len(mats) == 1:
         found["frey"] = {"train": mats[0]}
-    pngs = png_files(folder)
-    if pngs:
+    pngs = png_set(folder)
+    if pngs is not None:
         found["png"] = pngs
     return found
 
@@ -137,11 +145,32 @@ def _read_folder(folder: Path, forced: str | None) -> Raw:
     layout = layouts[forced]
     if isinstance(layout, str):
         raise fail(folder, layout)
-    if isinstance(layout, list):
-        return _raw({"train": read_png_folder(folder, layout)}, "png", folder, layout)
-    reader = {"idx": readers.read_idx, "amat": readers.read_amat, "frey": readers.read_frey}[forced]
-    parts = {split: reader(path) for split, path in layout.items()}
-    return _raw(parts, forced, folder, list(layout.values()))
+    if isinstance(layout, PngSet):
+        raw = _raw({"train": read_png_folder(folder, layout.files)}, "png", folder, layout.files)
+        if layout.labels is not None:
+            raw.labels = Labels({"train": layout.labels}, layout.classes)
+        else:
+            raw.labels = Labels.missing(folder, "PNG files directly in the folder have no labels")
+        return raw
+    return read_files(forced, layout, folder)
+
+
+def read_files(kind: str, files: dict[str, Path], source: Path) -> Raw:
+    """An idx, amat or frey set from its files by split (IDX labels looked for beside them)."""
+    reader = {"idx": readers.read_idx, "amat": readers.read_amat, "frey": readers.read_frey}[kind]
+    parts = {split: reader(path) for split, path in files.items()}
+    raw = _raw(parts, kind, source, list(files.values()))
+    if kind == "idx":
+        counts = {split: arr.shape[0] for split, arr in parts.items()}
+        raw.labels = idx_labels(files, counts, _beside)
+    else:
+        raw.labels = Labels.missing(source, f"{kind} data has no labels")
+    return raw
+
+
+def _beside(image_path: Path, names: list[str]) -> Path | None:
+    """A label file next to an images file, under the folder policy of its folder."""
+    return _first(image_path.parent, names)
 
 
 def _read_file(path: Path, forced: str | None) -> Raw:
@@ -163,16 +192,16 @@ def _read_file(path: Path, forced: str | None) -> Raw:
     if kind is None:
         raise fail(path, f"unrecognised content; accepted kinds: {_ACCEPTED}")
     if kind == "npz":
-        members = readers.read_npz(path)
+        members, labels = read_npz(path)
         parts = {split: arr for split, (arr, _) in members.items()}
-        return _raw(parts, kind, path, [path], {s: where for s, (_, where) in members.items()})
-    reader = {
-        "idx": readers.read_idx,
-        "amat": readers.read_amat,
-        "frey": readers.read_frey,
-        "npy": readers.read_npy,
-    }[kind]
-    return _raw({"train": reader(path)}, kind, path, [path])
+        raw = _raw(parts, kind, path, [path], {s: where for s, (_, where) in members.items()})
+        raw.labels = labels
+        return raw
+    if kind == "npy":
+        raw = _raw({"train": readers.read_npy(path)}, kind, path, [path])
+        raw.labels = Labels.missing(path, "a single .npy array has no labels; use .npz with y")
+        return raw
+    return read_files(kind, {"train": path}, path)
 
 
 def _raw(
@@ -207,10 +236,15 @@ def read_source(spec: str | None) -> Raw:
     forced, path = _parse_spec(spec)
     if forced == "default":
         csv = readers.default_csv_path()
-        images = readers.read_default_csv(csv)
+        images, labels = readers.read_default_csv(csv)
         raw = _raw({"train": images}, "default", csv, [csv])
         raw.source = readers.DEFAULT_SOURCE
+        raw.labels = Labels({"train": labels}, digit_names([labels]))
         return raw
+    if forced == "named":
+        from .named import read_named
+
+        return read_named(str(spec))
     assert path is not None
     if not path.exists():
         raise fail(path, "no such file or directory")

@@ -153,7 +153,11 @@ def train(
     cfg.validate()
     state.check_run_dir(run_dir, resume, overwrite)
     # A new run reads its data before the lock creates the run dir: bad data leaves nothing.
-    data = None if resume else load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
+    data = (
+        None
+        if resume
+        else load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize, classes=cfg.classes)
+    )
     with checkpoint.RunLock(run_dir), _StopFlag() as stop:
         state.remove_stale_temp_files(run_dir)
         run = setup(model_cfg, cfg, run_dir, data, resume=resume, overwrite=overwrite)

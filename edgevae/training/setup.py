@@ -99,7 +99,7 @@ def setup(
         state.clear(run_dir)
     threads = set_torch_threads(cfg.threads)
     if data is None:
-        data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize)
+        data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize, classes=cfg.classes)
     model_cfg = _model_config(model_cfg, data, resume)
     model = build(model_cfg, cfg.seed)
     opt = make_optimizer(model, cfg)

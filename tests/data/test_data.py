@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import shared_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgevae.data.core import Dataset, binarize_dynamic, load_dataset, load_images
 from edgevae.data.sources import DATA_KINDS
 from edgevae.errors import DataError, UsageError
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-
 
 # ----------------------------------------------------------------------------- file makers
 
@@ -631,10 +629,7 @@ def test_fuzz_only_data_errors(tmp_path, kind, edits, cut, extra, gz):
 
 
 def _shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.is_dir():
-        pytest.skip(f"reference data {path} is not present")
-    return path
+    return shared_data(name)
 
 
 @pytest.mark.shared
