@@ -134,3 +134,16 @@ class CountProgress:
         if self.task is None:
             self.task = self.progress.add_task(self.description, total=total, info="")
         self.progress.update(self.task, completed=done)
+
+
+def fetch_named(data: str | None, console: Console | None = None) -> None:
+    """Download a named data set that is not in the cache yet, with a progress bar (the
+    library call that reads it afterwards finds it there)."""
+    from ..data.named import download, is_named
+
+    if data is None or not is_named(data):
+        return
+    from .common import err_console
+
+    with stage_progress(console or err_console) as progress:
+        download(data, progress=progress)

@@ -47,6 +47,9 @@ def _images(model, data: str | None, split: str = "test", seed: int = 0) -> np.n
     if data is None:
         return model.heldout().reshape(-1, model.input_dim)
     from ..data.core import load_images
+    from .progress import fetch_named
+
+    fetch_named(data)
 
     x, _ = load_images(data, split=split, seed=seed)
     return x

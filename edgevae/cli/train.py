@@ -14,6 +14,7 @@ from .. import api, extras, fsio
 from ..config import PRESETS
 from ..errors import UsageError
 from .common import app, check_dir_option, check_output_path, console, err_console, parse_int_list
+from .progress import fetch_named
 
 Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
 
@@ -158,19 +159,6 @@ def _parse_classes(text: str) -> list[str]:
     if not all(items):
         raise UsageError(f"--classes: expected comma-separated positions or names, got {text!r}")
     return items
-
-
-def fetch_named(data: str | None) -> None:
-    """Download a named data set that is not in the cache yet, with a progress bar (the
-    library call that reads it afterwards finds it there)."""
-    from ..data.named import download, is_named
-
-    if not is_named(data):
-        return
-    from .progress import stage_progress
-
-    with stage_progress(err_console) as progress:
-        download(data, progress=progress)
 
 
 @contextlib.contextmanager
