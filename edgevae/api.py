@@ -16,6 +16,10 @@ from . import extras
 from .errors import UsageError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# The latent size of a conditional model with the default preset, chosen by measurement (see
+# docs/conditional.md): with many latent dims z carries the class too, and samples drawn for
+# one label often show another.
+CONDITIONAL_LATENT_DIM = 20
 
 
 def _need_train_extra(feature: str, modules: tuple[str, ...] = ("torch", "onnx")) -> None:
@@ -65,6 +69,7 @@ def train(
     threads: int = 1,
     max_minutes: float | None = None,
     classes: Sequence[int | str] | None = None,
+    conditional: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
@@ -74,8 +79,11 @@ def train(
     `preset` ("default" 400/20, "mcu" 128/8, "paper" 500/20) unless `hidden`/`latent_dim`
     are given. `classes` keeps only those classes (positions in the data's class list or
     names; kept in the run's config, so evaluation and export use the same subset).
-    `resume` continues the run (to `epochs` in total); `overwrite` starts an existing run dir
-    over. Deterministic for a seed and thread count.
+    `conditional` trains q(z | x, y) and p(x | z, y) on labelled data (y one-hot, Sohn et al.
+    2015), so that `Model.sample(n, label=...)` draws a chosen class; its latent size
+    defaults to `CONDITIONAL_LATENT_DIM` unless `latent_dim` is given. `resume` continues
+    the run (to `epochs` in total); `overwrite` starts an existing run dir over.
+    Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
     from .config import PRESETS, ModelConfig, TrainConfig
@@ -88,7 +96,7 @@ def train(
         input_dim=784,  # replaced by the data's size when training starts
         image_shape=(28, 28),
         hidden=list(hidden) if hidden else list(sizes["hidden"]),
-        latent_dim=latent_dim if latent_dim is not None else sizes["latent_dim"],
+        latent_dim=_latent_dim(latent_dim, sizes, preset, conditional),
         activation=activation,
     ).validate()
     train_cfg = TrainConfig(
@@ -104,6 +112,7 @@ def train(
         lr_patience=lr_patience,
         kl_warmup=kl_warmup,
         classes=list(classes) if classes is not None else None,
+        conditional=conditional,
     ).validate()
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
@@ -117,6 +126,12 @@ def train(
         test_neg_elbo=float(last.get("test_neg_elbo", float("nan"))),
         metrics=result.rows,
     )
+
+
+def _latent_dim(latent_dim: int | None, sizes: dict, preset: str, conditional: bool) -> int:
+    if latent_dim is not None:
+        return latent_dim
+    return CONDITIONAL_LATENT_DIM if conditional and preset == "default" else sizes["latent_dim"]
 
 
 @dataclass

@@ -54,6 +54,26 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     return export_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_cond_run(tmp_path_factory) -> Path:
+    """A conditional 2-epoch run on the bundled 5k MNIST (labels 0-9): 794-32-2 / 12-32-784."""
+    import edgevae
+
+    run_dir = tmp_path_factory.mktemp("run") / "cond"
+    edgevae.train(run_dir=run_dir, epochs=2, hidden=[32], latent_dim=2, conditional=True)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_export(tiny_cond_run, tmp_path_factory) -> Path:
+    """The fp32 export of the conditional run."""
+    import edgevae
+
+    export_dir = tmp_path_factory.mktemp("export") / "cond"
+    edgevae.export(tiny_cond_run, export_dir)
+    return export_dir
+
+
 def run_script(tmp_path: Path, text: str, *args: object, timeout: int = 600):
     """Run a Python script in a subprocess (one thread) and return its last stdout line as JSON."""
     script = tmp_path / "script.py"

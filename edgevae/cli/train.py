@@ -65,6 +65,11 @@ def train(
         help="Train on these classes only: positions in the data's class list or class names, "
         "comma-separated (0,3,8 or Trouser,Bag). Needs labelled data.",
     ),
+    conditional: bool = typer.Option(
+        False,
+        help="Condition encoder and decoder on the label (labelled data), so `edgevae sample "
+        "--label 7` draws a 7. Default latent size then: see --latent-dim.",
+    ),
     epochs: int = typer.Option(
         10, min=1, max=1_000_000, help="Epochs in total (with --resume: the new total)."
     ),
@@ -138,6 +143,7 @@ def train(
             threads=threads,
             max_minutes=max_minutes,
             classes=class_list,
+            conditional=conditional,
             resume=resume,
             overwrite=overwrite,
             reporter=reporter,

@@ -61,6 +61,8 @@ def new_manifest(
     }
     if gauss_logvar is not None:
         man["gaussian_logvar"] = gauss_logvar
+    if model.get("classes"):
+        man["classes"] = list(model["classes"])  # a conditional model: y's one-hot order
     refresh_files(export_dir, man)
     return man
 
@@ -111,6 +113,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 #: Largest latent size and image side a manifest may declare (the runtime sizes arrays by them).
 MAX_LATENT = 4096
 MAX_SIDE = 4096
+#: Most classes a conditional model may declare (its label is one-hot over them).
+MAX_CLASSES = 10_000
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -154,6 +158,14 @@ def _check(path: Path, man: Any) -> dict[str, Any]:
             )
         ):
             raise ModelFileError(f"{path}: gaussian_logvar must be {n} finite numbers")
+    classes = man.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= MAX_CLASSES
+        or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ModelFileError(f"{path}: classes must be 2 to {MAX_CLASSES} distinct names")
     return man
 
 

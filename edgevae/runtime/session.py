@@ -100,10 +100,11 @@ def run_session(
     return results
 
 
-def open_session(path: Path, role: str, threads: int = 1):
-    """A session for a vetted model file; never hand onnxruntime a file we have not checked."""
-
+def open_session(path: Path, role: str, threads: int = 1, conditional: bool = False):
+    """A session for a vetted model file; never hand onnxruntime a file we have not checked.
+    A conditional model's encoder and decoder also take the one-hot label `y`."""
     io = ENCODER_IO if role == "encoder" else DECODER_IO
+    io = (io[0] + ["y"], io[1]) if conditional else io
     onnxcheck.vet(path, role, io[0], io[1][:1])
     try:
         sess = create_session(path, threads)
@@ -112,5 +113,5 @@ def open_session(path: Path, role: str, threads: int = 1):
     # vet() looks at the declared graph; the session says what run() will require.
     required = [i.name for i in sess.get_inputs()]
     if required != io[0]:
-        raise ModelFileError(f"{path}: requires inputs {required}, the {role} takes only {io[0]}")
+        raise ModelFileError(f"{path}: requires inputs {required}, the {role} takes {io[0]}")
     return sess

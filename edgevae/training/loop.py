@@ -156,7 +156,13 @@ def train(
     data = (
         None
         if resume
-        else load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize, classes=cfg.classes)
+        else load_dataset(
+            cfg.data,
+            seed=cfg.seed,
+            binarize=cfg.binarize,
+            classes=cfg.classes,
+            labels=cfg.conditional,
+        )  # fmt: skip
     )
     with checkpoint.RunLock(run_dir), _StopFlag() as stop:
         state.remove_stale_temp_files(run_dir)
@@ -181,7 +187,7 @@ def _epoch_images(run: Run, epoch: int) -> torch.Tensor:
     from ..data.core import binarize_dynamic
 
     rng = np.random.default_rng(_epoch_seed(run.cfg.seed, epoch, 1))
-    return torch.from_numpy(binarize_dynamic(run.data.train, rng))
+    return run.input_rows("train", binarize_dynamic(run.data.train, rng))
 
 
 def _train_epoch(run: Run, epoch: int, stop: _StopFlag, reporter: Reporter) -> Totals:

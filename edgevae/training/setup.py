@@ -56,13 +56,26 @@ class Run:
     x_test: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.x_train = torch.from_numpy(np.ascontiguousarray(self.data.train))
-        self.x_valid = torch.from_numpy(self.data.valid)
-        self.x_test = torch.from_numpy(self.data.test)
+        self.x_train = self.input_rows("train", self.data.train)
+        self.x_valid = self.input_rows("valid", self.data.valid)
+        self.x_test = self.input_rows("test", self.data.test)
+
+    def input_rows(self, split: str, images: np.ndarray) -> torch.Tensor:
+        """The model's input rows of a split (`VAE.split`): the images, and for a conditional
+        model their one-hot labels beside them."""
+        if not self.model_cfg.n_classes:
+            return torch.from_numpy(np.ascontiguousarray(images))
+        return torch.from_numpy(with_labels(images, self.data.labels(split), self.model_cfg))
 
     @property
     def n_batches(self) -> int:
         return math.ceil(len(self.x_train) / self.cfg.batch_size)
+
+
+def with_labels(images: np.ndarray, labels: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """[x, one-hot y] rows, float32."""
+    onehot = np.eye(cfg.n_classes, dtype=np.float32)[labels]
+    return np.concatenate([images.astype(np.float32), onehot], axis=1)
 
 
 def make_optimizer(model: VAE, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -99,8 +112,11 @@ def setup(
         state.clear(run_dir)
     threads = set_torch_threads(cfg.threads)
     if data is None:
-        data = load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize, classes=cfg.classes)
-    model_cfg = _model_config(model_cfg, data, resume)
+        data = load_dataset(
+            cfg.data, seed=cfg.seed, binarize=cfg.binarize, classes=cfg.classes,
+            labels=cfg.conditional,
+        )  # fmt: skip
+    model_cfg = _model_config(model_cfg, data, resume, cfg.conditional)
     model = build(model_cfg, cfg.seed)
     opt = make_optimizer(model, cfg)
     lr_state = {"lr": cfg.lr, "best": math.inf, "bad_epochs": 0}
@@ -131,9 +147,12 @@ def _resumed_configs(run_dir: Path, cfg: TrainConfig) -> tuple[ModelConfig, Trai
     return ModelConfig.from_dict(stored["model"]), resumed
 
 
-def _model_config(model_cfg: ModelConfig | None, data: Dataset, resume: bool) -> ModelConfig:
-    """A new run takes input size, image shape and likelihood from its data (the caller's
-    config is not changed); a resume keeps its stored config, which the data must fit."""
+def _model_config(
+    model_cfg: ModelConfig | None, data: Dataset, resume: bool, conditional: bool
+) -> ModelConfig:
+    """A new run takes input size, image shape, likelihood and (conditional) the class names
+    from its data (the caller's config is not changed); a resume keeps its stored config,
+    which the data must fit."""
     if model_cfg is None:
         model_cfg = ModelConfig(input_dim=data.train.shape[1], image_shape=data.image_shape)
     if not resume:
@@ -142,6 +161,7 @@ def _model_config(model_cfg: ModelConfig | None, data: Dataset, resume: bool) ->
             likelihood=data.likelihood,
             input_dim=data.train.shape[1],
             image_shape=data.image_shape,
+            classes=list(data.classes or []) if conditional else [],
         )
     model_cfg.validate()
     if data.train.shape[1] != model_cfg.input_dim:
