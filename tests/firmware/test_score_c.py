@@ -245,6 +245,38 @@ def test_armv7_programs_equal_numpy(built):
     assert np.array_equal(got, decode_int(model.decoder, z))
 
 
+def test_arm_state_builds_match(built, tmp_path):
+    """ARM (not Thumb) state, as a Pi Zero / Pi 1 compiler defaults to: the SMLAD loop loads
+    activations with two LDRs there. Run as ARMv7 under qemu; ARMv6 is compiled only (the
+    cross libc is ARMv7)."""
+    need_tools("make", *TARGETS["run-armv7"])
+    export, weights, _ = built("firmware")
+    flags = "ARMV7_FLAGS=-march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard -marm"
+    out = make(weights, tmp_path / "arm", "run-armv7", extra=(flags,), timeout=300).stdout
+    assert "kernel arm-dsp" in out
+    assert score_checksum_line(out) == demo_score_checksum(export)
+    subprocess.run(
+        [
+            "arm-linux-gnueabihf-gcc",
+            "-std=c99",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            "-marm",
+            "-march=armv6",
+            "-mfpu=vfp",
+            f"-I{KERNEL}",
+            f"-I{weights}",
+            "-c",
+            str(KERNEL / "edgevae_kernel.c"),
+            "-o",
+            str(tmp_path / "armv6.o"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def test_mcu_sized_score_fits_and_counts(built):
     """784-128-8 (the mcu preset's shape): encoder + decoder + kernel within 256 KB of flash
     and 8 KB of RAM on Cortex-M4, at <= 1.5 instructions per MAC for the whole score."""

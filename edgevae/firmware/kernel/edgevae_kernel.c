@@ -32,7 +32,10 @@ EV_STATIC_ASSERT(EDGEVAE_MAX_IN_PADDED % EDGEVAE_COL_CHUNK == 0, padded_width);
 EV_STATIC_ASSERT(EDGEVAE_MAX_IN_PADDED <= 65535, width_fits_uint16);
 EV_STATIC_ASSERT(sizeof(uint32_t) == 4 && sizeof(uint64_t) == 8, word_sizes);
 
-#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(EDGEVAE_PORTABLE)
+/* SMLAD & co. in Thumb-2 (Cortex-M4/M7/M33, ARMv7-A) or ARM state (also ARMv6, e.g. Pi Zero
+ * and Pi 1 under 32-bit Raspberry Pi OS); Thumb-1 lacks them. */
+#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(EDGEVAE_PORTABLE) && \
+    (defined(__thumb2__) || !defined(__thumb__))
 #define EV_USE_DSP 1
 #else
 #define EV_USE_DSP 0
@@ -157,10 +160,17 @@ static int32_t ev_add_mid_bias(const edgevae_layer_t *L, unsigned j, int32_t val
 /* ------------------------------------------------------------------ dot products */
 
 #if EV_USE_DSP
+/* The two activation words of a chunk: one LDRD in Thumb-2; ARM-state LDRD needs an even,
+ * consecutive register pair, which the compiler's choice need not be, so two LDRs there. */
+#if defined(__thumb2__)
+#define EV_LOAD_ACT "ldrd   %[x01], %[x23], [%[a]], #8\n\t"
+#else
+#define EV_LOAD_ACT "ldr    %[x01], [%[a]], #4\n\tldr    %[x23], [%[a]], #4\n\t"
+#endif
 /* One column chunk for four rows: 4 weight words (LDM), one packed activation pair each
  * for columns k..k+1 and k+2..k+3, then per row SXTB16 / SMLAD / SXTB16 ROR #8 / SMLAD. */
 #define EV_CHUNK                                                                           \
-    "ldrd   %[x01], %[x23], [%[a]], #8\n\t"                                                \
+    EV_LOAD_ACT                                                                            \
     "ldmia  %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                                        \
     "sxtb16 %[t], %[w0]\n\t"                                                                \
     "smlad  %[s0], %[t], %[x01], %[s0]\n\t"                                                 \
