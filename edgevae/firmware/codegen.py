@@ -17,6 +17,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ModelFileError
 from ..fsio import write_text
+from .ctext import c_array, c_comment, c_float, c_string
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer, IntModel, load_int_model
 
@@ -195,34 +196,6 @@ def decoder_arrays(model: IntModel) -> list[_LayerArrays]:
 # ------------------------------------------------------------------------------- C text
 
 
-def _c_comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ").replace("\r", " ")
-
-
-def _c_string(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 32 <= ord(ch) < 127 and ch != "?":  # '?' could start a trigraph
-            out.append(ch)
-        else:
-            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
-    return '"' + "".join(out) + '"'
-
-
-def _c_float(value: float) -> str:
-    """Exact float32 literal (hex float, C99)."""
-    return float(np.float32(value)).hex() + "f"
-
-
-def _c_array(ctype: str, name: str, values: np.ndarray, fmt: str, per_line: int) -> str:
-    items = [fmt.format(int(v)) for v in values.reshape(-1)]
-    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
-    body = ",\n    ".join(lines)
-    return f"const {ctype} {name}[{len(items)}] = {{\n    {body}\n}};\n"
-
-
 def _header(
     model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance: str, extra: str = ""
 ) -> str:
@@ -251,14 +224,14 @@ def _header(
 #define EDGEVAE_MACS {model.macs}L /* multiply-accumulates per decode */
 
 /* input quantization: zq = clamp(round_half_even(z / scale) + zero_point) */
-#define EDGEVAE_INPUT_SCALE {_c_float(q.scale)} /* {q.scale!r} */
+#define EDGEVAE_INPUT_SCALE {c_float(q.scale)} /* {q.scale!r} */
 #define EDGEVAE_INPUT_ZERO_POINT {q.zero_point}
 #define EDGEVAE_INPUT_QMIN {q.qmin}
 #define EDGEVAE_INPUT_QMAX {q.qmax}
 typedef {ztype} edgevae_zq_t;
 
 #define EDGEVAE_MODEL_SHA256 "{model.sha256}"
-#define EDGEVAE_PROVENANCE {_c_string(provenance)}
+#define EDGEVAE_PROVENANCE {c_string(provenance)}
 
 extern const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS];
 extern const char edgevae_provenance[];
@@ -271,15 +244,15 @@ def layer_source(name: str, a: _LayerArrays, what: str) -> tuple[str, str]:
     """C arrays of one layer (named edgevae_<name>_*) and its edgevae_layer_t initializer."""
     layer = a.layer
     parts = [
-        f"/* {name}: {_c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
+        f"/* {name}: {c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
         f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
         f"activation {layer.activation} */\n",
-        _c_array("uint32_t", f"edgevae_{name}_weights", a.weights, "0x{:08x}u", 8),
-        _c_array("int32_t", f"edgevae_{name}_bias", a.bias, "{}", 8),
+        c_array("uint32_t", f"edgevae_{name}_weights", a.weights, "0x{:08x}u", 8),
+        c_array("int32_t", f"edgevae_{name}_bias", a.bias, "{}", 8),
         "/* requantization: multiplier | (shift - 16) << 24 */\n",
-        _c_array("uint32_t", f"edgevae_{name}_requant", a.requant, "0x{:08x}u", 8),
+        c_array("uint32_t", f"edgevae_{name}_requant", a.requant, "0x{:08x}u", 8),
         f"/* requantized value + 512 -> {what} */\n",
-        _c_array("uint8_t", f"edgevae_{name}_table", a.table, "{}", 16),
+        c_array("uint8_t", f"edgevae_{name}_table", a.table, "{}", 16),
         "\n",
     ]
     mid = "NULL, 0, 0, 0, 0, 0"
@@ -287,7 +260,7 @@ def layer_source(name: str, a: _LayerArrays, what: str) -> tuple[str, str]:
         mid_bias = np.zeros(a.out_padded, np.int32)
         mid_bias[: layer.out_dim] = layer.mid_bias
         parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
-        parts.append(_c_array("int32_t", f"edgevae_{name}_mid_bias", mid_bias, "{}", 8))
+        parts.append(c_array("int32_t", f"edgevae_{name}_mid_bias", mid_bias, "{}", 8))
         q = layer.mid_q
         mid = (
             f"edgevae_{name}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
@@ -404,7 +377,7 @@ def write_weights(
     for name, digest in sources:
         lines += [f"source: {name}", f"sha256: {digest}"]
     lines.append("layers: " + " -> ".join(str(d) for d in [model.latent_dim, *dims]))
-    stamp = "\n".join(f" * {_c_comment(line)}" for line in lines)
+    stamp = "\n".join(f" * {c_comment(line)}" for line in lines)
     source_text = _source(model, arrays, stamp, source_extra)
     header_text = _header(model, arrays, stamp, provenance, header_extra)
     write_text(out_dir / SOURCE, source_text)

@@ -16,9 +16,6 @@ from .codegen import (
     LAYER_STRUCT_BYTES,
     TABLE_SIZE,
     FirmwareReport,
-    _c_array,
-    _c_comment,
-    _c_float,
     _ceil,
     _LayerArrays,
     decoder_arrays,
@@ -29,6 +26,7 @@ from .codegen import (
     report,
     write_weights,
 )
+from .ctext import c_array, c_comment, c_float
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer
 from .qdq import QType
@@ -86,28 +84,28 @@ def _tables_source(score: ScoreModel) -> str:
     t = score.tables
     parts = [
         "/* pixel p -> the encoder's quantized input, QuantizeLinear(float32(p) / 255) */\n",
-        _c_array("int16_t", "edgevae_pixel_input", score.encoder.pixel_input, "{}", 16),
+        c_array("int16_t", "edgevae_pixel_input", score.encoder.pixel_input, "{}", 16),
         "/* quantized mu - qmin -> the decoder's quantized input (DequantizeLinear, then the\n"
         "   decoder's QuantizeLinear, in float32 as onnxruntime runs the two models) */\n",
-        _c_array("edgevae_zq_t", "edgevae_mu_to_zq", t.mu_to_zq, "{}", 16),
+        c_array("edgevae_zq_t", "edgevae_mu_to_zq", t.mu_to_zq, "{}", 16),
         f"/* KL terms in units of 2^-{t.kl_frac_bits} nats: 0.5 * mu^2 and "
         "0.5 * (exp(lv) - 1 - lv) */\n",
-        _c_array("int32_t", "edgevae_kl_mu", t.kl_mu, "{}", 8),
-        _c_array("int32_t", "edgevae_kl_logvar", t.kl_logvar, "{}", 8),
+        c_array("int32_t", "edgevae_kl_mu", t.kl_mu, "{}", 8),
+        c_array("int32_t", "edgevae_kl_logvar", t.kl_logvar, "{}", 8),
     ]
     if t.likelihood == "bernoulli":
         parts += [
             f"/* softplus(logit) in units of 2^-{t.softplus_frac_bits} nats */\n",
-            _c_array("int32_t", "edgevae_softplus", t.softplus, "{}", 8),
+            c_array("int32_t", "edgevae_softplus", t.softplus, "{}", 8),
             f"/* -logit / 255 in units of 2^-{t.frac_bits} nats (times the pixel value) */\n",
-            _c_array("int32_t", "edgevae_neg_logit", t.neg_logit, "{}", 8),
+            c_array("int32_t", "edgevae_neg_logit", t.neg_logit, "{}", 8),
         ]
     else:
         parts += [
             "/* sigmoid(logit) in 1/256 grey levels */\n",
-            _c_array("uint16_t", "edgevae_gauss_mean", t.gauss_mean, "{}", 16),
+            c_array("uint16_t", "edgevae_gauss_mean", t.gauss_mean, "{}", 16),
             f"/* 0.5 * exp(-logvar_i) / 65280^2 in units of 2^-{t.frac_bits} nats */\n",
-            _c_array("uint32_t", "edgevae_gauss_weight", t.gauss_weight, "{}u", 8),
+            c_array("uint32_t", "edgevae_gauss_weight", t.gauss_weight, "{}u", 8),
         ]
     return "".join(parts)
 
@@ -133,7 +131,7 @@ def _source(
     parts.append("const edgevae_layer_t edgevae_encoder_layers[EDGEVAE_ENC_NUM_LAYERS] = {\n")
     parts += [*structs, "};\n\n"]
     parts.append("/* the decoder's last layer again, to its quantized logit - qmin */\n")
-    parts.append(_c_array("uint8_t", "edgevae_logit_table", logit, "{}", 16))
+    parts.append(c_array("uint8_t", "edgevae_logit_table", logit, "{}", 16))
     mid = "NULL, 0, 0, 0, 0, 0"
     if last_arrays.layer.mid_bias is not None:
         q = last_arrays.layer.mid_q
@@ -164,7 +162,7 @@ def _header(score: ScoreModel, enc_layers: int, buffers: list[int]) -> str:
     ]
     for name, q, ctype in (("MU", mu, "edgevae_muq_t"), ("LOGVAR", lv, "edgevae_lvq_t")):
         lines += [
-            f"#define EDGEVAE_{name}_SCALE {_c_float(q.scale)} /* {q.scale!r} */",
+            f"#define EDGEVAE_{name}_SCALE {c_float(q.scale)} /* {q.scale!r} */",
             f"#define EDGEVAE_{name}_ZERO_POINT {q.zero_point}",
             f"#define EDGEVAE_{name}_QMIN {q.qmin}",
             f"typedef {'int8_t' if q.signed else 'uint8_t'} {ctype};",
@@ -173,20 +171,20 @@ def _header(score: ScoreModel, enc_layers: int, buffers: list[int]) -> str:
     lines += [
         f"#define EDGEVAE_LIKELIHOOD_GAUSSIAN {gaussian} /* else Bernoulli */",
         f"#define EDGEVAE_SCORE_FRAC_BITS {t.frac_bits} /* fixed point: 2^-{t.frac_bits} nats */",
-        f"#define EDGEVAE_SCORE_UNIT {_c_float(2.0**-t.frac_bits)}",
-        f"#define EDGEVAE_KL_UNIT {_c_float(2.0**-t.kl_frac_bits)}",
+        f"#define EDGEVAE_SCORE_UNIT {c_float(2.0**-t.frac_bits)}",
+        f"#define EDGEVAE_KL_UNIT {c_float(2.0**-t.kl_frac_bits)}",
         f"#define EDGEVAE_KL_SHIFT {t.frac_bits - t.kl_frac_bits}",
         f"#define EDGEVAE_SOFTPLUS_SHIFT {0 if gaussian else t.frac_bits - t.softplus_frac_bits}",
         f"#define EDGEVAE_GAUSS_CONST ((int64_t){t.gauss_const}LL)",
     ]
     if score.threshold is not None:
         lines.append(
-            f"#define EDGEVAE_THRESHOLD_NATS {_c_float(score.threshold)} "
+            f"#define EDGEVAE_THRESHOLD_NATS {c_float(score.threshold)} "
             f"/* {score.threshold!r} nats: the manifest's threshold (score elbo); flag the "
             "image when score > threshold */"
         )
     else:
-        lines.append(f"/* no EDGEVAE_THRESHOLD_NATS: {_c_comment(score.threshold_note)} */")
+        lines.append(f"/* no EDGEVAE_THRESHOLD_NATS: {c_comment(score.threshold_note)} */")
     lines += [
         "",
         "extern const edgevae_layer_t edgevae_encoder_layers[EDGEVAE_ENC_NUM_LAYERS];",

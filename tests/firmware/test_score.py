@@ -9,14 +9,13 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from support.firmware import (
+from support.firmware import Variant, quantize
+from support.firmware_score import (
     PAIRS,
     PAIRS_ORT_EXACT,
-    Variant,
     build_encoder_fp32,
     make_pair,
     ort_encode_decode,
-    quantize,
     sample_images,
     score_images_for_tests,
     shared_pair,

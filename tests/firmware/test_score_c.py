@@ -15,14 +15,16 @@ import numpy as np
 import pytest
 from support.firmware import (
     KERNEL,
-    PAIRS,
-    Pair,
     checksum_line,
     decode_with,
     make,
-    make_pair,
     need_tools,
     sample_latents,
+)
+from support.firmware_score import (
+    PAIRS,
+    Pair,
+    make_pair,
     score_images_for_tests,
     score_with,
     shared_pair,

@@ -401,19 +401,21 @@ static void ev_encoder(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], uint8_t mu[EDGE
                        uint8_t logvar[EDGEVAE_LATENT_DIM])
 {
     const unsigned padded = edgevae_encoder_layers[0].in_padded;
+    const int16_t *x = edgevae_pixel_input;
     unsigned i;
     /* x = pixel / 255 quantized like QuantizeLinear: one table, two values per word */
     for (i = 0; i + 1u < EDGEVAE_OUTPUT_DIM; i += 2)
-        ev_act0[i / 2] = ev_pack(edgevae_pixel_input[pixels[i]], edgevae_pixel_input[pixels[i + 1]]);
+        ev_act0[i / 2] = ev_pack(x[pixels[i]], x[pixels[i + 1]]);
     for (; i < padded; i += 2)
-        ev_act0[i / 2] = ev_pack(i < EDGEVAE_OUTPUT_DIM ? edgevae_pixel_input[pixels[i]] : 0, 0);
+        ev_act0[i / 2] = ev_pack(i < EDGEVAE_OUTPUT_DIM ? x[pixels[i]] : 0, 0);
     for (i = 0; i < EV_ENC_BODY; i++)
         ev_layer(&edgevae_encoder_layers[i], EV_BUF(i), EV_BUF(i + 1u), NULL);
     ev_layer(&edgevae_encoder_layers[EV_ENC_BODY], EV_BUF(EV_ENC_BODY), NULL, mu);
     ev_layer(&edgevae_encoder_layers[EV_ENC_BODY + 1], EV_BUF(EV_ENC_BODY), NULL, logvar);
 }
 
-int edgevae_encode_q(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], edgevae_muq_t mu_q[EDGEVAE_LATENT_DIM],
+int edgevae_encode_q(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
+                     edgevae_muq_t mu_q[EDGEVAE_LATENT_DIM],
                      edgevae_lvq_t logvar_q[EDGEVAE_LATENT_DIM])
 {
     uint8_t mu[EDGEVAE_LATENT_DIM], logvar[EDGEVAE_LATENT_DIM];
