@@ -19,6 +19,7 @@ from support.firmware_score import (
     sample_images,
     score_images_for_tests,
     shared_pair,
+    with_static_encoder,
 )
 
 from edgevae.errors import ModelFileError, UsageError
@@ -226,21 +227,8 @@ def test_real_export(tiny_export, tmp_path):
     """The tiny trained run: its firmware encoder (made here with the firmware recipe until
     `edgevae quantize` writes it) scores like onnxruntime and the runtime's formula."""
     from edgevae.data.core import load_images
-    from edgevae.quant.apply import apply_recipe, calibration_sets
-    from edgevae.quant.recipes import RECIPES
 
-    export = tmp_path / "export"
-    shutil.copytree(tiny_export, export)
-    train, _ = load_images(None, split="train")
-    if not (export / "encoder.int8.static.onnx").exists():
-        x_cal, _ = calibration_sets(export, train, 500, 0)
-        apply_recipe(
-            RECIPES["firmware"],
-            export / "encoder.fp32.onnx",
-            export / "encoder.int8.static.onnx",
-            x_cal,
-            "x",
-        )
+    export = with_static_encoder(tiny_export, tmp_path / "export")
     test, _ = load_images(None, split="test")
     pixels = np.rint(test[:400] * 255).astype(np.uint8)
     assert np.array_equal(pixels.astype(np.float32) / np.float32(255), test[:400])

@@ -25,9 +25,11 @@ from support.firmware_score import (
     PAIRS,
     Pair,
     make_pair,
+    ort_encode_decode,
     score_images_for_tests,
     score_with,
     shared_pair,
+    with_static_encoder,
 )
 
 from edgevae.firmware.codegen import generate_firmware
@@ -185,6 +187,27 @@ def test_sanitizers_find_nothing_in_the_score(built):
         )
         got = score_with(build / "asan" / "edgevae_score", pixels)
         assert np.array_equal(bits(got), bits(score_images(export, pixels)))
+
+
+@pytest.mark.slow
+def test_real_export_score_c(tiny_export, tmp_path):
+    """The tiny trained run: C score == numpy reference, C mu/logvar == onnxruntime's."""
+    need_tools("gcc", "make")
+    from edgevae.data.core import load_images
+
+    export = with_static_encoder(tiny_export, tmp_path / "export")
+    model = load_score_model(export)
+    generate_score_firmware(model, tmp_path / "gen", command="test")
+    make(tmp_path / "gen", tmp_path / "build", str(tmp_path / "build" / "host" / "edgevae_score"))
+    test, _ = load_images(None, split="test")
+    pixels = np.rint(test[:300] * 255).astype(np.uint8)
+    pixels = np.concatenate([pixels, 255 - pixels[:100]])
+    rows = score_with(tmp_path / "build" / "host" / "edgevae_score", pixels, "--parts")
+    assert np.array_equal(bits(rows[:, 0]), bits(score_images(model, pixels)))
+    mu, logvar, _ = ort_encode_decode(export, pixels)
+    latent = model.encoder.latent_dim
+    assert np.array_equal(bits(rows[:, 3 : 3 + latent]), bits(mu))
+    assert np.array_equal(bits(rows[:, 3 + latent :]), bits(logvar))
 
 
 # ------------------------------------------------------------------------ emulated targets

@@ -230,3 +230,26 @@ def score_with(binary, pixels: np.ndarray, *args: str, prefix=(), timeout: float
     rows = [line.split() for line in result.stdout.decode().splitlines()]
     values = np.array(rows, dtype=np.float64).astype(np.float32)
     return values[:, 0] if values.shape[1] == 1 else values
+
+
+def with_static_encoder(export: Path, dst: Path) -> Path:
+    """A copy of a real export with encoder.int8.static.onnx: the firmware recipe on 500
+    training images of the bundled digits, as .ci/run does, when quantize did not write it."""
+    import shutil
+
+    from edgevae.data.core import load_images
+    from edgevae.quant.apply import apply_recipe, calibration_sets
+    from edgevae.quant.recipes import RECIPES
+
+    shutil.copytree(export, dst)
+    if not (dst / "encoder.int8.static.onnx").exists():
+        train, _ = load_images(None, split="train")
+        x_cal, _ = calibration_sets(dst, train, 500, 0)
+        apply_recipe(
+            RECIPES["firmware"],
+            dst / "encoder.fp32.onnx",
+            dst / "encoder.int8.static.onnx",
+            x_cal,
+            "x",
+        )
+    return dst
