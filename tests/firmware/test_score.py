@@ -241,3 +241,27 @@ def test_real_export(tiny_export, tmp_path):
     ref = -log_px_given_z(test[:400].astype(np.float64), logits, "bernoulli")
     ref += kl_to_standard_normal(mu, logvar)
     assert np.abs(parts.score - ref).max() <= 1e-4 + 1e-6 * ref.max()
+
+
+def test_score_imports_neither_torch_nor_onnx_nor_onnxruntime(pairs, tmp_path):
+    """score_images and `edgevae firmware --score` run from the integers alone."""
+    import subprocess
+    import sys
+
+    export = pairs("deep-odd")
+    code = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from edgevae.cli import main\n"
+        "from edgevae.firmware.score import score_images\n"
+        f"rc = main(['firmware', '--export-dir', {str(export)!r}, '--out', {str(tmp_path)!r},"
+        " '--score'])\n"
+        f"score_images({str(export)!r}, np.zeros((2, 99), np.uint8))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'onnx', 'onnxscript', 'safetensors', 'onnxruntime'))\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == {"rc": 0, "heavy": []}
