@@ -117,14 +117,12 @@ def _source(
     logit: np.ndarray,
     last_arrays: _LayerArrays,
 ) -> str:
+    """The source's score section: encoder layers, the logit layer, the score's tables."""
     parts = ["\n/* ---- encoder and anomaly score (edgevae firmware --score) ---- */\n\n"]
     structs = []
     for name, a in enc:
-        what = (
-            "quantized output - qmin"
-            if name in ("enc_mu", "enc_logvar")
-            else ("next layer's input - table_offset")
-        )
+        head = name in ("enc_mu", "enc_logvar")
+        what = "quantized output - qmin" if head else "next layer's input - table_offset"
         text, struct = layer_source(name, a, what)
         parts.append(text)
         structs.append(struct + ",\n")
