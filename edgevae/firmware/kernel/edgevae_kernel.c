@@ -11,6 +11,8 @@
  * under a fused ReLU), then the activation table if any, or for the last layer
  * round_half_even(255 * sigmoid(dequantized q)).
  * Integer sums are exact, so the SMLAD path and the portable path agree bit for bit.
+ * With weights from `edgevae firmware --score` the same layers also run the encoder, and the
+ * anomaly score follows from tables and integer sums (end of this file; score.py mirrors it).
  */
 #include "edgevae_kernel.h"
 
