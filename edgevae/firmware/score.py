@@ -23,7 +23,6 @@ image for the models here (README).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +63,19 @@ class ScoreParts:
     logits_q: np.ndarray  # int64 [N, D]: the decoder's quantized logits at z = mu
 
 
-def find_firmware_encoder(export_dir: str | Path) -> Path:
-    """The manifest's firmware_encoder, else encoder.int8.static.onnx in the export."""
+def find_firmware_encoder(export_dir: str | Path, man: dict | None = None) -> Path:
+    """The manifest's firmware_encoder, else encoder.int8.static.onnx in the export
+    (`man`: the manifest, when the caller has read it)."""
+    from ..runtime import manifest
+
     export_dir = Path(export_dir)
-    name = ENCODER_NAME
-    manifest = export_dir / "manifest.json"
-    if manifest.is_file():
-        try:
-            name = json.loads(manifest.read_text(encoding="utf-8")).get("firmware_encoder") or name
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise ModelFileError(f"{manifest}: not valid JSON ({exc})") from None
+    if man is None and (export_dir / manifest.NAME).is_file():
+        man = manifest.read(export_dir)
+    name = (man or {}).get("firmware_encoder") or ENCODER_NAME
+    if not isinstance(name, str) or Path(name).name != name:
+        raise ModelFileError(
+            f"{export_dir}: manifest firmware_encoder {name!r:.60} is not a file name"
+        )
     path = export_dir / name
     if not path.is_file():
         raise ModelFileError(
@@ -128,7 +130,7 @@ def load_score_model(export_dir: str | Path) -> ScoreModel:
     likelihood = man.get("likelihood", "bernoulli")
     logvar = man.get("gaussian_logvar")
     model = score_model(
-        find_firmware_encoder(export_dir),
+        find_firmware_encoder(export_dir, man),
         find_firmware_decoder(export_dir),
         likelihood,
         None if logvar is None else np.asarray(logvar, np.float64),

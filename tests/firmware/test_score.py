@@ -162,6 +162,11 @@ def test_missing_encoder_and_manifest_choice(pairs, tmp_path):
     (export / "manifest.json").write_text(json.dumps(manifest))
     assert find_firmware_encoder(export).name == "enc.onnx"
     assert load_score_model(export).encoder.source == "enc.onnx"
+    for bad in (3, "../enc.onnx"):
+        manifest["firmware_encoder"] = bad
+        (export / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelFileError, match="is not a file name"):
+            load_score_model(export)
 
 
 def test_mismatched_pair_is_refused(pairs):
