@@ -17,6 +17,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ModelFileError
 from ..fsio import write_text
+from .ctext import c_array, c_comment, c_float, c_string
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer, IntModel, load_int_model
 
@@ -52,9 +53,18 @@ class FirmwareReport:
     kernel_dir: str = ""
     build_command: str = ""
     run_command: str = ""
+    # score builds (`edgevae firmware --score`) only: the encoder and the score, and how to
+    # build and run the host score program; absent from to_dict() otherwise
+    score: dict | None = None
+    score_build_command: str = ""
+    score_run_command: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.score is None:
+            for key in ("score", "score_build_command", "score_run_command"):
+                del d[key]
+        return d
 
 
 def find_firmware_decoder(export_dir: Path) -> Path:
@@ -143,77 +153,52 @@ class _LayerArrays:
         )
 
 
-def _arrays(model: IntModel) -> list[_LayerArrays]:
-    result = []
-    for index, layer in enumerate(model.layers):
-        label = f"{model.source}: node {layer.name!r}"
-        for what, dim in (("inputs", layer.in_dim), ("outputs", layer.out_dim)):
-            if not 0 < _ceil(dim, 4) <= 65532:
-                raise ModelFileError(f"{label} has {dim} {what}; the kernel supports 1..65532")
-        used = layer.shift[layer.multiplier != 0]
-        if used.size and (used.min() < SHIFT_RANGE[0] or used.max() > SHIFT_RANGE[1]):
-            raise ModelFileError(
-                f"{label}: requantization scale outside the kernel's range 2**-24 .. 2**7 "
-                "(input_scale * weight_scale / output_scale); recalibrate the model"
-            )
-        per_channel = bool(np.unique(layer.multiplier).size > 1 or np.unique(layer.shift).size > 1)
-        out_padded = _ceil(layer.out_dim, ROW_BLOCK)
-        bias = np.zeros(out_padded, np.int32)
-        bias[: layer.out_dim] = layer.bias
-        # one word per row even for per-tensor scales: the kernel then needs no index logic
-        mult = layer.multiplier.astype(np.uint32)
-        shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
-        requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
-        requant[: layer.out_dim] = mult | (shift - 16) << 24
-        table, offset = output_table(model, index)
-        result.append(
-            _LayerArrays(
-                layer,
-                interleave_weights(layer.weight),
-                bias,
-                requant,
-                per_channel,
-                table,
-                offset,
-                _ceil(layer.in_dim, COL_CHUNK),
-                out_padded,
-            )
+def layer_arrays(layer: IntLayer, table: np.ndarray, offset: int, label: str) -> _LayerArrays:
+    """One layer in the kernel's layout, with its output table; refuses what does not fit."""
+    for what, dim in (("inputs", layer.in_dim), ("outputs", layer.out_dim)):
+        if not 0 < _ceil(dim, 4) <= 65532:
+            raise ModelFileError(f"{label} has {dim} {what}; the kernel supports 1..65532")
+    used = layer.shift[layer.multiplier != 0]
+    if used.size and (used.min() < SHIFT_RANGE[0] or used.max() > SHIFT_RANGE[1]):
+        raise ModelFileError(
+            f"{label}: requantization scale outside the kernel's range 2**-24 .. 2**7 "
+            "(input_scale * weight_scale / output_scale); recalibrate the model"
         )
-    return result
+    per_channel = bool(np.unique(layer.multiplier).size > 1 or np.unique(layer.shift).size > 1)
+    out_padded = _ceil(layer.out_dim, ROW_BLOCK)
+    bias = np.zeros(out_padded, np.int32)
+    bias[: layer.out_dim] = layer.bias
+    # one word per row even for per-tensor scales: the kernel then needs no index logic
+    mult = layer.multiplier.astype(np.uint32)
+    shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
+    requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
+    requant[: layer.out_dim] = mult | (shift - 16) << 24
+    return _LayerArrays(
+        layer,
+        interleave_weights(layer.weight),
+        bias,
+        requant,
+        per_channel,
+        table,
+        offset,
+        _ceil(layer.in_dim, COL_CHUNK),
+        out_padded,
+    )
+
+
+def decoder_arrays(model: IntModel) -> list[_LayerArrays]:
+    return [
+        layer_arrays(layer, *output_table(model, i), f"{model.source}: node {layer.name!r}")
+        for i, layer in enumerate(model.layers)
+    ]
 
 
 # ------------------------------------------------------------------------------- C text
 
 
-def _c_comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ").replace("\r", " ")
-
-
-def _c_string(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 32 <= ord(ch) < 127 and ch != "?":  # '?' could start a trigraph
-            out.append(ch)
-        else:
-            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
-    return '"' + "".join(out) + '"'
-
-
-def _c_float(value: float) -> str:
-    """Exact float32 literal (hex float, C99)."""
-    return float(np.float32(value)).hex() + "f"
-
-
-def _c_array(ctype: str, name: str, values: np.ndarray, fmt: str, per_line: int) -> str:
-    items = [fmt.format(int(v)) for v in values.reshape(-1)]
-    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
-    body = ",\n    ".join(lines)
-    return f"const {ctype} {name}[{len(items)}] = {{\n    {body}\n}};\n"
-
-
-def _header(model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance: str) -> str:
+def _header(
+    model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance: str, extra: str = ""
+) -> str:
     q = model.input_q
     max_in = max(a.in_padded for a in arrays)
     max_hidden = max([a.layer.out_dim for a in arrays[:-1]], default=0)
@@ -239,23 +224,63 @@ def _header(model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance:
 #define EDGEVAE_MACS {model.macs}L /* multiply-accumulates per decode */
 
 /* input quantization: zq = clamp(round_half_even(z / scale) + zero_point) */
-#define EDGEVAE_INPUT_SCALE {_c_float(q.scale)} /* {q.scale!r} */
+#define EDGEVAE_INPUT_SCALE {c_float(q.scale)} /* {q.scale!r} */
 #define EDGEVAE_INPUT_ZERO_POINT {q.zero_point}
 #define EDGEVAE_INPUT_QMIN {q.qmin}
 #define EDGEVAE_INPUT_QMAX {q.qmax}
 typedef {ztype} edgevae_zq_t;
 
 #define EDGEVAE_MODEL_SHA256 "{model.sha256}"
-#define EDGEVAE_PROVENANCE {_c_string(provenance)}
+#define EDGEVAE_PROVENANCE {c_string(provenance)}
 
 extern const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS];
 extern const char edgevae_provenance[];
-
+{extra}
 #endif
 """
 
 
-def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str) -> str:
+def layer_source(name: str, a: _LayerArrays, what: str) -> tuple[str, str]:
+    """C arrays of one layer (named edgevae_<name>_*) and its edgevae_layer_t initializer."""
+    layer = a.layer
+    parts = [
+        f"/* {name}: {c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
+        f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
+        f"activation {layer.activation} */\n",
+        c_array("uint32_t", f"edgevae_{name}_weights", a.weights, "0x{:08x}u", 8),
+        c_array("int32_t", f"edgevae_{name}_bias", a.bias, "{}", 8),
+        "/* requantization: multiplier | (shift - 16) << 24 */\n",
+        c_array("uint32_t", f"edgevae_{name}_requant", a.requant, "0x{:08x}u", 8),
+        f"/* requantized value + 512 -> {what} */\n",
+        c_array("uint8_t", f"edgevae_{name}_table", a.table, "{}", 16),
+        "\n",
+    ]
+    mid = "NULL, 0, 0, 0, 0, 0"
+    if layer.mid_bias is not None:
+        mid_bias = np.zeros(a.out_padded, np.int32)
+        mid_bias[: layer.out_dim] = layer.mid_bias
+        parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
+        parts.append(c_array("int32_t", f"edgevae_{name}_mid_bias", mid_bias, "{}", 8))
+        q = layer.mid_q
+        mid = (
+            f"edgevae_{name}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
+            f"{q.zero_point}, {q.qmin}, {q.qmax}"
+        )
+    return "".join(parts), layer_struct(name, a, mid, f"edgevae_{name}_table")
+
+
+def layer_struct(name: str, a: _LayerArrays, mid: str, table: str) -> str:
+    """The edgevae_layer_t initializer of a layer whose arrays are named edgevae_<name>_*."""
+    return (
+        f"    {{edgevae_{name}_weights, edgevae_{name}_bias, edgevae_{name}_requant, "
+        f"{table},\n"
+        f"     {a.layer.in_dim}, {a.in_padded}, {a.layer.out_dim}, {a.out_padded}, "
+        f"{a.table_offset},\n"
+        f"     {mid}}}"
+    )
+
+
+def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str, extra: str = "") -> str:
     parts = [
         f"/* {SOURCE} - GENERATED, do not edit.\n{stamp}\n */\n",
         f'#include <stddef.h>\n\n#include "{HEADER}"\n\n',
@@ -263,55 +288,49 @@ def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str) -> str:
     ]
     structs = []
     for i, a in enumerate(arrays):
-        layer = a.layer
-        parts.append(
-            f"/* layer {i}: {_c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
-            f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
-            f"activation {layer.activation} */\n"
-        )
-        parts.append(_c_array("uint32_t", f"edgevae_l{i}_weights", a.weights, "0x{:08x}u", 8))
-        parts.append(_c_array("int32_t", f"edgevae_l{i}_bias", a.bias, "{}", 8))
-        parts.append("/* requantization: multiplier | (shift - 16) << 24 */\n")
-        parts.append(_c_array("uint32_t", f"edgevae_l{i}_requant", a.requant, "0x{:08x}u", 8))
         what = (
             "grey level = round(255 * sigmoid(dequantized logit))"
             if i + 1 == len(arrays)
             else "next layer's input - table_offset"
         )
-        parts.append(f"/* requantized value + 512 -> {what} */\n")
-        parts.append(_c_array("uint8_t", f"edgevae_l{i}_table", a.table, "{}", 16))
-        parts.append("\n")
-        mid = "NULL, 0, 0, 0, 0, 0"
-        if layer.mid_bias is not None:
-            mid_bias = np.zeros(a.out_padded, np.int32)
-            mid_bias[: layer.out_dim] = layer.mid_bias
-            parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
-            parts.append(_c_array("int32_t", f"edgevae_l{i}_mid_bias", mid_bias, "{}", 8))
-            q = layer.mid_q
-            mid = (
-                f"edgevae_l{i}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
-                f"{q.zero_point}, {q.qmin}, {q.qmax}"
-            )
-        structs.append(
-            f"    {{edgevae_l{i}_weights, edgevae_l{i}_bias, edgevae_l{i}_requant, "
-            f"edgevae_l{i}_table,\n"
-            f"     {layer.in_dim}, {a.in_padded}, {layer.out_dim}, {a.out_padded}, "
-            f"{a.table_offset},\n"
-            f"     {mid}}},\n"
-        )
+        text, struct = layer_source(f"l{i}", a, what)
+        parts.append(text.replace(f"/* l{i}: ", f"/* layer {i}: ", 1))
+        structs.append(struct + ",\n")
     parts.append("const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS] = {\n")
     parts.append("".join(structs))
     parts.append("};\n")
+    parts.append(extra)
     return "".join(parts)
 
 
 # ------------------------------------------------------------------------------- entry point
 
 
-def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> FirmwareReport:
-    flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+def layer_dict(a: _LayerArrays) -> dict:
+    """One row of the report's layer table."""
+    return {
+        "name": a.layer.name,
+        "in": a.layer.in_dim,
+        "out": a.layer.out_dim,
+        "scale": "per-channel" if a.per_channel else "per-tensor",
+        "activation": a.layer.activation,
+        "input": "int8" if a.layer.in_q.signed else "uint8",
+    }
+
+
+def report(
+    model: IntModel,
+    arrays: list[_LayerArrays],
+    files: list[str],
+    flash: int | None = None,
+    ram: int | None = None,
+) -> FirmwareReport:
+    """Sizes and flash fit; `flash` / `ram` override the decoder's own (score builds)."""
+    if flash is None:
+        flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+    if ram is None:
+        ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
     weight_bytes = sum(4 * a.weights.size for a in arrays)
-    ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
     fits = {name: flash + KERNEL_CODE_BUDGET <= size for name, size in FLASH_SIZES.items()}
     if fits["128 KB"]:
         suggestion = "fits a 128 KB flash part"
@@ -320,24 +339,13 @@ def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> Fi
             "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
             "(8-128-784) or fewer/narrower hidden layers"
         )
-    layers = [
-        {
-            "name": a.layer.name,
-            "in": a.layer.in_dim,
-            "out": a.layer.out_dim,
-            "scale": "per-channel" if a.per_channel else "per-tensor",
-            "activation": a.layer.activation,
-            "input": "int8" if a.layer.in_q.signed else "uint8",
-        }
-        for a in arrays
-    ]
     return FirmwareReport(
         model.source,
         model.sha256,
         files,
         model.latent_dim,
         model.image_shape,
-        layers,
+        [layer_dict(a) for a in arrays],
         model.macs,
         flash,
         weight_bytes,
@@ -348,29 +356,37 @@ def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> Fi
     )
 
 
-def generate_firmware(onnx_path: Path, out_dir: Path, *, command: str) -> FirmwareReport:
-    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit."""
-    onnx_path = Path(onnx_path)
-    out_dir = Path(out_dir)
-    model = load_int_model(onnx_path)
-    arrays = _arrays(model)
+def write_weights(
+    model: IntModel,
+    arrays: list[_LayerArrays],
+    out_dir: Path,
+    *,
+    command: str,
+    also: tuple[tuple[str, str], ...] = (),
+    header_extra: str = "",
+    source_extra: str = "",
+) -> list[str]:
+    """Write edgevae_weights.h/.c: the decoder's layers, plus (score builds) `also` (more
+    source files as (name, sha256)) in the stamp and the extra header and source text."""
     dims = [a.layer.out_dim for a in arrays]
-    provenance = (
-        f"edgevae {__version__}; command: {command}; source: {model.source}; sha256: {model.sha256}"
+    sources = [(model.source, model.sha256), *also]
+    provenance = f"edgevae {__version__}; command: {command}; " + "; ".join(
+        f"source: {name}; sha256: {digest}" for name, digest in sources
     )
-    stamp = "\n".join(
-        f" * {_c_comment(line)}"
-        for line in (
-            f"generated by edgevae {__version__}",
-            f"command: {command}",
-            f"source: {model.source}",
-            f"sha256: {model.sha256}",
-            "layers: " + " -> ".join(str(d) for d in [model.latent_dim, *dims]),
-        )
-    )
-    source_text = _source(model, arrays, stamp)
-    header_text = _header(model, arrays, stamp, provenance)
+    lines = [f"generated by edgevae {__version__}", f"command: {command}"]
+    for name, digest in sources:
+        lines += [f"source: {name}", f"sha256: {digest}"]
+    lines.append("layers: " + " -> ".join(str(d) for d in [model.latent_dim, *dims]))
+    stamp = "\n".join(f" * {c_comment(line)}" for line in lines)
+    source_text = _source(model, arrays, stamp, source_extra)
+    header_text = _header(model, arrays, stamp, provenance, header_extra)
     write_text(out_dir / SOURCE, source_text)
     write_text(out_dir / HEADER, header_text)
-    files = [str(out_dir / HEADER), str(out_dir / SOURCE)]
-    return _report(model, arrays, files)
+    return [str(out_dir / HEADER), str(out_dir / SOURCE)]
+
+
+def generate_firmware(onnx_path: Path, out_dir: Path, *, command: str) -> FirmwareReport:
+    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit."""
+    model = load_int_model(Path(onnx_path))
+    arrays = decoder_arrays(model)
+    return report(model, arrays, write_weights(model, arrays, Path(out_dir), command=command))

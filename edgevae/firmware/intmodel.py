@@ -61,6 +61,8 @@ class IntModel:
     input_q: QType
     layers: list[IntLayer]
     pixel_lut: np.ndarray  # uint8 [256], last layer's output value - qmin -> pixel
+    logit_q: QType  # quantization of the Sigmoid's input: the logits the likelihood uses
+    logit_lut: np.ndarray | None  # int16 [256], last layer's value - qmin -> logit value
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -144,7 +146,7 @@ def _int_layer(step: FcStep, label: str) -> IntLayer:
     )
 
 
-def _image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple[int, int]:
+def image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple[int, int]:
     text = metadata.get("edgevae.image_shape", "")
     if text:
         try:
@@ -158,16 +160,19 @@ def _image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple
     return (side, side) if side * side == output_dim else (1, output_dim)
 
 
-def load_int_model(onnx_path: Path) -> IntModel:
-    """Read a QDQ int8 decoder and turn it into the kernel's integer model."""
-    path = Path(onnx_path)
-    chain = read_qdq_chain(path)
-    label = path.name
+Tail = tuple[np.ndarray, QType]  # element-wise steps after the last FC: table, output q
+
+
+def int_layers(steps: list, label: str) -> tuple[list[IntLayer], list[str], Tail | None]:
+    """FC steps -> IntLayers; element-wise steps between two FCs become the earlier layer's
+    table. Returns the layers, their notes and the tail (the table of the element-wise steps
+    after the last FC and their output quantization), which the caller places."""
     layers: list[IntLayer] = []
     notes: list[str] = []
     pending: np.ndarray | None = None
     pending_kinds: list[str] = []
-    for step in chain.steps:
+    last_lut: LutStep | None = None
+    for step in steps:
         if isinstance(step, FcStep):
             if layers:
                 prev = layers[-1]
@@ -180,19 +185,32 @@ def load_int_model(onnx_path: Path) -> IntModel:
                         f"{label}: node {step.name!r} expects {step.weight.shape[1]} inputs but "
                         f"the previous layer has {prev.out_dim} outputs"
                     )
-            pending, pending_kinds = None, []
+            pending, pending_kinds, last_lut = None, [], None
             layers.append(_int_layer(step, label))
             notes.extend(step.notes)
         else:
             pending = _compose(pending, step)
             pending_kinds.append(step.kind)
+            last_lut = step
     for layer in layers[:-1]:
         if layer.activation == "none" and layer.out_q.zero_point == layer.out_q.qmin:
             layer.activation = "relu"  # a [0, max] range: the clamp at qmin is the ReLU
+    tail = None if pending is None or last_lut is None else (pending, last_lut.out_q)
+    return layers, notes, tail
+
+
+def load_int_model(onnx_path: Path) -> IntModel:
+    """Read a QDQ int8 decoder and turn it into the kernel's integer model."""
+    path = Path(onnx_path)
+    chain = read_qdq_chain(path)
+    label = path.name
+    layers, notes, tail = int_layers(chain.steps, label)
     last = layers[-1]
-    pixel_lut = sigmoid_pixel_lut(chain.steps[-1].out_q, chain.sigmoid_q)
-    if pending is not None:  # a rescale between the last FC and the sigmoid
-        pixel_lut = pixel_lut[pending.astype(np.int64) - chain.steps[-1].out_q.qmin]
+    # the Sigmoid's input, after any rescale between the last FC and it
+    logit_lut, logit_q = tail if tail is not None else (None, last.out_q)
+    pixel_lut = sigmoid_pixel_lut(logit_q, chain.sigmoid_q)
+    if logit_lut is not None:
+        pixel_lut = pixel_lut[logit_lut.astype(np.int64) - logit_q.qmin]
     latent_dim = layers[0].in_dim
     declared = chain.metadata.get("edgevae.latent_dim")
     if declared and declared.isdigit() and int(declared) != latent_dim:
@@ -204,10 +222,12 @@ def load_int_model(onnx_path: Path) -> IntModel:
         sha256=sha256_file(path, ModelFileError),
         latent_dim=latent_dim,
         output_dim=last.out_dim,
-        image_shape=_image_shape(chain.metadata, last.out_dim, label),
+        image_shape=image_shape(chain.metadata, last.out_dim, label),
         input_q=chain.input_q,
         layers=layers,
         pixel_lut=pixel_lut,
+        logit_q=logit_q,
+        logit_lut=logit_lut,
         metadata=chain.metadata,
         notes=notes,
     )

@@ -62,7 +62,9 @@ __all__ = [
     "decode_q",
     "demo_latents",
     "fnv1a32",
+    "forward",
     "load_int_model",
+    "logits_q",
     "quantize_input",
 ]
 
@@ -85,10 +87,11 @@ def quantize_input(model: IntModel, z: np.ndarray) -> np.ndarray:
     return quantize_linear(z, model.input_q)
 
 
-def decode_q(model: IntModel, zq: np.ndarray) -> np.ndarray:
-    """Already-quantized latent values [N, L] -> uint8 pixels [N, D]."""
-    x = np.asarray(zq, np.int64)
-    for layer in model.layers:
+def forward(layers: list[IntLayer], x: np.ndarray) -> np.ndarray:
+    """Raw input values [N, in] -> the last layer's output values (int64, its table applied
+    if it has one), exactly as the kernel's chain of layers computes them."""
+    x = np.asarray(x, np.int64)
+    for layer in layers:
         # float64 BLAS is exact here: every product and partial sum is an integer < 2**53
         dot = x.astype(np.float64) @ layer.weight.T.astype(np.float64)
         acc = dot.astype(np.int64) + layer.bias.astype(np.int64)
@@ -100,7 +103,21 @@ def decode_q(model: IntModel, zq: np.ndarray) -> np.ndarray:
         value = value + layer.out_q.zero_point
         q = np.clip(value, layer.floor, layer.out_q.qmax)
         x = layer.lut[q - layer.out_q.qmin].astype(np.int64) if layer.lut is not None else q
-    return model.pixel_lut[x - model.layers[-1].out_q.qmin]
+    return x
+
+
+def decode_q(model: IntModel, zq: np.ndarray) -> np.ndarray:
+    """Already-quantized latent values [N, L] -> uint8 pixels [N, D]."""
+    return model.pixel_lut[forward(model.layers, zq) - model.layers[-1].out_q.qmin]
+
+
+def logits_q(model: IntModel, zq: np.ndarray) -> np.ndarray:
+    """Already-quantized latent values [N, L] -> the quantized logits (values of
+    model.logit_q, int64 [N, D]) that the decoder's Sigmoid dequantizes."""
+    x = forward(model.layers, zq)
+    if model.logit_lut is not None:
+        x = model.logit_lut[x - model.layers[-1].out_q.qmin].astype(np.int64)
+    return x
 
 
 def decode_int(model: IntModel, z: np.ndarray) -> np.ndarray:

@@ -5,6 +5,9 @@ x_mean to z and returns the decoder as a chain of int8 fully connected steps and
 steps, refusing, by name, any node the kernel cannot run. The graph it accepts:
 
     z -> Q -> [FC -> Q -> (DQ -> act -> Q)*]* -> DQ -> Sigmoid [-> Q -> DQ] -> x_mean
+
+`ChainReader.walk` (one quantized tensor back to the graph input) is shared with the encoder
+reader in `encoder.py`.
 """
 
 from __future__ import annotations
@@ -97,7 +100,9 @@ class QdqChain:
     sigmoid_q: QType | None = None  # the Sigmoid's output is quantized too (x_mean = DQ(q))
 
 
-class _ChainReader:
+class ChainReader:
+    """Walks a QDQ graph from an output back to its input, refusing what the kernel cannot run."""
+
     def __init__(self, graph: Graph, label: str):
         self.g = graph
         self.label = label
@@ -335,6 +340,12 @@ class _ChainReader:
                 "a Sigmoid of the last layer)",
             )
         qname, q_seen = self.dequantized(sig.inputs[0], sig)
+        src, input_q, steps = self.walk(qname, q_seen)
+        return QdqChain(src, out, input_q, steps, dict(self.g.metadata), sigmoid_q)
+
+    def walk(self, qname: str, q_seen: QType) -> tuple[str, QType, list]:
+        """From quantized tensor `qname` back to the graph input: (input name, its
+        quantization, the FC and element-wise steps in input-to-output order)."""
         steps: list = []
         for _ in range(10_000):
             qnode = self.prod.get(qname)
@@ -351,7 +362,7 @@ class _ChainReader:
                 steps.reverse()
                 if not steps or not isinstance(steps[0], FcStep):
                     self.fail("the quantized input must feed a Gemm/MatMul first")
-                return QdqChain(src, out, qt, steps, dict(self.g.metadata), sigmoid_q)
+                return src, qt, steps
             p = self.producer_of(src, qnode)
             relu_floor = False
             if (
@@ -380,4 +391,4 @@ class _ChainReader:
 def read_qdq_chain(path: Path) -> QdqChain:
     """The int8 decoder as a chain of FC and element-wise steps; ModelFileError otherwise."""
     path = Path(path)
-    return _ChainReader(load_graph(path), path.name).read()
+    return ChainReader(load_graph(path), path.name).read()

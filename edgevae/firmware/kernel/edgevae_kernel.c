@@ -11,6 +11,8 @@
  * under a fused ReLU), then the activation table if any, or for the last layer
  * round_half_even(255 * sigmoid(dequantized q)).
  * Integer sums are exact, so the SMLAD path and the portable path agree bit for bit.
+ * With weights from `edgevae firmware --score` the same layers also run the encoder, and the
+ * anomaly score follows from tables and integer sums (end of this file; score.py mirrors it).
  */
 #include "edgevae_kernel.h"
 
@@ -32,15 +34,26 @@ EV_STATIC_ASSERT(EDGEVAE_MAX_IN_PADDED % EDGEVAE_COL_CHUNK == 0, padded_width);
 EV_STATIC_ASSERT(EDGEVAE_MAX_IN_PADDED <= 65535, width_fits_uint16);
 EV_STATIC_ASSERT(sizeof(uint32_t) == 4 && sizeof(uint64_t) == 8, word_sizes);
 
-#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(EDGEVAE_PORTABLE)
+/* SMLAD & co. in Thumb-2 (Cortex-M4/M7/M33, ARMv7-A) or ARM state (also ARMv6, e.g. Pi Zero
+ * and Pi 1 under 32-bit Raspberry Pi OS); Thumb-1 lacks them. */
+#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(EDGEVAE_PORTABLE) && \
+    (defined(__thumb2__) || !defined(__thumb__))
 #define EV_USE_DSP 1
 #else
 #define EV_USE_DSP 0
 #endif
 
 /* Activations as packed int16 pairs (element 2i in the low half): the layout SMLAD reads,
- * and 4-byte aligned for word loads. Two buffers: a layer reads one and writes the other. */
-static uint32_t ev_act[2][EDGEVAE_MAX_IN_PADDED / 2];
+ * and 4-byte aligned for word loads. Two buffers: layer i reads EV_BUF(i) and writes
+ * EV_BUF(i + 1). Score builds size each for the layers that use it (the encoder's input, 784
+ * values, only ever sits in buffer 0). */
+#ifndef EDGEVAE_ACT0_PADDED
+#define EDGEVAE_ACT0_PADDED EDGEVAE_MAX_IN_PADDED
+#define EDGEVAE_ACT1_PADDED EDGEVAE_MAX_IN_PADDED
+#endif
+static uint32_t ev_act0[EDGEVAE_ACT0_PADDED / 2];
+static uint32_t ev_act1[EDGEVAE_ACT1_PADDED / 2];
+#define EV_BUF(i) (((i) & 1u) ? ev_act1 : ev_act0)
 
 const char *edgevae_kernel_variant(void)
 {
@@ -149,10 +162,17 @@ static int32_t ev_add_mid_bias(const edgevae_layer_t *L, unsigned j, int32_t val
 /* ------------------------------------------------------------------ dot products */
 
 #if EV_USE_DSP
+/* The two activation words of a chunk: one LDRD in Thumb-2; ARM-state LDRD needs an even,
+ * consecutive register pair, which the compiler's choice need not be, so two LDRs there. */
+#if defined(__thumb2__)
+#define EV_LOAD_ACT "ldrd   %[x01], %[x23], [%[a]], #8\n\t"
+#else
+#define EV_LOAD_ACT "ldr    %[x01], [%[a]], #4\n\tldr    %[x23], [%[a]], #4\n\t"
+#endif
 /* One column chunk for four rows: 4 weight words (LDM), one packed activation pair each
  * for columns k..k+1 and k+2..k+3, then per row SXTB16 / SMLAD / SXTB16 ROR #8 / SMLAD. */
 #define EV_CHUNK                                                                           \
-    "ldrd   %[x01], %[x23], [%[a]], #8\n\t"                                                \
+    EV_LOAD_ACT                                                                            \
     "ldmia  %[w]!, {%[w0], %[w1], %[w2], %[w3]}\n\t"                                        \
     "sxtb16 %[t], %[w0]\n\t"                                                                \
     "smlad  %[s0], %[t], %[x01], %[s0]\n\t"                                                 \
@@ -298,21 +318,27 @@ static void ev_layer(const edgevae_layer_t *L, const uint32_t *in, uint32_t *out
     }
 }
 
-int edgevae_decode_q(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], uint8_t pixels[EDGEVAE_OUTPUT_DIM])
+/* The decoder from quantized latents: hidden layers ping-pong between the buffers, then
+ * `last` (the pixel layer, or the score's logit layer) writes one byte per output. */
+static void ev_decoder(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], const edgevae_layer_t *last,
+                       uint8_t *out)
 {
-    unsigned i, cur = 0;
-    if (zq == NULL || pixels == NULL)
-        return EDGEVAE_ERR_NULL;
+    unsigned i;
     for (i = 0; i < edgevae_layers[0].in_padded; i += 2) {
         int32_t lo = i < EDGEVAE_LATENT_DIM ? (int32_t)zq[i] : 0;
         int32_t hi = i + 1 < EDGEVAE_LATENT_DIM ? (int32_t)zq[i + 1] : 0;
-        ev_act[0][i / 2] = ev_pack(lo, hi);
+        ev_act0[i / 2] = ev_pack(lo, hi);
     }
-    for (i = 0; i < EDGEVAE_NUM_LAYERS; i++) {
-        const int last = i + 1 == EDGEVAE_NUM_LAYERS;
-        ev_layer(&edgevae_layers[i], ev_act[cur], ev_act[cur ^ 1u], last ? pixels : NULL);
-        cur ^= 1u;
-    }
+    for (i = 0; i + 1 < EDGEVAE_NUM_LAYERS; i++)
+        ev_layer(&edgevae_layers[i], EV_BUF(i), EV_BUF(i + 1u), NULL);
+    ev_layer(last, EV_BUF(EDGEVAE_NUM_LAYERS - 1u), NULL, out);
+}
+
+int edgevae_decode_q(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], uint8_t pixels[EDGEVAE_OUTPUT_DIM])
+{
+    if (zq == NULL || pixels == NULL)
+        return EDGEVAE_ERR_NULL;
+    ev_decoder(zq, &edgevae_layers[EDGEVAE_NUM_LAYERS - 1], pixels);
     return EDGEVAE_OK;
 }
 
@@ -354,3 +380,143 @@ int edgevae_decode(const float z[EDGEVAE_LATENT_DIM], uint8_t pixels[EDGEVAE_OUT
     status = edgevae_quantize_z(z, zq);
     return status != EDGEVAE_OK ? status : edgevae_decode_q(zq, pixels);
 }
+
+#ifdef EDGEVAE_HAS_SCORE
+/* ------------------------------------------------------------------ encoder and score
+ *
+ * Compiled with weights from `edgevae firmware --score`; edgevae/firmware/score.py mirrors it
+ * bit for bit.
+ * The encoder's heads write the quantized mu and logvar as bytes (value - qmin); everything
+ * after them is tables indexed by those bytes and by the decoder's quantized logits, and
+ * integer sums in fixed point (units 2^-EDGEVAE_SCORE_FRAC_BITS nats), so the only float
+ * operations are the final exact conversion and a multiplication by a power of two. */
+
+#define EV_ENC_BODY (EDGEVAE_ENC_NUM_LAYERS - 2) /* hidden layers; then the mu, logvar heads */
+
+EV_STATIC_ASSERT(EDGEVAE_ENC_NUM_LAYERS >= 2, encoder_has_heads);
+/* the logit bytes go to the buffer the decoder's last layer does not read */
+EV_STATIC_ASSERT(2 * ((EDGEVAE_NUM_LAYERS & 1) ? EDGEVAE_ACT1_PADDED : EDGEVAE_ACT0_PADDED) >=
+                     EDGEVAE_OUTPUT_DIM,
+                 logit_buffer_fits);
+
+/* encoder: pixels -> mu and logvar as bytes (quantized value - qmin) */
+static void ev_encoder(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], uint8_t mu[EDGEVAE_LATENT_DIM],
+                       uint8_t logvar[EDGEVAE_LATENT_DIM])
+{
+    const unsigned padded = edgevae_encoder_layers[0].in_padded;
+    const int16_t *x = edgevae_pixel_input;
+    unsigned i;
+    /* x = pixel / 255 quantized like QuantizeLinear: one table, two values per word */
+    for (i = 0; i + 1u < EDGEVAE_OUTPUT_DIM; i += 2)
+        ev_act0[i / 2] = ev_pack(x[pixels[i]], x[pixels[i + 1]]);
+    for (; i < padded; i += 2)
+        ev_act0[i / 2] = ev_pack(i < EDGEVAE_OUTPUT_DIM ? x[pixels[i]] : 0, 0);
+    for (i = 0; i < EV_ENC_BODY; i++)
+        ev_layer(&edgevae_encoder_layers[i], EV_BUF(i), EV_BUF(i + 1u), NULL);
+    ev_layer(&edgevae_encoder_layers[EV_ENC_BODY], EV_BUF(EV_ENC_BODY), NULL, mu);
+    ev_layer(&edgevae_encoder_layers[EV_ENC_BODY + 1], EV_BUF(EV_ENC_BODY), NULL, logvar);
+}
+
+int edgevae_encode_q(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
+                     edgevae_muq_t mu_q[EDGEVAE_LATENT_DIM],
+                     edgevae_lvq_t logvar_q[EDGEVAE_LATENT_DIM])
+{
+    uint8_t mu[EDGEVAE_LATENT_DIM], logvar[EDGEVAE_LATENT_DIM];
+    unsigned j;
+    if (pixels == NULL || mu_q == NULL || logvar_q == NULL)
+        return EDGEVAE_ERR_NULL;
+    ev_encoder(pixels, mu, logvar);
+    for (j = 0; j < EDGEVAE_LATENT_DIM; j++) {
+        mu_q[j] = (edgevae_muq_t)(mu[j] + EDGEVAE_MU_QMIN);
+        logvar_q[j] = (edgevae_lvq_t)(logvar[j] + EDGEVAE_LOGVAR_QMIN);
+    }
+    return EDGEVAE_OK;
+}
+
+int edgevae_encode(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float mu[EDGEVAE_LATENT_DIM],
+                   float logvar[EDGEVAE_LATENT_DIM])
+{
+    uint8_t m[EDGEVAE_LATENT_DIM], v[EDGEVAE_LATENT_DIM];
+    unsigned j;
+    if (pixels == NULL || mu == NULL || logvar == NULL)
+        return EDGEVAE_ERR_NULL;
+    ev_encoder(pixels, m, v);
+    for (j = 0; j < EDGEVAE_LATENT_DIM; j++) { /* DequantizeLinear: float(q - zp) * scale */
+        mu[j] = (float)(m[j] + EDGEVAE_MU_QMIN - EDGEVAE_MU_ZERO_POINT) * EDGEVAE_MU_SCALE;
+        logvar[j] =
+            (float)(v[j] + EDGEVAE_LOGVAR_QMIN - EDGEVAE_LOGVAR_ZERO_POINT) * EDGEVAE_LOGVAR_SCALE;
+    }
+    return EDGEVAE_OK;
+}
+
+/* -log p(x | z = mu) in units of 2^-EDGEVAE_SCORE_FRAC_BITS nats */
+static int64_t ev_recon_sum(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
+                            const uint8_t logit[EDGEVAE_OUTPUT_DIM])
+{
+    unsigned i;
+#if EDGEVAE_LIKELIHOOD_GAUSSIAN
+    /* const + sum w_i * (256 * p - mean(l))^2, |256 p - mean| < 2^16: the square fits 32 bits */
+    int64_t acc = EDGEVAE_GAUSS_CONST;
+    for (i = 0; i < EDGEVAE_OUTPUT_DIM; i++) {
+        int32_t e = (int32_t)pixels[i] * 256 - (int32_t)edgevae_gauss_mean[logit[i]];
+        uint32_t u = (uint32_t)(e < 0 ? -e : e);
+        acc += (int64_t)((uint64_t)(u * u) * edgevae_gauss_weight[i]);
+    }
+    return acc;
+#else
+    /* sum softplus(l) - (p / 255) * l: softplus in 2^-EDGEVAE_SOFTPLUS_SHIFT coarser units */
+    int64_t sp = 0, xl = 0;
+    for (i = 0; i < EDGEVAE_OUTPUT_DIM; i++) {
+        const unsigned k = logit[i];
+        sp += edgevae_softplus[k];
+        xl += (int64_t)pixels[i] * edgevae_neg_logit[k];
+    }
+    return sp * ((int64_t)1 << EDGEVAE_SOFTPLUS_SHIFT) + xl;
+#endif
+}
+
+/* int64 fixed point -> float32 times `unit` (a power of two), rounded half to even in
+ * integers first, so the conversion itself is exact on every target */
+static float ev_to_float(int64_t v, float unit)
+{
+    uint64_t u = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
+    float f;
+    if (u >> 24) {
+        const unsigned k = ev_bit_length64(u) - 24u;
+        u = ev_round_shift64(u, k) << k;
+    }
+    f = (float)u;
+    return (v < 0 ? -f : f) * unit;
+}
+
+int edgevae_score_parts(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score, float *recon,
+                        float *kl)
+{
+    uint8_t mu[EDGEVAE_LATENT_DIM], logvar[EDGEVAE_LATENT_DIM];
+    edgevae_zq_t zq[EDGEVAE_LATENT_DIM];
+    /* the logit bytes reuse the activation buffer the last decoder layer does not read */
+    uint8_t *logit = (uint8_t *)EV_BUF(EDGEVAE_NUM_LAYERS);
+    int64_t rec, kls = 0;
+    unsigned j;
+    if (pixels == NULL || score == NULL)
+        return EDGEVAE_ERR_NULL;
+    ev_encoder(pixels, mu, logvar);
+    for (j = 0; j < EDGEVAE_LATENT_DIM; j++) {
+        zq[j] = edgevae_mu_to_zq[mu[j]];
+        kls += (int64_t)edgevae_kl_mu[mu[j]] + edgevae_kl_logvar[logvar[j]];
+    }
+    ev_decoder(zq, &edgevae_logit_layer, logit);
+    rec = ev_recon_sum(pixels, logit);
+    *score = ev_to_float(rec + kls * ((int64_t)1 << EDGEVAE_KL_SHIFT), EDGEVAE_SCORE_UNIT);
+    if (recon != NULL)
+        *recon = ev_to_float(rec, EDGEVAE_SCORE_UNIT);
+    if (kl != NULL)
+        *kl = ev_to_float(kls, EDGEVAE_KL_UNIT);
+    return EDGEVAE_OK;
+}
+
+int edgevae_score(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score)
+{
+    return edgevae_score_parts(pixels, score, NULL, NULL);
+}
+#endif /* EDGEVAE_HAS_SCORE */

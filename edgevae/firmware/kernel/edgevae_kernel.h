@@ -1,4 +1,5 @@
-/* edgevae_kernel.h - int8 VAE decoder for microcontrollers (C99, no malloc, no stdio).
+/* edgevae_kernel.h - int8 VAE decoder (and, with --score weights, encoder and anomaly score)
+ * for microcontrollers (C99, no malloc, no stdio).
  *
  *   #include "edgevae_kernel.h"
  *   uint8_t img[EDGEVAE_OUTPUT_DIM];
@@ -34,5 +35,33 @@ int edgevae_quantize_z(const float z[EDGEVAE_LATENT_DIM], edgevae_zq_t zq[EDGEVA
 
 /* Which inner loop this build uses: "arm-dsp" (SMLAD) or "portable". */
 const char *edgevae_kernel_variant(void);
+
+#ifdef EDGEVAE_HAS_SCORE
+/* With weights from `edgevae firmware --score`: the int8 encoder and the anomaly score.
+ * pixels: EDGEVAE_OUTPUT_DIM grey levels 0..255 (x = pixel / 255), row-major. Same static
+ * buffers as the decoder: one call at a time. Bit-identical to edgevae.firmware.score. */
+
+/* mu and logvar (EDGEVAE_LATENT_DIM each), as the model's DequantizeLinear outputs. */
+int edgevae_encode(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float mu[EDGEVAE_LATENT_DIM],
+                   float logvar[EDGEVAE_LATENT_DIM]);
+
+/* The same, quantized: real = (q - EDGEVAE_MU_ZERO_POINT) * EDGEVAE_MU_SCALE (LOGVAR alike).
+ * No floating point at all. */
+int edgevae_encode_q(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
+                     edgevae_muq_t mu_q[EDGEVAE_LATENT_DIM],
+                     edgevae_lvq_t logvar_q[EDGEVAE_LATENT_DIM]);
+
+/* The anomaly score in nats, higher = more anomalous: -log p(x | z = mu) + KL(q(z|x) || N(0,I))
+ * with z = mu (one encoder and one decoder pass). Writes *score; returns EDGEVAE_OK or
+ * EDGEVAE_ERR_NULL. With a threshold in the manifest, the header defines
+ * EDGEVAE_THRESHOLD_NATS: flag the image when score > EDGEVAE_THRESHOLD_NATS. */
+int edgevae_score(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score);
+
+/* The score and its two terms (recon = -log p(x | z = mu), kl; either may be NULL). Each is
+ * rounded once from the exact fixed-point sum, so score may differ from recon + kl by one
+ * unit in the last place. */
+int edgevae_score_parts(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score, float *recon,
+                        float *kl);
+#endif
 
 #endif
