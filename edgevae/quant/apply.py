@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,21 @@ def calibration_sets(
     return x, z
 
 
+def gemm_nodes(path: Path) -> list[tuple[str, int]]:
+    """(name, multiply-accumulates per row) of every Gemm in an fp32 model, in graph order:
+    what mixed precision can keep in float."""
+    import onnx
+
+    model = onnx.load(str(path))
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "Gemm" and len(node.input) > 1:
+            dims = shapes.get(node.input[1], ())
+            out.append((node.name, int(np.prod(dims)) if dims else 0))
+    return out
+
+
 def _gemm_to_matmul(model):
     """Gemm(transB=1) -> MatMul + Add, so MatMulNBits can see the weights."""
     import onnx
@@ -104,8 +120,16 @@ def _gemm_to_matmul(model):
     return model
 
 
-def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_name: str) -> None:
-    """Write dst, the recipe applied to the fp32 model src, with edgevae metadata."""
+def apply_recipe(
+    recipe: Recipe,
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    input_name: str,
+    keep_float: Sequence[str] = (),
+) -> None:
+    """Write dst, the recipe applied to the fp32 model src, with edgevae metadata; the nodes
+    named in `keep_float` stay in float (int8 recipes: mixed precision)."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -116,10 +140,13 @@ def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_
     )
 
     qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    excluded = list(keep_float)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         out = Path(tmp) / "q.onnx"
         if recipe.method == "static" and recipe.defaults:
-            quantize_static(str(src), str(out), _Reader(input_name, calib))
+            quantize_static(
+                str(src), str(out), _Reader(input_name, calib), nodes_to_exclude=excluded
+            )
         elif recipe.method == "static":
             extra: dict[str, Any] = {}
             if recipe.float_output:
@@ -134,18 +161,22 @@ def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_
                 reduce_range=recipe.reduce_range,
                 activation_type=qt[recipe.activation],
                 weight_type=qt[recipe.weight],
+                nodes_to_exclude=excluded,
                 calibrate_method=CalibrationMethod.Percentile
                 if recipe.calibration == "percentile"
                 else CalibrationMethod.MinMax,
                 extra_options=extra,
             )
         elif recipe.method == "dynamic":
+            # quantize_dynamic first rewrites each Gemm as NAME_MatMul + NAME_Add.
+            excluded += [f"{name}_MatMul" for name in keep_float]
             quantize_dynamic(
                 str(src),
                 str(out),
                 per_channel=recipe.per_channel,
                 weight_type=qt[recipe.weight],
                 op_types_to_quantize=["Gemm", "MatMul"],
+                nodes_to_exclude=excluded,
             )
         elif recipe.method == "int4":
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -171,6 +202,8 @@ def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_
                 "edgevae.recipe": recipe.name,
             }
         )
+        if keep_float:
+            meta["edgevae.kept_float"] = ",".join(keep_float)
         del model.metadata_props[:]
         for k, v in sorted(meta.items()):
             model.metadata_props.add(key=k, value=v)
