@@ -93,7 +93,7 @@ def time_all(
         fns: dict[str, Callable[[], object]] = {}
         owners: dict[str, list[Contender]] = {}
         for c in contenders:
-            # Rows sharing one encoder file (int8 and int8 static) share its timing.
+            # Rows sharing one encoder file share its timing.
             key = c.row.name if role == "decoder" else c.encoder_key
             owners.setdefault(key, []).append(c)
             if key not in fns:

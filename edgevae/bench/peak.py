@@ -24,6 +24,7 @@ from ..onnxio import proto
 from ..runtime import timing
 
 PEAK_SHAPE = (256, 512, 512)  # [M, K] x [K, N]
+BLOCK_S = 3e-3  # each format's calls per round last about this long
 FORMATS = ("fp32", "u8s8", "u8s8-7bit", "u8u8", "s8s8")
 # The format the legacy `int8_*` keys report: what the recipes' 7-bit weights run.
 INT8_FORMAT = "u8s8-7bit"
@@ -102,17 +103,17 @@ def _probe_models(m: int, k: int, n: int, formats) -> dict[str, tuple[bytes, np.
 def peak_probe(
     threads: int = 1,
     shape: tuple[int, int, int] = PEAK_SHAPE,
-    runs: int = 7,
+    runs: int = 15,
     formats: tuple[str, ...] = FORMATS,
 ) -> dict[str, Any]:
     """Practical peak GMAC/s of each format in `formats` (fp32 is always measured): a
     [M, K] x [K, N] product with constant weights, `runs` interleaved rounds.
 
     Returns `formats` ({format: {gmac_per_s (median round, wall), best_gmac_per_s,
-    cpu_gmac_per_s, error when the probe failed}}), `ceiling` ({format: its GMAC/s over
-    fp32's, from CPU time with one thread and wall time otherwise}), the legacy `fp32_*` and
-    `int8_*` keys (int8 = u8s8-7bit), `shape`, `threads`, `runs`, `seconds`. On a loaded
-    machine a row can exceed 100% of the peak."""
+    cpu_gmac_per_s, calls_per_round, error when the probe failed}}), `ceiling` ({format: its
+    GMAC/s over fp32's, from CPU time with one thread and wall time otherwise}), the legacy
+    `fp32_*` and `int8_*` keys (int8 = u8s8-7bit), `shape`, `threads`, `runs`, `seconds`.
+    On a loaded machine a row can exceed 100% of the peak."""
     import time
 
     from ..runtime.session import create_session
@@ -125,27 +126,36 @@ def peak_probe(
         raise ValueError(f"unknown GEMM formats {unknown}; known: {FORMATS}")
     calls: dict[str, Callable[[], object]] = {}
     per: dict[str, dict[str, Any]] = {}
+    gmac = m * k * n / 1e9
     for fmt, (model, a) in _probe_models(m, k, n, wanted).items():
         per[fmt] = {"gmac_per_s": None, "best_gmac_per_s": None, "cpu_gmac_per_s": None}
         try:
             # Built here, from bytes: not an encoder or decoder to vet.
             sess = create_session(model, threads)
             sess.run(None, {"a": a})
+            t1 = time.perf_counter()
+            sess.run(None, {"a": a})
+            per_call = max(time.perf_counter() - t1, 1e-6)
         except Exception as exc:  # onnxruntime raises its own types
             per[fmt]["error"] = str(exc).splitlines()[0][:200] if str(exc) else repr(exc)
             continue
-        calls[fmt] = lambda s=sess, a=a: s.run(None, {"a": a})
-    gmac = m * k * n / 1e9
+        # A block of calls per round, ~BLOCK_S long whatever the format's speed, so the first
+        # call's cold caches (the previous format's operands evicted this one's) are a small
+        # part of it: timed singly, whichever format follows fp32 measures up to 10% slower.
+        calls_per_block = int(min(1000, max(1, round(BLOCK_S / per_call))))
+        per[fmt]["calls_per_round"] = calls_per_block
+        calls[fmt] = lambda s=sess, a=a, r=range(calls_per_block): [
+            s.run(None, {"a": a}) for _ in r
+        ]
     if calls:
-        # About 0.2 GMAC per format and round: 3 calls of the default shape, 1 of 1024^3.
-        reps = max(1, min(1000, int(0.2 / gmac)))
         res = timing.interleaved(
-            calls, rounds=runs, reps=reps, warmup=1, cpu_clock=timing.cpu_clock_for(threads)
+            calls, rounds=runs, reps=1, warmup=1, cpu_clock=timing.cpu_clock_for(threads)
         )
         for fmt, t in res.items():
-            per[fmt]["gmac_per_s"] = gmac / (t.p50_us * 1e-6)
-            per[fmt]["best_gmac_per_s"] = gmac / (min(t.samples_ns) * 1e-9)
-            per[fmt]["cpu_gmac_per_s"] = gmac / (t.cpu.p50_us * 1e-6)
+            block = gmac * per[fmt]["calls_per_round"]
+            per[fmt]["gmac_per_s"] = block / (t.p50_us * 1e-6)
+            per[fmt]["best_gmac_per_s"] = block / (min(t.samples_ns) * 1e-9)
+            per[fmt]["cpu_gmac_per_s"] = block / (t.cpu.p50_us * 1e-6)
     out: dict[str, Any] = {"shape": [m, k, n], "threads": threads, "runs": runs}
     out["formats"] = per
     out["ceiling"] = ceilings(per, threads)

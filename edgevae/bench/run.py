@@ -2,7 +2,8 @@
 
 Rows: torch fp32 (when torch is importable and the run dir exists), ORT fp32 (the reference
 every delta and speedup is taken against), ORT int8 (the recipe the export chose), ORT int8
-static (the firmware decoder `decoder.int8.static.onnx` paired with the int8 encoder) and, with
+static (the firmware pair `encoder.int8.static.onnx` + `decoder.int8.static.onnx`; exports
+made before the static encoder pair the firmware decoder with the int8 encoder) and, with
 `all_recipes`, every other recipe re-created from the fp32 models with the export's calibration.
 
 Accuracy uses `metrics.evaluate` on the export's held-out test images (`heldout.npy`; with
@@ -33,11 +34,11 @@ all accuracies in nats per image, pixel differences on the 0-255 scale:
 - `versions`: edgevae, python, and those installed of numpy, onnxruntime, onnx, torch, pillow,
   matplotlib (from package metadata: nothing is imported)
 - `peak` (`bench.peak`): `formats` ({format: `gmac_per_s` (median round, wall),
-  `best_gmac_per_s` (fastest round), `cpu_gmac_per_s` (median, CPU time), `error` when the
-  probe failed}; formats fp32, u8s8, u8s8-7bit, u8u8, s8s8), `ceiling` ({int8 format: its
-  GMAC/s over fp32's in the same run, from CPU time with one thread, wall time otherwise}),
-  `fp32_gmac_per_s`, `int8_gmac_per_s` (median run, int8 = u8s8-7bit; null if a probe
-  failed, then `fp32_error`/`int8_error` say why), `fp32_best_gmac_per_s`,
+  `best_gmac_per_s` (fastest round), `cpu_gmac_per_s` (median, CPU time), `calls_per_round`,
+  `error` when the probe failed}; formats fp32, u8s8, u8s8-7bit, u8u8, s8s8), `ceiling`
+  ({int8 format: its GMAC/s over fp32's in the same run, from CPU time with one thread, wall
+  time otherwise}), `fp32_gmac_per_s`, `int8_gmac_per_s` (median run, int8 = u8s8-7bit;
+  null if a probe failed, then `fp32_error`/`int8_error` say why), `fp32_best_gmac_per_s`,
   `int8_best_gmac_per_s`, `fp32_cpu_gmac_per_s`, `int8_cpu_gmac_per_s`, `shape` [M, K, N],
   `threads`, `runs`, `seconds` (the probe's wall time)
 - `macs_per_image`: `encoder`, `decoder` (sum of fan_in*fan_out over the layers)
@@ -279,10 +280,12 @@ def _rows(
         contenders += [torch_c] if torch_c is not None else []
         notes += [skipped] if skipped else []
     contenders += export_contenders(inputs.export_dir, inputs.man, threads)
-    notes.append(
-        "ORT int8 static pairs decoder.int8.static.onnx (what the C firmware runs) with "
-        "encoder.int8.onnx; its encoder timing is the int8 row's"
-    )
+    static = next((c.row for c in contenders if c.row.name == "ORT int8 static"), None)
+    if static is not None:
+        notes.append(
+            f"ORT int8 static pairs {static.decoder_file} (what the C firmware runs) with "
+            f"{static.encoder_file}"
+        )
     return contenders, resolved_run
 
 

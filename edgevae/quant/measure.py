@@ -28,7 +28,7 @@ ROLES = ("encoder", "decoder")
 BATCHES = (1, 256)
 STAGE_ROUNDS = (4, 6)
 DROP_BELOW = 0.85  # of the best provisional score: clearly slower
-ROUND_MS = 1.5  # per contender, role and batch size in one round
+ROUND_MS = 4.0  # per contender, role and batch in a round: long enough to amortize a cold call
 
 
 @dataclass

@@ -181,7 +181,7 @@ def _probe(ctx: Context, names: list[str]) -> dict[str, Any]:
     from ..bench.peak import peak_probe
 
     formats = {gemm_format(RECIPES[n], ctx.cpu) for n in (*names, FIRMWARE.name)}
-    return peak_probe(1, formats=tuple(sorted(f for f in formats if f)), runs=5)
+    return peak_probe(1, formats=tuple(sorted(f for f in formats if f)), runs=9)
 
 
 def _ceiling_info(peak: dict[str, Any]) -> dict[str, Any]:

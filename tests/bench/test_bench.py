@@ -127,6 +127,9 @@ def test_json_has_the_documented_keys(report):
     assert (
         static["format"] == "u8s8-7bit" and static["ceiling"] == d["peak"]["ceiling"]["u8s8-7bit"]
     )
+    # The static row is the firmware pair: its own encoder, timed on its own.
+    assert static["encoder_file"] == "encoder.int8.static.onnx"
+    assert static["encoder"]["4"]["p50_us"] != d["rows"][2]["encoder"]["4"]["p50_us"]
     lat = static["decoder"]["4"]
     assert lat["cpu_share_of_ceiling"] == pytest.approx(
         lat["cpu_speedup_vs_fp32"] / static["ceiling"]
