@@ -432,3 +432,13 @@ def test_help_lists_the_valid_ranges(capsys):
         assert main([command, "--help"]) == 0
     text = capsys.readouterr().out
     assert "x>=1" in text and "x>=0" in text
+
+
+def test_profile_names_the_fused_kernels(tiny_export):
+    from edgevae.bench.profile import profile_model
+
+    p = profile_model(tiny_export / "decoder.int8.onnx", "decoder", 4, runs=5, warmup=2)
+    ops = [n.op for n in p.nodes]
+    assert "QGemm" in ops and "Sigmoid" in ops  # QDQ Gemms run fused into integer kernels
+    assert p.total_us > 0 and all(n.us >= 0 for n in p.nodes)
+    assert set(p.to_dict()) == {"path", "batch", "runs", "total_us", "other_us", "nodes"}
