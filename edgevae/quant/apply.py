@@ -131,53 +131,11 @@ def apply_recipe(
     """Write dst, the recipe applied to the fp32 model src, with edgevae metadata; the nodes
     named in `keep_float` stay in float (int8 recipes: mixed precision)."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
 
-    qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
-    excluded = list(keep_float)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         out = Path(tmp) / "q.onnx"
-        if recipe.method == "static" and recipe.defaults:
-            quantize_static(
-                str(src), str(out), _Reader(input_name, calib), nodes_to_exclude=excluded
-            )
-        elif recipe.method == "static":
-            extra: dict[str, Any] = {}
-            if recipe.float_output:
-                extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
-            quantize_static(
-                str(src),
-                str(out),
-                _Reader(input_name, calib),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Gemm"],
-                per_channel=recipe.per_channel,
-                reduce_range=recipe.reduce_range,
-                activation_type=qt[recipe.activation],
-                weight_type=qt[recipe.weight],
-                nodes_to_exclude=excluded,
-                calibrate_method=CalibrationMethod.Percentile
-                if recipe.calibration == "percentile"
-                else CalibrationMethod.MinMax,
-                extra_options=extra,
-            )
-        elif recipe.method == "dynamic":
-            # quantize_dynamic first rewrites each Gemm as NAME_MatMul + NAME_Add.
-            excluded += [f"{name}_MatMul" for name in keep_float]
-            quantize_dynamic(
-                str(src),
-                str(out),
-                per_channel=recipe.per_channel,
-                weight_type=qt[recipe.weight],
-                op_types_to_quantize=["Gemm", "MatMul"],
-                nodes_to_exclude=excluded,
-            )
+        if recipe.method in ("static", "dynamic"):
+            _quantize_int8(recipe, src, out, calib, input_name, list(keep_float))
         elif recipe.method == "int4":
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -194,14 +152,9 @@ def apply_recipe(
             raise ValueError(recipe.method)
         model = onnx.load(str(out))
         meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
-        meta.update(
-            {
-                "edgevae.precision": "int8"
-                if recipe.method in ("static", "dynamic")
-                else recipe.method,
-                "edgevae.recipe": recipe.name,
-            }
-        )
+        int8 = recipe.method in ("static", "dynamic")
+        meta["edgevae.precision"] = "int8" if int8 else recipe.method
+        meta["edgevae.recipe"] = recipe.name
         if keep_float:
             meta["edgevae.kept_float"] = ",".join(keep_float)
         del model.metadata_props[:]
@@ -209,3 +162,51 @@ def apply_recipe(
             model.metadata_props.add(key=k, value=v)
         model.producer_name = "edgevae"
         fsio.write_bytes(dst, model.SerializeToString())
+
+
+def _quantize_int8(
+    recipe: Recipe, src: Path, out: Path, calib: np.ndarray, input_name: str, keep: list[str]
+) -> None:
+    """onnxruntime's quantize_static or quantize_dynamic with the recipe's options."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    if recipe.method == "dynamic":
+        # quantize_dynamic first rewrites each Gemm as NAME_MatMul + NAME_Add.
+        quantize_dynamic(
+            str(src),
+            str(out),
+            per_channel=recipe.per_channel,
+            weight_type=qt[recipe.weight],
+            op_types_to_quantize=["Gemm", "MatMul"],
+            nodes_to_exclude=keep + [f"{name}_MatMul" for name in keep],
+        )
+    elif recipe.defaults:
+        quantize_static(str(src), str(out), _Reader(input_name, calib), nodes_to_exclude=keep)
+    else:
+        extra: dict[str, Any] = {}
+        if recipe.float_output:
+            extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
+        percentile = recipe.calibration == "percentile"
+        quantize_static(
+            str(src),
+            str(out),
+            _Reader(input_name, calib),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Gemm"],
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=qt[recipe.activation],
+            weight_type=qt[recipe.weight],
+            nodes_to_exclude=keep,
+            calibrate_method=CalibrationMethod.Percentile
+            if percentile
+            else CalibrationMethod.MinMax,
+            extra_options=extra,
+        )

@@ -403,7 +403,8 @@ def test_cpu_info_without_proc(tmp_path):
 
 
 def test_quant_table_shows_failed_candidates_verbatim(capsys):
-    """A failure message naming a path like 'x/[/y]' used to crash Rich's markup parser."""
+    """A failure message naming a path like 'x/[/y]' is shown verbatim, not read as Rich
+    markup (which would fail on it)."""
     from edgevae.cli.export import print_quant
 
     ok = q.Candidate("static-pc-rr", nll_delta=0.01, within_budget=True, bytes={"decoder": 2048})
