@@ -302,10 +302,14 @@ def _record(export_dir: Path, report: QuantReport, chosen: Candidate) -> None:
     man = manifest.read(export_dir)
     rec = RECIPES[chosen.recipe]
     man["quantization"] = report.to_dict()
-    man["recipe"] = {**rec.to_dict(), "kept_float": chosen.kept_float}
+    man["recipe"] = rec.to_dict()
     man["firmware_decoder"] = STATIC["decoder"]
     man["firmware_encoder"] = STATIC["encoder"]
-    man["int8_vs_fp32"] = {"nll_delta_nats": chosen.nll_delta, "speedup": chosen.speedup}
+    man["int8_vs_fp32"] = {
+        "nll_delta_nats": chosen.nll_delta,
+        "speedup": chosen.speedup,
+        "kept_float": chosen.kept_float,  # mixed precision: role -> Gemm nodes left in float
+    }
     man["cpu_specific"] = None if rec.exact_across_cpus else _why_cpu_specific(rec)
     manifest.refresh_files(export_dir, man)
     man["versions"] = manifest.versions()

@@ -174,8 +174,9 @@ def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Par
         # int8 models quantized from an earlier export (possibly of another run) derive from
         # the fp32 files replaced here: drop them, or they would be listed in the fresh
         # manifest and served by `sample` and the firmware codegen.
-        for stale in ("encoder.int8.onnx", "decoder.int8.onnx", "decoder.int8.static.onnx"):
-            (export_dir / stale).unlink(missing_ok=True)
+        for role in ("encoder", "decoder"):
+            for stale in (f"{role}.int8.onnx", f"{role}.int8.static.onnx"):
+                (export_dir / stale).unlink(missing_ok=True)
         for role in ("encoder", "decoder"):
             fsio.move_into(Path(tmp) / f"{role}.fp32.onnx", export_dir / f"{role}.fp32.onnx")
     gauss = None

@@ -140,7 +140,7 @@ def test_force_keeps_the_closest_recipe(export_copy, images, positive_deltas):
     man = json.loads((export_copy / "manifest.json").read_text())
     assert man["quantization"]["forced"] is True
     assert man["quantization"]["chosen"] == closest.recipe
-    assert man["recipe"]["name"] == closest.recipe and man["recipe"]["kept_float"] == {}
+    assert man["recipe"]["name"] == closest.recipe and man["int8_vs_fp32"]["kept_float"] == {}
     assert man["int8_vs_fp32"]["nll_delta_nats"] == closest.nll_delta
     # dynamic recipes are not bit-exact across CPUs, and the manifest says so.
     assert not RECIPES[closest.recipe].exact_across_cpus
@@ -255,7 +255,7 @@ def test_mixed_precision_keeps_the_costliest_node_in_float(export_copy, images, 
     assert set(mixed["bytes"]) == set(mixed["bytes_all_int8"]) == {"encoder", "decoder"}
     man = json.loads((export_copy / "manifest.json").read_text())
     assert man["quantization"]["mixed"]["kept_float"] == chosen.kept_float
-    assert man["recipe"]["kept_float"] == chosen.kept_float
+    assert man["int8_vs_fp32"]["kept_float"] == chosen.kept_float
     role = top["role"]
     model = onnx.load(str(export_copy / f"{role}.int8.onnx"))
     meta = {p.key: p.value for p in model.metadata_props}
