@@ -7,8 +7,9 @@ Formats (`FORMATS`): `fp32` (MatMul) and the integer MatMulInteger kinds the rec
 from the same interleaved run. `recipes.gemm_format` says which format a recipe runs.
 
 The probe shape (`PEAK_SHAPE`, 256 x 512 x 512) is measured to reach the kernels' peak here as
-well as 1024^3 does (fp32 and int8 alike; docs/quantization.md has the sweep), at 1/8 of the
-work, so `edgevae quantize` can run the probe inside its search. The probe models are built
+well as 1024^3 does (fp32 and int8 alike; `bench/peak_shapes.py`, docs/quantization.md), with
+1/16 of its multiply-accumulates per call, so `edgevae quantize` can run the probe inside its
+search (~0.15 s for its two formats). The probe models are built
 with `onnxio.proto`'s message classes (protobuf's runtime and onnx's schema), not the onnx
 package, which the device install does not have.
 """
