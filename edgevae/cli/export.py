@@ -172,7 +172,7 @@ def export(
     epilog=(
         "Examples:\n\n  edgevae quantize                      # measure this CPU's candidates\n\n"
         "  edgevae quantize --recipe static-pc --budget-nats 0.2\n\n"
-        "  edgevae quantize --explain                 # which node costs the nats\n\n"
+        "  edgevae quantize --explain            # which node costs the nats\n\n"
         "  edgevae quantize --also int4,fp16     # report opt-in formats too"
     )
 )
