@@ -168,12 +168,15 @@ def quantize(
     seed: int = 0,
     force: bool = False,
     also: Sequence[str] = (),
+    explain: bool = False,
     progress: Progress | None = None,
 ):
     """Quantize the export's fp32 pair to int8: measure this CPU's candidate recipes (or
     `recipe`), keep the fastest whose NLL increase on held-out images is within
-    `budget_nats`, and always write the firmware decoder. Calibration and held-out images
-    are the run's own data (found through `run_dir` or the manifest) unless `data` is given.
+    `budget_nats` (mixed precision when none is), and always write the firmware pair. With
+    `explain`, the report and manifest hold the nats each quantized node costs. Calibration
+    and held-out images are the run's own data (found through `run_dir` or the manifest)
+    unless `data` is given.
     Raises `BudgetError` when no recipe fits (unless `force`). Returns the `QuantReport`."""
     _need_train_extra("quantization", ("onnx",))
     from .quant.search import check_options, quantize_export
@@ -196,6 +199,7 @@ def quantize(
         seed=seed,
         force=force,
         extra_candidates=list(also),
+        explain=explain,
         progress=progress,
     )
 

@@ -42,7 +42,8 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
-    """fp32 + int8 (recipe static-pc-rr) + firmware static decoder for the tiny run."""
+    """fp32 + int8 (recipe static-pc-rr) + the firmware pair (encoder.int8.static.onnx,
+    decoder.int8.static.onnx) for the tiny run."""
     import edgevae
     from edgevae.training.export import export_run
 

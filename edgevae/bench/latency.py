@@ -93,7 +93,7 @@ def time_all(
         fns: dict[str, Callable[[], object]] = {}
         owners: dict[str, list[Contender]] = {}
         for c in contenders:
-            # Rows sharing one encoder file (int8 and int8 static) share its timing.
+            # Rows sharing one encoder file share its timing.
             key = c.row.name if role == "decoder" else c.encoder_key
             owners.setdefault(key, []).append(c)
             if key not in fns:
@@ -105,10 +105,7 @@ def time_all(
         )
         for key, t in res.items():
             for c in owners[key]:
-                prec = c.row.precision
-                ok = prec in ("fp32", "int8")  # the precisions the peak probe measures
-                pk = peak.get(f"{prec}_gmac_per_s") if ok else None
-                cpu_pk = peak.get(f"{prec}_cpu_gmac_per_s") if ok else None
+                pk, cpu_pk = _row_peak(c.row, peak)
                 getattr(c.row, role)[str(bs)] = _latency(t, bs, macs[role], pk, cpu_pk)
     progress("timing", len(steps), len(steps))
     for c in contenders:
@@ -119,6 +116,23 @@ def time_all(
                     lat.speedup_vs_fp32 = ref_lat[bs].p50_us / lat.p50_us
                 if bs in ref_lat and lat.cpu_p50_us > 0:
                     lat.cpu_speedup_vs_fp32 = ref_lat[bs].cpu_p50_us / lat.cpu_p50_us
+                if c.row.ceiling:
+                    lat.share_of_ceiling = _over(lat.speedup_vs_fp32, c.row.ceiling)
+                    lat.cpu_share_of_ceiling = _over(lat.cpu_speedup_vs_fp32, c.row.ceiling)
+
+
+def _over(v: float | None, ceiling: float) -> float | None:
+    return None if v is None else v / ceiling
+
+
+def _row_peak(row: Row, peak: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(wall, CPU-time) peak GMAC/s of the row's own format: fp32, or the int8 format its
+    recipe runs; None for int4/fp16, which the probe does not measure."""
+    fmt = "fp32" if row.precision == "fp32" else row.format
+    got = (peak.get("formats") or {}).get(fmt) if fmt else None
+    if not got:
+        return None, None
+    return got.get("gmac_per_s"), got.get("cpu_gmac_per_s")
 
 
 def noise_verdict(rows: list[Row]) -> dict[str, Any]:

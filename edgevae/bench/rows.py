@@ -29,7 +29,7 @@ class Contender:
     encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     decode: Callable[[np.ndarray], np.ndarray] | None = None  # z -> logits
     timer: Callable[[str, np.ndarray], Callable[[], object]] | None = None  # (role, input)
-    # Rows with the same key share one encoder timing (int8 and int8 static: the same file).
+    # Rows with the same key share one encoder timing (the same encoder file).
     encoder_key: str = ""
     paths: tuple[Path, Path] | None = None  # ORT rows: (encoder, decoder) files
 
@@ -65,7 +65,7 @@ def _load_or_fail(row: Row, load: Callable[[], Contender]) -> Contender:
 
 def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> list[Contender]:
     """ORT fp32 (the reference), ORT int8 (the recipe the export chose) and ORT int8 static
-    (the firmware decoder with the int8 encoder)."""
+    (the firmware pair: encoder.int8.static.onnx and decoder.int8.static.onnx)."""
     ref = Row(
         REFERENCE,
         "onnxruntime",
@@ -84,14 +84,18 @@ def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> li
         decoder_file="decoder.int8.onnx",
         note="the recipe the export chose",
     )
+    # The firmware pair; exports from before the static encoder pair it with the int8 one.
+    static_encoder = man.get("firmware_encoder")
     static = Row(
         "ORT int8 static",
         "onnxruntime",
         "int8",
         recipe=man.get("firmware_decoder") and "firmware",
-        encoder_file="encoder.int8.onnx",
+        encoder_file=static_encoder or "encoder.int8.onnx",
         decoder_file=man.get("firmware_decoder") or "decoder.int8.static.onnx",
-        note="firmware decoder (integer-only) with the int8 encoder",
+        note="firmware pair (integer-only encoder and decoder)"
+        if static_encoder
+        else "firmware decoder (integer-only) with the int8 encoder",
     )
     # No _load_or_fail for the reference: without it there is nothing to compare against.
     out = [_ort_row(ref, export_dir, threads)]

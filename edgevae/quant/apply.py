@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,21 @@ def calibration_sets(
     return x, z
 
 
+def gemm_nodes(path: Path) -> list[tuple[str, int]]:
+    """(name, multiply-accumulates per row) of every Gemm in an fp32 model, in graph order:
+    what mixed precision can keep in float."""
+    import onnx
+
+    model = onnx.load(str(path))
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "Gemm" and len(node.input) > 1:
+            dims = shapes.get(node.input[1], ())
+            out.append((node.name, int(np.prod(dims)) if dims else 0))
+    return out
+
+
 def _gemm_to_matmul(model):
     """Gemm(transB=1) -> MatMul + Add, so MatMulNBits can see the weights."""
     import onnx
@@ -104,49 +120,22 @@ def _gemm_to_matmul(model):
     return model
 
 
-def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_name: str) -> None:
-    """Write dst, the recipe applied to the fp32 model src, with edgevae metadata."""
+def apply_recipe(
+    recipe: Recipe,
+    src: Path,
+    dst: Path,
+    calib: np.ndarray,
+    input_name: str,
+    keep_float: Sequence[str] = (),
+) -> None:
+    """Write dst, the recipe applied to the fp32 model src, with edgevae metadata; the nodes
+    named in `keep_float` stay in float (int8 recipes: mixed precision)."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
 
-    qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         out = Path(tmp) / "q.onnx"
-        if recipe.method == "static" and recipe.defaults:
-            quantize_static(str(src), str(out), _Reader(input_name, calib))
-        elif recipe.method == "static":
-            extra: dict[str, Any] = {}
-            if recipe.float_output:
-                extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
-            quantize_static(
-                str(src),
-                str(out),
-                _Reader(input_name, calib),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=["Gemm"],
-                per_channel=recipe.per_channel,
-                reduce_range=recipe.reduce_range,
-                activation_type=qt[recipe.activation],
-                weight_type=qt[recipe.weight],
-                calibrate_method=CalibrationMethod.Percentile
-                if recipe.calibration == "percentile"
-                else CalibrationMethod.MinMax,
-                extra_options=extra,
-            )
-        elif recipe.method == "dynamic":
-            quantize_dynamic(
-                str(src),
-                str(out),
-                per_channel=recipe.per_channel,
-                weight_type=qt[recipe.weight],
-                op_types_to_quantize=["Gemm", "MatMul"],
-            )
+        if recipe.method in ("static", "dynamic"):
+            _quantize_int8(recipe, src, out, calib, input_name, list(keep_float))
         elif recipe.method == "int4":
             from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -163,16 +152,61 @@ def apply_recipe(recipe: Recipe, src: Path, dst: Path, calib: np.ndarray, input_
             raise ValueError(recipe.method)
         model = onnx.load(str(out))
         meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
-        meta.update(
-            {
-                "edgevae.precision": "int8"
-                if recipe.method in ("static", "dynamic")
-                else recipe.method,
-                "edgevae.recipe": recipe.name,
-            }
-        )
+        int8 = recipe.method in ("static", "dynamic")
+        meta["edgevae.precision"] = "int8" if int8 else recipe.method
+        meta["edgevae.recipe"] = recipe.name
+        if keep_float:
+            meta["edgevae.kept_float"] = ",".join(keep_float)
         del model.metadata_props[:]
         for k, v in sorted(meta.items()):
             model.metadata_props.add(key=k, value=v)
         model.producer_name = "edgevae"
         fsio.write_bytes(dst, model.SerializeToString())
+
+
+def _quantize_int8(
+    recipe: Recipe, src: Path, out: Path, calib: np.ndarray, input_name: str, keep: list[str]
+) -> None:
+    """onnxruntime's quantize_static or quantize_dynamic with the recipe's options."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    qt = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
+    if recipe.method == "dynamic":
+        # quantize_dynamic first rewrites each Gemm as NAME_MatMul + NAME_Add.
+        quantize_dynamic(
+            str(src),
+            str(out),
+            per_channel=recipe.per_channel,
+            weight_type=qt[recipe.weight],
+            op_types_to_quantize=["Gemm", "MatMul"],
+            nodes_to_exclude=keep + [f"{name}_MatMul" for name in keep],
+        )
+    elif recipe.defaults:
+        quantize_static(str(src), str(out), _Reader(input_name, calib), nodes_to_exclude=keep)
+    else:
+        extra: dict[str, Any] = {}
+        if recipe.float_output:
+            extra["OpTypesToExcludeOutputQuantization"] = ["Gemm", "MatMul"]
+        percentile = recipe.calibration == "percentile"
+        quantize_static(
+            str(src),
+            str(out),
+            _Reader(input_name, calib),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Gemm"],
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=qt[recipe.activation],
+            weight_type=qt[recipe.weight],
+            nodes_to_exclude=keep,
+            calibrate_method=CalibrationMethod.Percentile
+            if percentile
+            else CalibrationMethod.MinMax,
+            extra_options=extra,
+        )

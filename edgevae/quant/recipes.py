@@ -179,6 +179,25 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     return CpuInfo(arch, model, frozenset(flags))
 
 
+def gemm_format(recipe: Recipe, cpu: CpuInfo) -> str | None:
+    """The integer GEMM kind onnxruntime runs for `recipe` on `cpu`, as the peak probe names
+    it (`bench.peak.FORMATS`); None for int4/fp16, which have no int8 ceiling.
+
+    Dynamic recipes quantize activations to u8. On x86 onnxruntime shifts the s8 activations
+    of a QDQ graph with float Gemm outputs to u8 (measured: static-s8-pc runs as fast as
+    static-pc here, while an s8 x s8 MatMulInteger runs at a fifth of fp32's speed); the
+    baseline static-default quantizes its outputs too and keeps s8 x s8.
+    """
+    if recipe.method not in ("static", "dynamic"):
+        return None
+    if recipe.weight == "u8":
+        return "u8u8"
+    activation = "u8" if recipe.method == "dynamic" else recipe.activation
+    if activation == "s8" and (recipe.defaults or cpu.arch in ("aarch64", "arm64")):
+        return "s8s8"
+    return "u8s8-7bit" if recipe.reduce_range else "u8s8"
+
+
 def auto_candidates(cpu: CpuInfo) -> list[str]:
     """Recipes worth measuring on this CPU, most promising first."""
     return {
