@@ -16,10 +16,12 @@ from . import extras
 from .errors import UsageError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-# The latent size of a conditional model with the default preset, chosen by measurement (see
-# docs/conditional.md): with many latent dims z carries the class too, and samples drawn for
-# one label often show another.
-CONDITIONAL_LATENT_DIM = 20
+# The latent size of a conditional model with the default preset, chosen by measurement
+# (bench/conditional.py, docs/conditional.md): with many latent dims z carries the class too,
+# and a sample drawn for one label often shows another (at temperature 1, fp32, 20 epochs of
+# MNIST: 2 dims 99.5 % of samples show the asked digit, NLL 132.1 nats; 5 dims 96.8 %, 111.7;
+# 10 dims 89.5 %, 98.9; 20 dims 86.5 %, 95.7).
+CONDITIONAL_LATENT_DIM = 5
 
 
 def _need_train_extra(feature: str, modules: tuple[str, ...] = ("torch", "onnx")) -> None:
