@@ -257,6 +257,8 @@ def threshold(
         x = load_run_data(train_cfg, man["image_shape"], data).valid
         desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
+    if score == "elbo":
+        found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr)
     anomaly.store(Path(export_dir), found)
     return found
 
