@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -79,8 +80,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (inf, nan) as None: strict JSON has no Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (what any JSON reader accepts): non-finite floats become null, keys
+    sorted; one line when `indent` is None."""
+    text = json.dumps(_finite(obj), indent=indent, sort_keys=True, allow_nan=False)
+    return text if indent is None else text + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """`obj` as strict JSON (`to_json`), written atomically."""
+    write_text(path, to_json(obj))
 
 
 def move_into(src: str | os.PathLike, dst: str | os.PathLike) -> None:

@@ -154,7 +154,7 @@ def _resume_json(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         and is_number(schedule.get("lr", 1.0))
         and math.isfinite(schedule.get("lr", 1.0))
         and schedule.get("lr", 1.0) > 0
-        and is_number(schedule.get("best", 0.0))
+        and (schedule.get("best") is None or is_number(schedule.get("best")))
         and is_int(schedule.get("bad_epochs", 0))
     ):
         raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
@@ -243,5 +243,5 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    text = "".join(fsio.to_json(r, indent=None) + "\n" for r in rows)
     fsio.write_text(run_dir / METRICS, text)
