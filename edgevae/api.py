@@ -170,6 +170,7 @@ def quantize(
     from .data.runs import load_run_data
 
     ds = load_run_data(train_cfg, man["image_shape"], data)
+    _check_calibration(man, min(calib, len(ds.train)))
     return quantize_export(
         export_dir,
         ds.train,
@@ -183,6 +184,21 @@ def quantize(
         explain=explain,
         progress=progress,
     )
+
+
+def _check_calibration(man: dict[str, Any], n: int) -> None:
+    """Refuse a calibration that would not fit in the memory limit: onnxruntime's calibrators
+    keep every intermediate output of every calibration row (n images through the encoder,
+    2n latent vectors through the decoder) and merge them into one more copy."""
+    from . import limits
+
+    h, w = man["image_shape"]
+    hidden = (man.get("model") or {}).get("hidden")
+    width = 2 * sum(v for v in hidden if isinstance(v, int)) if isinstance(hidden, list) else 0
+    d, lat = h * w, man["latent_dim"]
+    per_image = (d + width + 2 * lat) + 2 * (lat + width + 2 * d)
+    need = 2 * 4 * n * per_image + 4 * n * (d + 2 * lat)
+    limits.check(need, f"calibrating on {n} images of {h}x{w}", "calib")
 
 
 def _run_train_config(
@@ -238,6 +254,10 @@ def threshold(
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
     if score == "elbo":
         found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr)
+        if found.firmware is not None:  # the static pair it was computed with
+            names = (model.manifest["firmware_encoder"], model.manifest["firmware_decoder"])
+            files = model.manifest.get("files") or {}
+            found.models.update({n: files[n]["sha256"] for n in names if n in files})
     anomaly.store(Path(export_dir), found)
     return found
 
