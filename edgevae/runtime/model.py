@@ -143,9 +143,12 @@ class Model:
         bounded however many rows there are."""
         sess = self.encoder if role == "encoder" else self.decoder
         width = self.latent_dim if role == "encoder" else self.input_dim
-        y = self._y(labels, len(rows))
         feed = "x" if role == "encoder" else "z"
         size = limits.chunk_rows(max(self.input_dim, len(self.classes)))
+        if len(rows) > size:  # the outputs (and a label position per row) must fit
+            need = len(rows) * (width * 4 * len(names) + 8)
+            limits.check(need, f"{len(rows)} rows through the {role}", feed)
+        y = self._y(labels, len(rows))
         if len(rows) <= size:
             return run_session(sess, self.path(role), names, {feed: rows, **y(0, len(rows))}, width)
         outs = [np.empty((len(rows), width), np.float32) for _ in names]
