@@ -240,7 +240,11 @@ def threshold(
     for `quantize`), `data`'s validation split, or `images` given directly. Returns the
     `runtime.anomaly.Threshold`."""
     from .runtime import anomaly, manifest
+    from .runtime.score import check_kind
 
+    check_kind(score, k)  # the options first: the images may take a while to read
+    if not 0.0 < fpr < 1.0:
+        raise UsageError(f"must be in (0, 1), got {fpr}", param="fpr")
     model = load(export_dir, precision)
     if images is not None:
         x, desc = images, {"source": "images"}

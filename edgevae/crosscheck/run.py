@@ -49,6 +49,16 @@ def run_models(
             continue
         name = model_inputs[0].name
         data = np.ascontiguousarray(inputs[name], dtype=np.float32)
+        width = model_inputs[0].shape[-1] if model_inputs[0].shape else None
+        if (
+            data.ndim != 2
+            or len(data) < single_rows
+            or (isinstance(width, int) and data.shape[1] != width)
+        ):  # inputs read from a results file of another export, or hand-made
+            raise CrosscheckError(
+                f"{path}: input {name} takes [N >= {single_rows}, {width}], the inputs have "
+                f"shape {list(data.shape)} (inputs of another export?)"
+            )
         out_names = [o.name for o in sess.get_outputs()]
         for out_name, value in zip(out_names, sess.run(out_names, {name: data}), strict=True):
             outputs[f"{stem}/{out_name}"] = np.asarray(value)

@@ -184,6 +184,19 @@ class Model:
         index = labels_mod.indices(self.classes, labels, n)
         return lambda start, stop: {"y": labels_mod.rows(len(self.classes), index[start:stop])}
 
+    def _one_label(self, label):
+        """A class position for the argument `label` (None for an unconditional model)."""
+        if not self.conditional:
+            if label is not None:
+                raise UsageError("this model is not conditional: it takes no label", param="label")
+            return None
+        if label is None:
+            raise UsageError(
+                f"this model is conditional: give a label ({', '.join(self.classes)})",
+                param="label",
+            )
+        return labels_mod.class_index(self.classes, label, "label")
+
     def _reserve(self, count: int, param: str, what: str, extra: int = 0) -> None:
         """Refuse before any work when `count` images (float32, what the call returns) and
         `extra` bytes would not fit in the memory limit (`edgevae.limits`)."""
@@ -198,11 +211,8 @@ class Model:
         temperature below 1 gives cleaner, less varied images. A conditional model draws the
         class `label` (a position or name); `label="all"` draws n of every class, one class
         after the other: [n * C, H, W] (the same z for every class)."""
-        if not self.conditional and label is not None:
-            raise UsageError("this model is not conditional: it takes no label", param="label")
-        if self.conditional and label not in (None, "all"):
-            label = labels_mod.class_index(self.classes, label, "label")
         every = self.conditional and label == "all"
+        label = label if every or label is None else self._one_label(label)
         count = n * len(self.classes) if every else n
         what = f"{n} samples of each of {len(self.classes)} classes" if every else f"{n} samples"
         self._reserve(count, "n", what, extra=n * self.latent_dim * 12)
@@ -235,7 +245,9 @@ class Model:
 
     def manifold(self, steps: int = 20, dims: tuple[int, int] = (0, 1), label=None) -> np.ndarray:
         """The paper's Fig. 4: a steps x steps grid over two latent dims through the inverse
-        Gaussian CDF, other dims 0: [steps * steps, H, W], row-major (top row = high dims[1])."""
+        Gaussian CDF, other dims 0: [steps * steps, H, W], row-major (top row = high dims[1]).
+        A conditional model decodes every cell with the class `label`."""
+        label = self._one_label(label)
         if steps >= 2:
             what, z_bytes = f"a {steps}x{steps} manifold", steps * steps * self.latent_dim * 4
             self._reserve(steps * steps, "steps", what, z_bytes)
@@ -245,7 +257,7 @@ class Model:
         """Style kept, class changed (Kingma et al. 2014, Fig. 1): each image is encoded with
         its label, and its z = mu decoded with every class: [N, C, H, W]."""
         if not self.conditional:
-            raise UsageError("analogies need a conditional model", param="model")
+            raise UsageError(f"{self.export_dir}: analogies need a conditional model")
         x = self.as_input(x)
         count = len(x) * len(self.classes)
         self._reserve(count, "x", f"{len(x)} images decoded as each of {len(self.classes)} classes")
