@@ -139,6 +139,13 @@ def idx_bytes(arr: np.ndarray, count: int | None = None) -> bytes:
     )
 
 
+def idx_label_bytes(labels, count: int | None = None, magic: int = 2049) -> bytes:
+    """An IDX label file (magic 2049, uint8 labels); `count` overrides the declared count."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    n = len(labels) if count is None else count
+    return struct.pack(">II", magic, n) + labels.tobytes()
+
+
 def amat_bytes(bits: np.ndarray) -> bytes:
     rows = bits.reshape(len(bits), -1)
     return "".join(" ".join(str(int(v)) for v in row) + "\n" for row in rows).encode()
