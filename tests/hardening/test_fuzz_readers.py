@@ -1,6 +1,8 @@
 """Fuzzing of every reader: mutated valid files (bytes, headers, fields) fed to each reader
-that test_data.py / test_onnxcheck.py do not fuzz already; only a clean one-line error of the
-reader's own type, or a valid result, is accepted.
+that test_data.py / test_onnxcheck.py do not fuzz already (data files, latent vectors,
+manifests, checkpoints, run configs, models through the runtime, and the newer readers: label
+files, the download cache, held-out images, crosscheck results, threshold entries); only a
+clean one-line error of the reader's own type, or a valid result, is accepted.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from support.hardening import (
     amat_bytes,
     fix_png_crcs,
     gz,
+    idx_bytes,
+    idx_label_bytes,
     images,
     manifest_dict,
     mat_bytes,
@@ -31,11 +35,12 @@ from support.hardening import (
     npz_bytes,
     onnx_model,
     png_bytes,
+    with_heldout,
 )
 
 from edgevae.config import ModelConfig
 from edgevae.data import npy as npyfile
-from edgevae.data.core import load_images
+from edgevae.data.core import load_dataset, load_images
 from edgevae.errors import DataError, EdgeVAEError, ModelFileError
 from edgevae.runtime import manifest
 from edgevae.runtime.model import Model
@@ -385,3 +390,187 @@ def test_fuzz_onnx_through_the_runtime(tmp_path, mutation, how, index, number, o
         return
     event("ran")
     assert out.shape == (2, DIM) and out.dtype == np.float32
+
+
+# ------------------------------------------------------------- the newer readers
+
+
+def _labels_ok(ds) -> None:
+    """A dataset read with labels: one int64 label per image, each naming a class."""
+    for split in ("train", "valid", "test"):
+        y = ds.labels(split)
+        assert y.dtype == np.int64 and len(y) == len(getattr(ds, split))
+        assert y.min() >= 0 and y.max() < len(ds.classes)
+
+
+LABELS = (np.arange(8) % 3).astype(np.int64)
+LABEL_SEEDS = [npy_bytes(LABELS), npy_bytes(LABELS.astype(np.float32)), npy_bytes(LABELS[:, None])]
+
+
+@FUZZ
+@given(
+    which=st.integers(0, 2),
+    mutation=MUTATION,
+    header=st.booleans(),
+    names=st.none() | st.integers(0, 4),
+)
+def test_fuzz_npz_labels(tmp_path, which, mutation, header, names) -> None:
+    """An .npz's label member (a mutated y in a well-formed zip, optionally class names)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("x.npy", npy_bytes(images(8, 4, 4)))
+        zf.writestr("y.npy", mutate(LABEL_SEEDS[which], mutation, span=128 if header else None))
+        if names is not None:
+            zf.writestr("classes.npy", npy_bytes(np.array([f"c{i}" for i in range(names)])))
+    path = tmp_path / "lab.npz"
+    path.write_bytes(buf.getvalue())
+    try:
+        ds = load_dataset(str(path), labels=True)
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        event(_reason(exc))
+        return
+    event("read")
+    _labels_ok(ds)
+
+
+IDX_LABELS = idx_label_bytes(np.arange(10) % 4)
+
+
+@FUZZ
+@given(mutation=MUTATION, header=st.booleans(), gzipped=st.booleans())
+def test_fuzz_idx_labels(tmp_path, mutation, header, gzipped) -> None:
+    """The label file beside IDX images (header edits land in its 8-byte header)."""
+    folder = tmp_path / "pair"
+    folder.mkdir(exist_ok=True)
+    (folder / "train-images-idx3-ubyte").write_bytes(idx_bytes(images(10, 4, 4)))
+    (folder / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images(3, 4, 4, seed=1)))
+    (folder / "t10k-labels-idx1-ubyte").write_bytes(idx_label_bytes([0, 1, 2]))
+    data = mutate(IDX_LABELS, mutation, span=8 if header else None)
+    for name in ("train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz"):
+        (folder / name).unlink(missing_ok=True)
+    name = "train-labels-idx1-ubyte" + (".gz" if gzipped else "")
+    (folder / name).write_bytes(gz(data) if gzipped else data)
+    try:
+        ds = load_dataset(str(folder), labels=True)
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        event(_reason(exc))
+        return
+    event("read")
+    _labels_ok(ds)
+
+
+CACHE_SEEDS = [gz(idx_label_bytes(np.arange(10) % 10)), idx_label_bytes(np.arange(10) % 10)]
+
+
+@FUZZ
+@given(which=st.integers(0, 1), mutation=MUTATION, as_name=st.integers(0, 1))
+def test_fuzz_cache_file(tmp_path, monkeypatch, which, mutation, as_name) -> None:
+    """A named set's cached file (mnist's test labels, gzipped or not, under either name):
+    never accepted unless its payload's sha256 is the registry's, refused naming the file."""
+    from edgevae.data import fetch, registry
+
+    monkeypatch.setenv(fetch.ENV_DIR, str(tmp_path / "cache"))
+    named = registry.lookup("mnist")
+    f = named.files["test_labels"]
+    folder = fetch.cache_dir(named)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        old.unlink()
+    path = folder / (f.name, f.name[:-3])[as_name]
+    path.write_bytes(mutate(CACHE_SEEDS[which], mutation, span=32))
+    with pytest.raises(DataError) as info:
+        fetch.find_cached(named, f)
+    assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
+    event(_reason(info.value))
+
+
+@pytest.fixture(scope="module")
+def heldout_export(tmp_path_factory) -> Path:
+    return with_heldout(mini_export(tmp_path_factory.mktemp("fuzz") / "held"), n=6)
+
+
+HELDOUT_SEEDS = [npy_bytes(images(6).reshape(6, -1)), npy_bytes((images(6) / 255.0).reshape(6, -1))]
+
+
+@FUZZ
+@given(which=st.integers(0, 1), mutation=MUTATION, header=st.booleans())
+def test_fuzz_heldout(heldout_export, which, mutation, header) -> None:
+    """heldout.npy mutated, with the manifest's sha256 made to match (a file that passes the
+    checksum still has its header, dtype, shape and pixels checked)."""
+    from edgevae import fsio
+    from edgevae.runtime import heldout
+
+    data = mutate(HELDOUT_SEEDS[which], mutation, span=128 if header else None)
+    entry = {"sha256": fsio.sha256_of(data)}
+    (heldout_export / heldout.NAME).write_bytes(data)
+    try:
+        x = heldout.read(heldout_export, entry, DIM)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc)
+        event(_reason(exc))
+        return
+    event("read")
+    assert x.dtype == np.float32 and x.ndim == 2 and x.shape[1] == DIM
+    assert 0 <= x.min() <= x.max() <= 1
+
+
+@pytest.fixture(scope="module")
+def results_seed(tmp_path_factory) -> bytes:
+    from edgevae.crosscheck.run import run_and_save
+
+    exp = mini_export(tmp_path_factory.mktemp("fuzz") / "cc")
+    out = exp.parent / "ref.npz"
+    run_and_save(exp, out, sample=False)
+    return out.read_bytes()
+
+
+@FUZZ
+@given(mutation=MUTATION, header=st.booleans())
+def test_fuzz_crosscheck_results(tmp_path, results_seed, mutation, header) -> None:
+    """`crosscheck compare`/`run --inputs`'s reader of a results .npz."""
+    from edgevae.crosscheck.compare import CrosscheckError
+    from edgevae.crosscheck.results import load_results
+
+    path = tmp_path / "r.npz"
+    path.write_bytes(mutate(results_seed, mutation, span=200 if header else None))
+    try:
+        results = load_results(path)
+    except CrosscheckError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(str(path))
+        event(_reason(exc))
+        return
+    event("read")
+    assert isinstance(results.meta, dict)
+
+
+THRESHOLD = {"score": "elbo", "precision": "int8", "value": 101.5, "fpr_target": 0.01,
+             "fpr_measured": 0.01, "n_images": 500, "data": {}, "k": None, "firmware": None,
+             "models": {"decoder.int8.onnx": "0" * 64}}  # fmt: skip
+
+
+@FUZZ
+@given(
+    key=st.sampled_from(sorted(THRESHOLD) + ["extra"]),
+    value=JSON_VALUES | st.sampled_from(["iwae", "fp32", "int4", 0.5, 1.0, 64, -1]),
+    drop=st.booleans(),
+)
+def test_fuzz_threshold_entry(key, value, drop) -> None:
+    """The manifest's threshold entry as `detect` reads it (`anomaly.stored`)."""
+    from edgevae.runtime import anomaly
+
+    entry = dict(THRESHOLD)
+    if drop:
+        entry.pop(key, None)
+    else:
+        entry[key] = value
+    try:
+        t = anomaly.stored({"threshold": entry}, "m.json")
+    except ModelFileError as exc:
+        assert str(exc) == "m.json: malformed threshold entry"
+        event("refused")
+        return
+    event("accepted")
+    assert t.score in anomaly.SCORES and np.isfinite(t.value) and 0 < t.fpr_target < 1
+    assert t.k is None or (isinstance(t.k, int) and t.k >= 1)
