@@ -19,6 +19,7 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import table
 from support.hardening import (
     DIM,
     LATENT,
@@ -46,6 +47,8 @@ from edgevae.runtime import manifest
 from edgevae.runtime.model import Model
 from edgevae.runtime.session import open_session, run_session
 from edgevae.training import checkpoint, runconfig
+
+runs = table.runs  # the shared fixture, visible to this module's tests
 
 FUZZ = settings(
     max_examples=40,

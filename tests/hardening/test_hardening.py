@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from support import table
 from support.hardening import (
     LATENT,
     amat_bytes,
@@ -35,11 +36,18 @@ from support.hardening import (
     png_bytes,
     png_header_only,
 )
-from support.table import Case, Ctx, distinct, run_case
+from support.table import (
+    Case,
+    Ctx,
+    distinct,
+    run_case,
+)
 
 from edgevae.training import checkpoint, runconfig
 
 # ------------------------------------------------------------------------ setups: data
+
+runs = table.runs  # the shared fixture, visible to this module's tests
 
 
 def _encode(c: Ctx, data: str) -> list[str]:

@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from support import table
 from support.hardening import (
     gz,
     idx_bytes,
@@ -22,12 +23,19 @@ from support.hardening import (
     onnx_model,
 )
 from support.hardening import with_heldout as heldout
-from support.table import Case, Ctx, distinct, run_case
+from support.table import (
+    Case,
+    Ctx,
+    distinct,
+    run_case,
+)
 
 from edgevae import fsio
 
 TRAIN = ["train", "--no-export", "--threads", "1", "--run-dir", "r", "--epochs", "1"]
 NO_RUN = ("runs", "r")
+
+thresholded_export = table.thresholded_export  # the shared fixture, seen by this module
 
 
 def _manifest(c: Ctx, rel: str, edit) -> None:

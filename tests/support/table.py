@@ -1,5 +1,6 @@
 """The table-driven refusal tests' machinery (test_hardening.py, test_limits.py,
-test_new_inputs.py): a Case builds its files under tmp_path (the working directory), runs
+test_new_inputs.py) and their fixtures (import them into the module that uses them): a Case
+builds its files under tmp_path (the working directory), runs
 `edgevae.cli.main(argv)` in-process with stderr captured at the fd level (so onnxruntime's
 own C++ log lines would count), and `run_case` checks the exit code, the one `error:` line,
 and the whole file tree before and after: nothing lost, nothing created.
@@ -13,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime
 import pytest
 
-from support.hardening import edgevae, mini_export, one_error_line, snapshot
+from support.hardening import edgevae, images, mini_export, one_error_line, snapshot
 
 # Files a failing command may create: the lock of a run dir it tried to train in.
 ALLOWED_NEW = re.compile(r"(^|/)\.lock$")
@@ -127,3 +129,34 @@ def run_case(case: Case, tmp_path: Path, monkeypatch, capfd, request) -> None:
 
 def distinct(cases: list[Case]) -> None:
     assert len({c.name for c in cases}) == len(cases), "case names must be distinct"
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A real 2-epoch run (784-16-2) and the state of a run with another config (784-8-2)."""
+    from edgevae.config import ModelConfig, TrainConfig
+    from edgevae.training.loop import train
+
+    base = tmp_path_factory.mktemp("runs")
+    data = base / "blobs.npy"
+    np.save(data, images(60, seed=3))
+    tcfg = dict(batch_size=10, threads=1, data=str(data))
+    train(ModelConfig(784, (28, 28), hidden=[16], latent_dim=2), TrainConfig(epochs=2, **tcfg),
+          base / "run")  # fmt: skip
+    train(ModelConfig(784, (28, 28), hidden=[8], latent_dim=2), TrainConfig(epochs=1, **tcfg),
+          base / "other")  # fmt: skip
+    return {"run": base / "run", "other": base / "other", "data": data}
+
+
+@pytest.fixture(scope="session")
+def thresholded_export(tiny_run, tiny_export, tmp_path_factory) -> Path:
+    """A copy of the tiny export with an elbo threshold (int8, FPR 0.05) in its manifest."""
+    import edgevae
+
+    exp = tmp_path_factory.mktemp("thresholded") / "export"
+    shutil.copytree(tiny_export, exp)
+    edgevae.threshold(exp, fpr=0.05, run_dir=tiny_run)
+    return exp
