@@ -14,6 +14,7 @@ import numpy as np
 import typer
 
 from .. import api
+from ..errors import UsageError
 from .common import (
     EXPORT_DIR,
     PRECISION,
@@ -75,6 +76,13 @@ def _labelled(model, data: str | None, split: str = "test", seed: int = 0):
     if not model.conditional:
         return load_images(data, split=split, seed=seed)[0], None
     ds = load_dataset(data, seed=seed, labels=True)
+    unknown = [name for name in ds.classes or () if name not in model.classes]
+    if unknown:
+        raise UsageError(
+            f"the data has classes {unknown[:10]} that the model does not know "
+            f"({', '.join(model.classes)})",
+            param="data",
+        )
     names = np.asarray(ds.classes)[ds.labels(split)]
     return getattr(ds, split), names
 
@@ -159,7 +167,6 @@ def interpolate(
     threads: int = THREADS,
 ) -> None:
     """Decode the straight line between the posterior means of two test images."""
-    from ..errors import UsageError
     from ..runtime.images import save_grid
 
     check_suffix(out, (".png",))
@@ -189,7 +196,6 @@ def manifold(
     threads: int = THREADS,
 ) -> None:
     """The learned manifold (paper Fig. 4): a grid through the inverse Gaussian CDF."""
-    from ..errors import UsageError
     from ..runtime.images import save_grid
 
     pair = parse_int_list(dims, "--dims")

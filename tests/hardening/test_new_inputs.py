@@ -370,6 +370,11 @@ CASES = [
          r"--label: this model is conditional: give a label \(0, 1"),
     Case("sample --label on an unconditional model", lambda c: ["sample", "--export-dir",
          c.export(), "--label", "3"], 2, r"--label: this model is not conditional"),
+    Case("analogies --data with classes the model does not know", lambda c: [*_cond(
+         None, "analogies", "--out", "a.png")(c), "--data", c.write("other.npz", npz_bytes(
+         x=images(40), y=np.arange(40) % 2, classes=np.array(["x", "y"])))], 2,
+         r"--data: the data has classes \['x', 'y'\] that the model does not know \(0, 1, ",
+         absent=("a.png",)),
     Case("analogies of an unconditional model", _analogies_unconditional, 2,
          r"^error: exp: analogies need a conditional model", absent=("a.png",)),
     # the newer commands
