@@ -218,9 +218,9 @@ def _keep(raw: Raw, parts, labels, classes: Sequence[int | str]) -> tuple[str, .
 
 
 def _check_memory(raw: Raw, copies: int = 1) -> None:
-    """Refuse a source whose images, as the float32 the models take, would not fit in the
-    memory limit (`edgevae.limits`): the readers cap the bytes a file holds, but 8-bit
-    pixels take four times as much as float32."""
+    """Refuse a source whose images, as the float32 the models take (`copies` of them), would
+    not fit in the memory limit (`edgevae.limits`): the readers cap the bytes a file holds,
+    but 8-bit pixels take four times as much as float32."""
     from .. import limits
 
     n = sum(part.shape[0] for part in raw.parts.values())
@@ -261,7 +261,7 @@ def load_dataset(
     """
     _check_options(seed, binarize, valid_fraction, test_fraction)
     raw = read_source(spec)
-    _check_memory(raw)
+    _check_memory(raw, copies=1 if binarize == "none" else 3)  # + the draws and the 0/1 result
     if (labels or classes is not None) and raw.labels.by_split is None:
         raise DataError(f"{raw.labels.problem or raw.source}; labels are needed here")
     parts, ys, origin = _split(raw, int(seed), valid_fraction, test_fraction)

@@ -139,7 +139,8 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, data: Any = None) -> 
     widths = 2 * sum(sized.hidden) + 4 * sized.latent_dim + 2 * sized.input_dim
     batch = min(cfg.batch_size, n_train)
     acts = 3 * 4 * batch * (widths + sized.n_classes)
-    rows = n_rows * (sized.input_dim + sized.n_classes) if sized.n_classes else 0
+    c = sized.n_classes  # [x, one-hot y] rows, and the C x C identity they are taken from
+    rows = n_rows * (sized.input_dim + c) + c * c if c else 0
     rows += 2 * n_train * sized.input_dim if cfg.binarize == "dynamic" else 0
     parts = {"weights": weights, "batch": acts, "data": 4 * rows}
     hidden = ",".join(map(str, sized.hidden))
