@@ -191,10 +191,17 @@ def quantize(
     from .data.runs import load_run_data
 
     ds = load_run_data(train_cfg, man["image_shape"], data)
+    labels = {}
+    if man.get("classes"):  # a conditional model: the images' labels, in its classes
+        from .runtime.labels import match_one_hot
+
+        for key, split in (("train_labels", "train"), ("heldout_labels", "valid")):
+            labels[key] = match_one_hot(man["classes"], ds.classes, ds.labels(split))
     return quantize_export(
         export_dir,
         ds.train,
         ds.valid,
+        **labels,
         recipe=recipe,
         budget_nats=budget_nats,
         calib=calib,

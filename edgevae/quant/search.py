@@ -32,7 +32,6 @@ import numpy as np
 from .. import fsio
 from ..errors import EdgeVAEError, ModelFileError, UsageError
 from ..runtime import manifest
-from ..runtime.session import open_session
 from . import measure
 from .apply import apply_recipe, calibration_sets
 from .explain import ExplainItem, explain_models
@@ -100,6 +99,8 @@ def quantize_export(
     train_images: np.ndarray,
     heldout_images: np.ndarray,
     *,
+    train_labels: np.ndarray | None = None,
+    heldout_labels: np.ndarray | None = None,
     recipe: str = "auto",
     budget_nats: float = 0.1,
     calib: int = 5000,
@@ -111,7 +112,10 @@ def quantize_export(
 ) -> QuantReport:
     """Quantize encoder.fp32.onnx/decoder.fp32.onnx into *.int8.onnx under the budget, and
     write the firmware pair (*.int8.static.onnx). With `explain`, the chosen recipe's cost per
-    quantized node goes into the report and the manifest."""
+    quantized node goes into the report and the manifest. A conditional model (the manifest
+    lists `classes`) needs the images' one-hot labels in its classes, `train_labels` and
+    `heldout_labels` ([N, C], `runtime.labels.match_one_hot`): calibration feeds them beside
+    the images and latents, and the NLL is the conditional -log p(x | y)."""
     start = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
     check_options(recipe, budget_nats, calib, extra_candidates)
@@ -121,11 +125,13 @@ def quantize_export(
     for role in ("encoder", "decoder"):
         if not (export_dir / f"{role}.fp32.onnx").exists():
             raise ModelFileError(f"{export_dir}: {role}.fp32.onnx missing; export the run first")
+    _check_labels(man, train_images, train_labels, heldout_images, heldout_labels)
     heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
-    ctx = Context.open(export_dir, man, heldout, cpu_info())
+    heldout_y = None if heldout_labels is None else heldout_labels[:EVAL_IMAGES]
+    ctx = Context.open(export_dir, man, heldout, cpu_info(), heldout_y)
     progress("calibrating", 0, 1)
-    x_cal, z_cal = calibration_sets(export_dir, train_images, calib, seed)
-    cal = {"encoder": x_cal, "decoder": z_cal}
+    enc_cal, dec_cal = calibration_sets(export_dir, train_images, calib, seed, train_labels)
+    cal = {"encoder": enc_cal, "decoder": dec_cal}
     ctx.peak = _probe(ctx, names)
     progress("calibrating", 1, 1)
     with tempfile.TemporaryDirectory(dir=export_dir, prefix=".quantize-") as tmp:
@@ -148,7 +154,7 @@ def quantize_export(
         chosen=chosen.recipe,
         budget_nats=budget_nats,
         candidates=results,
-        calibration=_calibration_info(ctx, x_cal, z_cal, seed),
+        calibration=_calibration_info(ctx, cal, seed),
         cpu=ctx.cpu.to_dict(),
         firmware_decoder=STATIC["decoder"],
         firmware_nll_delta=fw["decoder"],
@@ -191,12 +197,38 @@ def _ceiling_info(peak: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def _calibration_info(ctx: Context, x_cal, z_cal, seed: int) -> dict[str, Any]:
+def _check_labels(man: dict[str, Any], train, train_y, heldout, heldout_y) -> None:
+    """A conditional model needs one-hot labels in its classes, row for row; an
+    unconditional one takes none."""
+    n_classes = len(man.get("classes") or [])
+    for images, y, param in (
+        (train, train_y, "train_labels"),
+        (heldout, heldout_y, "heldout_labels"),
+    ):
+        if not n_classes:
+            if y is not None:
+                raise UsageError("the model is not conditional: it takes no labels", param=param)
+            continue
+        if y is None:
+            raise UsageError(
+                f"the model is conditional ({n_classes} classes): give the images' labels",
+                param=param,
+            )
+        if y.shape != (len(images), n_classes):
+            raise UsageError(
+                f"must be one-hot rows [{len(images)}, {n_classes}], got {list(y.shape)}",
+                param=param,
+            )
+
+
+def _calibration_info(ctx: Context, cal: dict[str, dict], seed: int) -> dict[str, Any]:
     base = ctx.paired.base(REPORT_IMAGES)
+    labels = " (each with its image's label)" if ctx.conditional else ""
     return {
-        "encoder_images": len(x_cal),
-        "decoder_z": len(z_cal),
-        "decoder_z_from": "posterior means of the encoder images + N(0, I) draws",
+        "encoder_images": len(cal["encoder"]["x"]),
+        "decoder_z": len(cal["decoder"]["z"]),
+        "decoder_z_from": f"posterior means of the encoder images + N(0, I) draws{labels}",
+        "conditional": ctx.conditional,
         "seed": seed,
         "heldout_images": ctx.paired.n_images,
         "heldout_split": "valid",
@@ -288,9 +320,8 @@ def _firmware(ctx: Context, work: Path, cal, progress: Progress) -> dict[str, fl
     progress("firmware pair", 0, 1)
     sess = {}
     for role, name in STATIC.items():
-        src = ctx.export_dir / f"{role}.fp32.onnx"
-        apply_recipe(FIRMWARE, src, work / name, cal[role], "x" if role == "encoder" else "z")
-        sess[role] = open_session(work / name, role)
+        apply_recipe(FIRMWARE, ctx.export_dir / f"{role}.fp32.onnx", work / name, cal[role])
+        sess[role] = ctx.session(work / name, role)
     dec, _ = ctx.paired.delta(ctx.fp32["encoder"], sess["decoder"], REPORT_IMAGES)
     pair, _ = ctx.paired.delta(sess["encoder"], sess["decoder"], REPORT_IMAGES)
     progress("firmware pair", 1, 1)
