@@ -68,9 +68,9 @@ def train(
     conditional: bool = typer.Option(
         False,
         help="Condition encoder and decoder on the label (labelled data), so `edgevae sample "
-        "--label 7` draws a 7. Its default latent size is 5, not 20: with more dims z also "
-        "carries the class and ~1 sample in 7 shows another digit (20 dims), at the cost of "
-        "~16 nats of likelihood (see docs/conditional.md).",
+        "--label 7` draws a 7. Its default latent size is 4, not 20: with more dims z also "
+        "carries the class and ~1 sample in 4 shows another digit (20 dims; 4 dims: 1 in 26), "
+        "at the cost of ~21 nats of likelihood (see docs/conditional.md).",
     ),
     epochs: int = typer.Option(
         10, min=1, max=1_000_000, help="Epochs in total (with --resume: the new total)."
@@ -97,7 +97,7 @@ def train(
     ),
     hidden: str = typer.Option(None, help="Hidden layer sizes, e.g. 400 or 500,500."),
     latent_dim: int = typer.Option(
-        None, min=1, help="Latent dimension (default 20; mcu preset 8; --conditional 5)."
+        None, min=1, help="Latent dimension (default 20; mcu preset 8; --conditional 4)."
     ),
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
     binarize: Binarize = typer.Option(
