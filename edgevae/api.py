@@ -16,13 +16,6 @@ from . import extras
 from .errors import UsageError
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
-# The latent size of a conditional model with the default preset, chosen by measurement
-# (bench/conditional.py, docs/conditional.md): with many latent dims z carries the class too,
-# and a sample drawn for one label often shows another. The smallest NLL that keeps >= 95 % of
-# int8 samples at temperature 1 showing the asked digit, after the default 10 epochs of MNIST
-# (int8 share / fp32 NLL): 2 dims 99.0 % / 133.7 nats; 3 dims 98.2 % / 126.2; 4 dims 96.2 %
-# / 119.3; 5 dims 93.9 % / 114.9; 10 dims 79.5 % / 101.9; 20 dims 74.2 % / 97.9.
-CONDITIONAL_LATENT_DIM = 4
 
 
 def _need_train_extra(feature: str, modules: tuple[str, ...] = ("torch", "onnx")) -> None:
@@ -58,65 +51,56 @@ def train(
     *,
     run_dir: str | Path = "runs/default",
     epochs: int = 10,
-    preset: str = "default",
+    preset: str | None = None,
     hidden: Sequence[int] | None = None,
     latent_dim: int | None = None,
-    activation: str = "relu",
-    batch_size: int = 100,
-    lr: float = 1e-3,
-    optimizer: str = "adam",
-    binarize: str = "none",
-    lr_patience: int = 0,
-    kl_warmup: int = 0,
-    seed: int = 0,
+    activation: str | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    binarize: str | None = None,
+    lr_patience: int | None = None,
+    kl_warmup: int | None = None,
+    seed: int | None = None,
     threads: int = 1,
     max_minutes: float | None = None,
     classes: Sequence[int | str] | None = None,
-    conditional: bool = False,
+    conditional: bool | None = None,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
 ) -> TrainedRun:
     """Train the VAE on `data` (a path, `KIND:PATH`, a named set such as "mnist", downloaded
-    once into the cache, or None for the bundled 5k MNIST) into `run_dir`. Sizes come from
-    `preset` ("default" 400/20, "mcu" 128/8, "paper" 500/20) unless `hidden`/`latent_dim`
-    are given. `classes` keeps only those classes (positions in the data's class list or
-    names; kept in the run's config, so evaluation and export use the same subset).
-    `conditional` trains q(z | x, y) and p(x | z, y) on labelled data (y one-hot, Sohn et al.
-    2015), so that `Model.sample(n, label=...)` draws a chosen class; its latent size
-    defaults to `CONDITIONAL_LATENT_DIM` unless `latent_dim` is given. `resume` continues
-    the run (to `epochs` in total); `overwrite` starts an existing run dir over.
+    once into the cache, or None for the bundled 5k MNIST) into `run_dir`.
+
+    Options left as None take their defaults (`training.options.DEFAULTS`: preset "default"
+    = 400 hidden units and 20 latent dims ("mcu" 128/8, "paper" 500/20; `hidden`/`latent_dim`
+    override), relu, batch 100, Adam at lr 1e-3, no binarization, seed 0). `classes` keeps only
+    those classes (positions or names; kept in the run's config, so evaluation and export use
+    the same subset). `conditional` trains q(z | x, y) and p(x | z, y) on labelled data (y
+    one-hot, Sohn et al. 2015), so that `Model.sample(n, label=...)` draws a chosen class; its
+    latent size defaults to 4 (`training.options.CONDITIONAL_LATENT_DIM`).
+
+    `resume` continues the run to `epochs` in total with the run's own options: an option given
+    here that differs from them raises `ResumeConflict` (only `epochs`, `threads` and
+    `max_minutes` belong to this call). `overwrite` starts an existing run dir over.
     Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
-    from .config import PRESETS, ModelConfig, TrainConfig
     from .training.loop import train as run_training
+    from .training.options import ResumeConflict, new_configs, resume_conflicts
 
-    if preset not in PRESETS:
-        raise UsageError(f"must be one of {', '.join(PRESETS)}", param="preset")
-    sizes = PRESETS[preset]
-    model_cfg = ModelConfig(
-        input_dim=784,  # replaced by the data's size when training starts
-        image_shape=(28, 28),
-        hidden=list(hidden) if hidden else list(sizes["hidden"]),
-        latent_dim=_latent_dim(latent_dim, sizes, preset, conditional),
-        activation=activation,
-    ).validate()
-    train_cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        seed=seed,
-        threads=threads,
-        binarize=binarize,
-        data=data,
-        max_minutes=max_minutes,
-        lr_patience=lr_patience,
-        kl_warmup=kl_warmup,
-        classes=list(classes) if classes is not None else None,
-        conditional=conditional,
-    ).validate()
+    given = {
+        "data": data, "preset": preset, "hidden": hidden, "latent_dim": latent_dim,
+        "activation": activation, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+        "binarize": binarize, "lr_patience": lr_patience, "kl_warmup": kl_warmup, "seed": seed,
+        "classes": classes, "conditional": conditional,
+    }  # fmt: skip
+    if resume and Path(run_dir, "config.json").is_file():
+        conflicts = resume_conflicts(Path(run_dir), given)
+        if conflicts:
+            raise ResumeConflict(Path(run_dir), conflicts)
+    model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes)
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
     )
@@ -129,12 +113,6 @@ def train(
         test_neg_elbo=float(last.get("test_neg_elbo", float("nan"))),
         metrics=result.rows,
     )
-
-
-def _latent_dim(latent_dim: int | None, sizes: dict, preset: str, conditional: bool) -> int:
-    if latent_dim is not None:
-        return latent_dim
-    return CONDITIONAL_LATENT_DIM if conditional and preset == "default" else sizes["latent_dim"]
 
 
 @dataclass

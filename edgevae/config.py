@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,4 +148,6 @@ def _class_list(classes: Any) -> list[int | str]:
 
 
 def dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    from .fsio import to_json
+
+    return to_json(obj)

@@ -54,6 +54,7 @@ class Split(str, Enum):
     )
 )
 def train(
+    ctx: typer.Context,
     data: str = typer.Option(
         None,
         help="Data path (kind detected from content), KIND:PATH, or a named set downloaded "
@@ -123,33 +124,21 @@ def train(
     extras.require("training", "train", extras.TRAIN)  # one line, before any progress display
     if export:
         check_dir_option(export_dir, "--export-dir")
-    class_list = _parse_classes(classes) if classes is not None else None
+    given = _given(
+        ctx,
+        data=data, preset=preset, latent_dim=latent_dim, activation=activation,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, binarize=binarize,
+        lr_patience=lr_patience, kl_warmup=kl_warmup, seed=seed, conditional=conditional,
+        hidden=parse_int_list(hidden, "--hidden") if hidden else None,
+        classes=_parse_classes(classes) if classes is not None else None,
+    )  # fmt: skip
     if not resume:
         fetch_named(data)
-    with TrainProgress(err_console) as reporter, _resume_hint(run_dir):
+    with TrainProgress(err_console) as reporter, _resume_hint(run_dir), _flags(train):
         run = api.train(
-            data,
-            run_dir=run_dir,
-            epochs=epochs,
-            preset=preset.value,
-            hidden=parse_int_list(hidden, "--hidden") if hidden else None,
-            latent_dim=latent_dim,
-            activation=activation.value,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer.value,
-            binarize=binarize.value,
-            lr_patience=lr_patience,
-            kl_warmup=kl_warmup,
-            seed=seed,
-            threads=threads,
-            max_minutes=max_minutes,
-            classes=class_list,
-            conditional=conditional,
-            resume=resume,
-            overwrite=overwrite,
-            reporter=reporter,
-        )
+            **given, run_dir=run_dir, epochs=epochs, threads=threads, max_minutes=max_minutes,
+            resume=resume, overwrite=overwrite, reporter=reporter,
+        )  # fmt: skip
     console.print(
         f"trained {run.epochs} epochs in {run.seconds:.1f} s: valid -ELBO "
         f"{run.valid_neg_elbo:.2f} nats, test -ELBO {run.test_neg_elbo:.2f} nats -> {run_dir}",
@@ -160,6 +149,37 @@ def train(
         from .export import export_and_quantize
 
         export_and_quantize(run_dir, export_dir)
+
+
+def _given(ctx: typer.Context, **values) -> dict:
+    """The API's options: what the command line set, None for what it left at its default
+    (a resume keeps the run's own options, and refuses only those given that differ)."""
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        out[name] = None if source is not None and source.name == "DEFAULT" else value
+        out[name] = getattr(out[name], "value", out[name])  # an Enum choice: its value
+    return out
+
+
+@contextlib.contextmanager
+def _flags(command) -> Iterator[None]:
+    """A resume's conflicting options named as this command's flags, in one line."""
+    from ..training.options import ResumeConflict
+    from .common import option_name
+
+    try:
+        yield
+    except ResumeConflict as exc:
+        listed = "; ".join(
+            f"{option_name(command, p)} {_show(g)} (the run's: {_show(s)})"
+            for p, g, s in exc.conflicts
+        )
+        raise UsageError(f"a resume keeps the run's options; these differ: {listed}") from None
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _parse_classes(text: str) -> list[str]:

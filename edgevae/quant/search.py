@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import fsio
 from ..errors import EdgeVAEError, ModelFileError, UsageError
 from ..runtime import manifest
 from . import measure
@@ -126,6 +125,7 @@ def quantize_export(
         if not (export_dir / f"{role}.fp32.onnx").exists():
             raise ModelFileError(f"{export_dir}: {role}.fp32.onnx missing; export the run first")
     _check_labels(man, train_images, train_labels, heldout_images, heldout_labels)
+    fp32 = manifest.digests(export_dir, ("encoder.fp32.onnx", "decoder.fp32.onnx"))
     heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
     heldout_y = None if heldout_labels is None else heldout_labels[:EVAL_IMAGES]
     ctx = Context.open(export_dir, man, heldout, cpu_info(), heldout_y)
@@ -146,26 +146,24 @@ def quantize_export(
                 ctx, RECIPES[chosen.recipe].method, search.paths(chosen), work,
                 progress=progress,
             )  # fmt: skip
-        for role, path in search.paths(chosen).items():
-            fsio.move_into(path, export_dir / f"{role}.int8.onnx")
-        for name in STATIC.values():
-            fsio.move_into(work / name, export_dir / name)
-    report = QuantReport(
-        chosen=chosen.recipe,
-        budget_nats=budget_nats,
-        candidates=results,
-        calibration=_calibration_info(ctx, cal, seed),
-        cpu=ctx.cpu.to_dict(),
-        firmware_decoder=STATIC["decoder"],
-        firmware_nll_delta=fw["decoder"],
-        firmware_pair_nll_delta=fw["pair"],
-        ceiling=_ceiling_info(ctx.peak),
-        mixed=mixed,
-        explain=items,
-        forced=forced,
-    )
-    report.seconds = time.perf_counter() - start
-    _record(export_dir, report, chosen)
+        moves = [(path, export_dir / f"{r}.int8.onnx") for r, path in search.paths(chosen).items()]
+        moves += [(work / name, export_dir / name) for name in STATIC.values()]
+        report = QuantReport(
+            chosen=chosen.recipe,
+            budget_nats=budget_nats,
+            candidates=results,
+            calibration=_calibration_info(ctx, cal, seed),
+            cpu=ctx.cpu.to_dict(),
+            firmware_decoder=STATIC["decoder"],
+            firmware_nll_delta=fw["decoder"],
+            firmware_pair_nll_delta=fw["pair"],
+            ceiling=_ceiling_info(ctx.peak),
+            mixed=mixed,
+            explain=items,
+            forced=forced,
+        )
+        report.seconds = time.perf_counter() - start
+        manifest.commit(export_dir, moves, lambda man: _record(man, report, chosen), fp32)
     return report
 
 
@@ -328,9 +326,8 @@ def _firmware(ctx: Context, work: Path, cal, progress: Progress) -> dict[str, fl
     return {"decoder": dec.mean, "pair": pair.mean}
 
 
-def _record(export_dir: Path, report: QuantReport, chosen: Candidate) -> None:
-    """The quantization's outcome into the manifest, with the new files' sha256."""
-    man = manifest.read(export_dir)
+def _record(man: dict[str, Any], report: QuantReport, chosen: Candidate) -> None:
+    """The quantization's outcome into the manifest (`manifest.commit` adds the sha256)."""
     rec = RECIPES[chosen.recipe]
     man["quantization"] = report.to_dict()
     man["recipe"] = rec.to_dict()
@@ -342,9 +339,7 @@ def _record(export_dir: Path, report: QuantReport, chosen: Candidate) -> None:
         "kept_float": chosen.kept_float,  # mixed precision: role -> Gemm nodes left in float
     }
     man["cpu_specific"] = None if rec.exact_across_cpus else _why_cpu_specific(rec)
-    manifest.refresh_files(export_dir, man)
     man["versions"] = manifest.versions()
-    manifest.write(export_dir, man)
 
 
 def _why_cpu_specific(rec: Recipe) -> str:

@@ -12,6 +12,7 @@ firmware models) the same threshold for the microcontroller's own score, which
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,9 +112,8 @@ def firmware_threshold(export_dir, x_normal: np.ndarray, fpr: float) -> float | 
 
 def store(export_dir, threshold: Threshold) -> None:
     """Write the threshold into the export's manifest (atomically)."""
-    man = manifest_mod.read(export_dir)
-    man["threshold"] = threshold.to_dict()
-    manifest_mod.write(export_dir, man)
+    entry = threshold.to_dict()
+    manifest_mod.commit(Path(export_dir), [], lambda man: man.update(threshold=entry))
 
 
 def stored(man: dict[str, Any], where: str = "manifest.json") -> Threshold:

@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import math
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,46 @@ def refresh_files(export_dir: Path, man: dict[str, Any]) -> None:
 
 def write(export_dir: Path, man: dict[str, Any]) -> None:
     fsio.write_json(export_dir / NAME, man)
+
+
+def digests(export_dir: Path, names: tuple[str, ...]) -> dict[str, str | None]:
+    """sha256 of each named file of the export (None when absent)."""
+    return {
+        n: fsio.sha256_file(export_dir / n, ModelFileError) if (export_dir / n).exists() else None
+        for n in names
+    }
+
+
+def commit(
+    export_dir: Path,
+    moves: list[tuple[Path, Path]],
+    update: Callable[[dict[str, Any]], None],
+    expect: dict[str, str | None] | None = None,
+    *,
+    fresh: dict[str, Any] | None = None,
+    remove: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A writer's last step, under the export's exclusive lock: check that the files it worked
+    from are still those it read (`expect`: name -> sha256, from `digests` at its start), move
+    its finished files in (after deleting `remove`), apply `update` to the manifest (or to
+    `fresh`, a new one), record every model file's sha256 and write the manifest. Readers
+    take the shared lock (`Model`), so no reader sees files of two writers, or a manifest that
+    does not match its files."""
+    with fsio.dir_lock(export_dir):
+        if expect is not None and digests(export_dir, tuple(expect)) != expect:
+            raise ModelFileError(
+                f"{export_dir}: its models changed while this command worked from them "
+                "(another export or quantization?); run it again"
+            )
+        man = read(export_dir) if fresh is None else fresh
+        for name in remove:
+            (export_dir / name).unlink(missing_ok=True)
+        for src, dst in moves:
+            fsio.move_into(src, dst)
+        update(man)
+        refresh_files(export_dir, man)
+        write(export_dir, man)
+    return man
 
 
 #: A manifest is a few kB; anything far larger is not one (and is not read into memory).

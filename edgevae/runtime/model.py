@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import fsio
 from ..errors import ModelFileError, UsageError
 from . import heldout, metrics
 from . import manifest as manifest_mod
@@ -40,7 +41,8 @@ class Model:
         self.export_dir = Path(export_dir)
         self.precision = precision
         self.threads = threads
-        self.manifest: dict[str, Any] = manifest_mod.read(self.export_dir)
+        with fsio.dir_lock(self.export_dir, shared=True):  # not while a writer commits
+            self.manifest: dict[str, Any] = manifest_mod.read(self.export_dir)
         self.latent_dim = int(self.manifest["latent_dim"])
         h, w = self.manifest["image_shape"]
         self.image_shape = (int(h), int(w))
@@ -71,7 +73,9 @@ class Model:
 
     def _session(self, role: str):
         path = self.path(role)
-        sess = open_session(path, role, self.threads, self.conditional)
+        with fsio.dir_lock(self.export_dir, shared=True):
+            sess = open_session(path, role, self.threads, self.conditional)  # vetted first
+            self._check_unchanged(path)
         width_in, width_out = (
             (self.input_dim, self.latent_dim)
             if role == "encoder"
@@ -87,6 +91,16 @@ class Model:
                     f"{path}: {what} shape {shape} does not match the manifest ({want} features)"
                 )
         return sess
+
+    def _check_unchanged(self, path: Path) -> None:
+        """The file is the one the manifest read at load time lists: an export rewritten since
+        (another export or quantize) is refused, never mixed with the manifest it replaced."""
+        want = (self.manifest.get("files") or {}).get(path.name, {}).get("sha256")
+        if want is not None and fsio.sha256_file(path, ModelFileError) != want:
+            raise ModelFileError(
+                f"{path}: its sha256 is not the one in the manifest loaded with it (the export "
+                "was rewritten since, or the file edited); load the export again"
+            )
 
     @cached_property
     def encoder(self):

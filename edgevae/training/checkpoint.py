@@ -15,8 +15,6 @@ complete checkpoint in place.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import math
 import os
@@ -54,29 +52,20 @@ class RunLock:
     def __enter__(self) -> RunLock:
         try:  # e.g. a parent that is a file: one line, not a NotADirectoryError traceback
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = fsio.try_lock_file(self.path)
         except OSError as exc:
             raise TrainingError(
                 f"{self.path.parent}: cannot create the run dir ({exc.strerror or exc})"
             ) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self.fd)
-            self.fd = None
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise TrainingError(
-                    f"{self.path.parent}: another training is writing to this run dir"
-                ) from None
-            raise
+        if self.fd is None:
+            raise TrainingError(f"{self.path.parent}: another training is writing to this run dir")
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+            os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
 
 
@@ -154,7 +143,7 @@ def _resume_json(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         and is_number(schedule.get("lr", 1.0))
         and math.isfinite(schedule.get("lr", 1.0))
         and schedule.get("lr", 1.0) > 0
-        and is_number(schedule.get("best", 0.0))
+        and (schedule.get("best") is None or is_number(schedule.get("best")))
         and is_int(schedule.get("bad_epochs", 0))
     ):
         raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
@@ -243,5 +232,5 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    text = "".join(fsio.to_json(r, indent=None) + "\n" for r in rows)
     fsio.write_text(run_dir / METRICS, text)

@@ -192,12 +192,13 @@ def _stage(
 
 
 def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Parity], dict]:
-    """Write encoder.fp32.onnx and decoder.fp32.onnx and a fresh manifest; returns parity."""
+    """Write encoder.fp32.onnx and decoder.fp32.onnx, the held-out images and a fresh
+    manifest; returns parity. Everything is made and checked in a staging dir first and moved
+    in at the end, under the export's lock (`manifest.commit`): a failure (checker, parity,
+    full disk) leaves the previous export as it was, and no reader sees a mixed export."""
     model, cfg = load_model(run_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     results = []
-    # Everything is written and checked in a staging dir first: a failure (checker, parity,
-    # full disk) leaves the previous export exactly as it was instead of half replaced.
     with tempfile.TemporaryDirectory(dir=export_dir, prefix=".export-") as tmp:
         for role, module, feeds, outputs in _specs(model, seed):
             result = _stage(model, role, module, feeds, outputs, Path(tmp))
@@ -207,39 +208,39 @@ def export_run(run_dir: Path, export_dir: Path, seed: int = 0) -> tuple[list[Par
                     f"{export_dir / result.name}: onnxruntime differs from torch by "
                     f"{max(result.max_abs_diff.values()):.2e} (> {PARITY_TOL:g})"
                 )
+        held = _heldout_entry(Path(tmp), cfg)
+        gauss = None
+        if model.cfg.likelihood == "gaussian":
+            gauss = model.decoder.gaussian_logvar().detach().numpy().astype(float).tolist()
+        man = manifest.new_manifest(Path(tmp), cfg, str(run_dir), gauss)
+        man.update(held)
+        man["parity"] = [
+            {"file": p.name, "n": p.n, "max_abs_diff": p.max_abs_diff, "tolerance": PARITY_TOL}
+            for p in results
+        ]
+        staged = [f"{role}.fp32.onnx" for role in ("encoder", "decoder")]
+        staged += [heldout.NAME] if held["heldout"] else []
         # int8 models quantized from an earlier export (possibly of another run) derive from
-        # the fp32 files replaced here: drop them, or they would be listed in the fresh
-        # manifest and served by `sample` and the firmware codegen.
-        for stale in STALE_AFTER_EXPORT:
-            (export_dir / stale).unlink(missing_ok=True)
-        for role in ("encoder", "decoder"):
-            fsio.move_into(Path(tmp) / f"{role}.fp32.onnx", export_dir / f"{role}.fp32.onnx")
-    gauss = None
-    if model.cfg.likelihood == "gaussian":
-        gauss = model.decoder.gaussian_logvar().detach().numpy().astype(float).tolist()
-    man = manifest.new_manifest(export_dir, cfg, str(run_dir), gauss)
-    man.update(_heldout_entry(export_dir, cfg))
-    man["parity"] = [
-        {"file": p.name, "n": p.n, "max_abs_diff": p.max_abs_diff, "tolerance": PARITY_TOL}
-        for p in results
-    ]
-    manifest.write(export_dir, man)
+        # the fp32 files replaced here: they go, or the fresh manifest would list them and
+        # `sample` and the firmware codegen would serve them.
+        stale = STALE_AFTER_EXPORT + (() if held["heldout"] else (heldout.NAME,))
+        moves = [(Path(tmp) / name, export_dir / name) for name in staged]
+        man = manifest.commit(export_dir, moves, lambda m: None, fresh=man, remove=stale)
     return results, man
 
 
-def _heldout_entry(export_dir: Path, cfg: dict) -> dict:
-    """Ship the first test images of the run's data in the export (`runtime.heldout`), so the
-    torch-free runtime can reconstruct and bench without the dataset; a run whose data is gone
-    is still exported, and the manifest says why it carries no images."""
+def _heldout_entry(staging: Path, cfg: dict) -> dict:
+    """Ship the first test images of the run's data in the export (`runtime.heldout`, written
+    into `staging`), so the torch-free runtime can reconstruct and bench without the dataset;
+    a run whose data is gone is still exported, and the manifest says why it has no images."""
     from ..data.runs import load_run_data
 
     try:
         ds = load_run_data(cfg["train"], cfg["model"]["image_shape"])
     except EdgeVAEError as exc:
-        (export_dir / heldout.NAME).unlink(missing_ok=True)
         return {"heldout": None, "heldout_error": one_line(exc)}
     labels = ds.labels("test")
-    entry = heldout.write(export_dir, ds.test, "test")
+    entry = heldout.write(staging, ds.test, "test")
     if labels is not None:
         entry["labels"] = labels[: entry["count"]].tolist()
         entry["classes"] = list(ds.classes or [])

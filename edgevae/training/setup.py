@@ -123,6 +123,8 @@ def setup(
     if resume:
         state.restore(model, opt, tensors)
         lr_state.update(saved.get("lr_schedule", {}))
+        if lr_state["best"] is None:  # strict JSON keeps "no best bound yet" (inf) as null
+            lr_state["best"] = math.inf
         set_lr(opt, lr_state["lr"])
     _write_config(run_dir, model_cfg, cfg, data, threads)
     rows = checkpoint.read_metrics(run_dir)[: saved.get("epoch", 0)] if resume else []
