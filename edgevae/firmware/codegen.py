@@ -2,8 +2,8 @@
 
 The numbers come from `intmodel.load_int_model`, so the C kernel and the numpy reference
 consume the same integers. This module only chooses the memory layout (weights interleaved
-for the SMLAD inner loop, rows padded to blocks of 4, columns to chunks of 4), checks that
-everything fits the kernel's types, and writes C with a provenance stamp.
+for the SMLAD inner loop, int8 or 4-bit, rows padded to blocks of 4, columns to chunks of 4),
+checks that everything fits the kernel's types, and writes C with a provenance stamp.
 """
 
 from __future__ import annotations
@@ -21,11 +21,19 @@ from .ctext import c_array, c_comment, c_float, c_string
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer, IntModel, load_int_model
 
-FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
+NIBBLE_OFFSET = 8  # EDGEVAE_NIBBLE_OFFSET: 4-bit weights are stored as w + 8
+
+FORMAT = 5  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
 ROW_BLOCK = 4
 COL_CHUNK = 4
 KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
-FLASH_SIZES = {"128 KB": 128 * 1024, "256 KB": 256 * 1024, "512 KB": 512 * 1024, "1 MB": 1 << 20}
+FLASH_SIZES = {
+    "64 KB": 64 * 1024,
+    "128 KB": 128 * 1024,
+    "256 KB": 256 * 1024,
+    "512 KB": 512 * 1024,
+    "1 MB": 1 << 20,
+}
 LAYER_STRUCT_BYTES = 44  # sizeof(edgevae_layer_t) on 32-bit targets
 TABLE_SIZE = 2 * SATURATED + 1  # requantized values -512..512
 SHIFT_RANGE = (17, 47)  # the kernel's 32-bit requantization path needs 1 <= shift - 16 <= 31
@@ -58,6 +66,8 @@ class FirmwareReport:
     score: dict | None = None
     score_build_command: str = ""
     score_run_command: str = ""
+    weight_bits: int = 8  # what was asked: 4 stores the layers whose weights fit as 4-bit
+    classes: list[str] = field(default_factory=list)  # a conditional decoder's labels
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,24 +77,36 @@ class FirmwareReport:
         return d
 
 
-def find_firmware_decoder(export_dir: Path) -> Path:
-    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names."""
+INT4_DECODER = "decoder.int4.static.onnx"  # the int4 recipe's decoder (quant/int4.py)
+
+
+def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
+    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names;
+    with `weight_bits` 4 the int4 recipe's (manifest firmware_decoder_int4)."""
     export_dir = Path(export_dir)
     if export_dir.is_file():
         return export_dir
     if not export_dir.is_dir():
         raise ModelFileError(f"{export_dir}: no such export directory (run `edgevae export`)")
+    key = "firmware_decoder_int4" if weight_bits == 4 else "firmware_decoder"
     manifest = export_dir / "manifest.json"
     if manifest.is_file():
         try:
-            name = json.loads(manifest.read_text(encoding="utf-8")).get("firmware_decoder")
+            name = json.loads(manifest.read_text(encoding="utf-8")).get(key)
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
             raise ModelFileError(f"{manifest}: not valid JSON ({exc})") from None
         if name:
             path = export_dir / name
-            if not path.is_file():
-                raise ModelFileError(f"{manifest}: firmware_decoder {name!r} does not exist")
+            if not isinstance(name, str) or Path(name).name != name or not path.is_file():
+                raise ModelFileError(f"{manifest}: {key} {name!r:.60} does not exist")
             return path
+    if weight_bits == 4:
+        if (export_dir / INT4_DECODER).is_file():
+            return export_dir / INT4_DECODER
+        raise ModelFileError(
+            f"{export_dir}: no {INT4_DECODER} (`edgevae quantize` writes it; fine-tune the run "
+            "with 4-bit quantization-aware training first for accuracy)"
+        )
     for name in ("decoder.int8.static.onnx", "decoder.int8.onnx"):
         if (export_dir / name).is_file():
             return export_dir / name
@@ -112,6 +134,25 @@ def interleave_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tiles).view(np.uint8).reshape(-1, 4).astype(np.uint32) @ (
         np.array([1, 1 << 8, 1 << 16, 1 << 24], np.uint32)
     )
+
+
+# nibble i of a 4-bit word: (row within the pair, column within the chunk); edgevae_types.h
+_NIBBLE_ROW = [0, 0, 1, 1, 0, 0, 1, 1]
+_NIBBLE_COL = [0, 2, 0, 2, 1, 3, 1, 3]
+
+
+def interleave_nibbles(weight: np.ndarray) -> np.ndarray:
+    """4-bit weights (int8 values -8..7) [out, in] -> uint32 words in the kernel's order:
+    two words per row block and column chunk, each weight stored as w + 8."""
+    out_dim, in_dim = weight.shape
+    padded = np.zeros((_ceil(out_dim, ROW_BLOCK), _ceil(in_dim, COL_CHUNK)), np.int64)
+    padded[:out_dim, :in_dim] = weight
+    blocks, chunks = padded.shape[0] // ROW_BLOCK, padded.shape[1] // COL_CHUNK
+    tiles = padded.reshape(blocks, 2, 2, chunks, COL_CHUNK).transpose(0, 3, 1, 2, 4)
+    nibbles = tiles[..., _NIBBLE_ROW, _NIBBLE_COL] + NIBBLE_OFFSET  # [block, chunk, pair, 8]
+    shifts = np.arange(8, dtype=np.uint64) * 4
+    words = (nibbles.astype(np.uint64) << shifts).sum(axis=-1)
+    return words.reshape(-1).astype(np.uint32)
 
 
 def output_table(model: IntModel, index: int) -> tuple[np.ndarray, int]:
@@ -173,9 +214,10 @@ def layer_arrays(layer: IntLayer, table: np.ndarray, offset: int, label: str) ->
     shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
     requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
     requant[: layer.out_dim] = mult | (shift - 16) << 24
+    four = layer.weight_bits == 4
     return _LayerArrays(
         layer,
-        interleave_weights(layer.weight),
+        interleave_nibbles(layer.weight) if four else interleave_weights(layer.weight),
         bias,
         requant,
         per_channel,
@@ -222,7 +264,7 @@ def _header(
 #define EDGEVAE_MAX_WIDTH {max_hidden} /* widest hidden layer */
 #define EDGEVAE_MAX_IN_PADDED {max_in} /* widest layer input, padded: sizes the buffers */
 #define EDGEVAE_MACS {model.macs}L /* multiply-accumulates per decode */
-
+{_bits_define(arrays)}
 /* input quantization: zq = clamp(round_half_even(z / scale) + zero_point) */
 #define EDGEVAE_INPUT_SCALE {c_float(q.scale)} /* {q.scale!r} */
 #define EDGEVAE_INPUT_ZERO_POINT {q.zero_point}
@@ -235,18 +277,55 @@ typedef {ztype} edgevae_zq_t;
 
 extern const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS];
 extern const char edgevae_provenance[];
-{extra}
+{_classes_header(model)}{extra}
 #endif
 """
+
+
+def _bits_define(arrays: list[_LayerArrays]) -> str:
+    if not any(a.layer.weight_bits == 4 for a in arrays):
+        return ""
+    return "#define EDGEVAE_HAS_4BIT_WEIGHTS 1 /* some layers pack two weights per byte */\n"
+
+
+def _classes_header(model: IntModel) -> str:
+    if not model.classes:
+        return ""
+    names = ", ".join(model.class_names)
+    return (
+        "\n/* conditional decoder: p(x | z, label); edgevae_decode_label() */\n"
+        f"#define EDGEVAE_NUM_CLASSES {model.classes} /* {c_comment(names)} */\n"
+        "extern const char *const edgevae_class_names[EDGEVAE_NUM_CLASSES];\n"
+        "/* [label * layer 0's out_padded + j]: layer 0's bias, the label's column folded in */\n"
+        "extern const int32_t edgevae_class_bias[];\n"
+    )
+
+
+def _classes_source(model: IntModel, first: _LayerArrays) -> str:
+    """The class names and the first layer's bias row per class (padded like its bias)."""
+    if not model.classes:
+        return ""
+    rows = np.zeros((model.classes, first.out_padded), np.int32)
+    rows[:, : first.layer.out_dim] = model.class_bias
+    names = ", ".join(c_string(name) for name in model.class_names)
+    return (
+        f"const char *const edgevae_class_names[EDGEVAE_NUM_CLASSES] = {{{names}}};\n"
+        "/* layer 0's bias + the label's weight column * its quantized one-hot 1, per class */\n"
+        + c_array("int32_t", "edgevae_class_bias", rows, "{}", 8)
+        + "\n"
+    )
 
 
 def layer_source(name: str, a: _LayerArrays, what: str) -> tuple[str, str]:
     """C arrays of one layer (named edgevae_<name>_*) and its edgevae_layer_t initializer."""
     layer = a.layer
+    four = layer.weight_bits == 4
     parts = [
         f"/* {name}: {c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
+        f"{layer.weight_bits}-bit weights, "
         f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
         f"activation {layer.activation} */\n",
+        "/* 4-bit weights as w + 8, two words per 4 rows x 4 columns */\n" if four else "",
         c_array("uint32_t", f"edgevae_{name}_weights", a.weights, "0x{:08x}u", 8),
         c_array("int32_t", f"edgevae_{name}_bias", a.bias, "{}", 8),
         "/* requantization: multiplier | (shift - 16) << 24 */\n",
@@ -255,27 +334,31 @@ def layer_source(name: str, a: _LayerArrays, what: str) -> tuple[str, str]:
         c_array("uint8_t", f"edgevae_{name}_table", a.table, "{}", 16),
         "\n",
     ]
-    mid = "NULL, 0, 0, 0, 0, 0"
     if layer.mid_bias is not None:
         mid_bias = np.zeros(a.out_padded, np.int32)
         mid_bias[: layer.out_dim] = layer.mid_bias
         parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
         parts.append(c_array("int32_t", f"edgevae_{name}_mid_bias", mid_bias, "{}", 8))
+    return "".join(parts), layer_struct(name, a, f"edgevae_{name}_table")
+
+
+def layer_struct(name: str, a: _LayerArrays, table: str) -> str:
+    """The edgevae_layer_t initializer of a layer whose arrays are named edgevae_<name>_*."""
+    layer = a.layer
+    mid = ".mid_bias = NULL"
+    if layer.mid_bias is not None:
         q = layer.mid_q
         mid = (
-            f"edgevae_{name}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
-            f"{q.zero_point}, {q.qmin}, {q.qmax}"
+            f".mid_bias = edgevae_{name}_mid_bias, .mid_mult = {layer.mid_mult}, "
+            f".mid_shift = {layer.mid_shift},\n     .mid_zero_point = {q.zero_point}, "
+            f".mid_qmin = {q.qmin}, .mid_qmax = {q.qmax}"
         )
-    return "".join(parts), layer_struct(name, a, mid, f"edgevae_{name}_table")
-
-
-def layer_struct(name: str, a: _LayerArrays, mid: str, table: str) -> str:
-    """The edgevae_layer_t initializer of a layer whose arrays are named edgevae_<name>_*."""
     return (
-        f"    {{edgevae_{name}_weights, edgevae_{name}_bias, edgevae_{name}_requant, "
-        f"{table},\n"
-        f"     {a.layer.in_dim}, {a.in_padded}, {a.layer.out_dim}, {a.out_padded}, "
-        f"{a.table_offset},\n"
+        f"    {{.weights = edgevae_{name}_weights, .bias = edgevae_{name}_bias,\n"
+        f"     .requant = edgevae_{name}_requant, .table = {table},\n"
+        f"     .in_dim = {layer.in_dim}, .in_padded = {a.in_padded}, "
+        f".out_dim = {layer.out_dim}, .out_padded = {a.out_padded},\n"
+        f"     .table_offset = {a.table_offset}, .weight_bits = {layer.weight_bits},\n"
         f"     {mid}}}"
     )
 
@@ -298,7 +381,8 @@ def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str, extra: str 
         structs.append(struct + ",\n")
     parts.append("const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS] = {\n")
     parts.append("".join(structs))
-    parts.append("};\n")
+    parts.append("};\n\n")
+    parts.append(_classes_source(model, arrays[0]))
     parts.append(extra)
     return "".join(parts)
 
@@ -313,6 +397,7 @@ def layer_dict(a: _LayerArrays) -> dict:
         "in": a.layer.in_dim,
         "out": a.layer.out_dim,
         "scale": "per-channel" if a.per_channel else "per-tensor",
+        "weight_bits": a.layer.weight_bits,
         "activation": a.layer.activation,
         "input": "int8" if a.layer.in_q.signed else "uint8",
     }
@@ -328,16 +413,17 @@ def report(
     """Sizes and flash fit; `flash` / `ram` override the decoder's own (score builds)."""
     if flash is None:
         flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+        flash += model.classes * (4 * arrays[0].out_padded + 8)  # class bias rows and names
     if ram is None:
         ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
     weight_bytes = sum(4 * a.weights.size for a in arrays)
     fits = {name: flash + KERNEL_CODE_BUDGET <= size for name, size in FLASH_SIZES.items()}
     if fits["128 KB"]:
-        suggestion = "fits a 128 KB flash part"
+        suggestion = f"fits a {next(name for name, ok in fits.items() if ok)} flash part"
     else:
         suggestion = (
             "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
-            "(8-128-784) or fewer/narrower hidden layers"
+            "(8-128-784) or fewer/narrower hidden layers, or store 4-bit weights"
         )
     return FirmwareReport(
         model.source,
@@ -353,7 +439,13 @@ def report(
         fits,
         suggestion,
         list(model.notes),
+        weight_bits=_bits(arrays),
+        classes=list(model.class_names) if model.classes else [],
     )
+
+
+def _bits(arrays: list[_LayerArrays]) -> int:
+    return 4 if any(a.layer.weight_bits == 4 for a in arrays) else 8
 
 
 def write_weights(
@@ -385,8 +477,11 @@ def write_weights(
     return [str(out_dir / HEADER), str(out_dir / SOURCE)]
 
 
-def generate_firmware(onnx_path: Path, out_dir: Path, *, command: str) -> FirmwareReport:
-    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit."""
-    model = load_int_model(Path(onnx_path))
+def generate_firmware(
+    onnx_path: Path, out_dir: Path, *, command: str, weight_bits: int = 8
+) -> FirmwareReport:
+    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit.
+    With `weight_bits` 4 the layers whose weights fit -8..7 are stored as 4-bit."""
+    model = load_int_model(Path(onnx_path), weight_bits)
     arrays = decoder_arrays(model)
     return report(model, arrays, write_weights(model, arrays, Path(out_dir), command=command))

@@ -130,14 +130,7 @@ def _source(
     parts += [*structs, "};\n\n"]
     parts.append("/* the decoder's last layer again, to its quantized logit - qmin */\n")
     parts.append(c_array("uint8_t", "edgevae_logit_table", logit, "{}", 16))
-    mid = "NULL, 0, 0, 0, 0, 0"
-    if last_arrays.layer.mid_bias is not None:
-        q = last_arrays.layer.mid_q
-        mid = (
-            f"edgevae_{last}_mid_bias, {last_arrays.layer.mid_mult}, "
-            f"{last_arrays.layer.mid_shift}, {q.zero_point}, {q.qmin}, {q.qmax}"
-        )
-    struct = layer_struct(last, last_arrays, mid, "edgevae_logit_table")
+    struct = layer_struct(last, last_arrays, "edgevae_logit_table")
     parts.append(f"const edgevae_layer_t edgevae_logit_layer =\n{struct};\n\n")
     parts.append(_tables_source(score))
     return "".join(parts)
