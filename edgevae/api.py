@@ -70,6 +70,7 @@ def train(
     max_minutes: float | None = None,
     classes: Sequence[int | str] | None = None,
     conditional: bool = False,
+    qat_bits: int = 0,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
@@ -81,8 +82,10 @@ def train(
     names; kept in the run's config, so evaluation and export use the same subset).
     `conditional` trains q(z | x, y) and p(x | z, y) on labelled data (y one-hot, Sohn et al.
     2015), so that `Model.sample(n, label=...)` draws a chosen class; its latent size
-    defaults to `CONDITIONAL_LATENT_DIM` unless `latent_dim` is given. `resume` continues
-    the run (to `epochs` in total); `overwrite` starts an existing run dir over.
+    defaults to `CONDITIONAL_LATENT_DIM` unless `latent_dim` is given. `qat_bits` 4 trains
+    the decoder quantization-aware for the 4-bit firmware (`training.qat`; best as a
+    fine-tune of a trained run with `resume`, after which the run keeps it). `resume`
+    continues the run (to `epochs` in total); `overwrite` starts an existing run dir over.
     Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
@@ -113,6 +116,7 @@ def train(
         kl_warmup=kl_warmup,
         classes=list(classes) if classes is not None else None,
         conditional=conditional,
+        qat_bits=qat_bits,
     ).validate()
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
