@@ -423,7 +423,8 @@ def report(
     else:
         suggestion = (
             "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
-            "(8-128-784) or fewer/narrower hidden layers, or store 4-bit weights"
+            "(8-128-784) or fewer/narrower hidden layers"
+            + ("" if _bits(arrays) == 4 else ", or store 4-bit weights")
         )
     return FirmwareReport(
         model.source,

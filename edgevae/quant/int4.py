@@ -35,18 +35,34 @@ NAME = "decoder.int4.static.onnx"
 
 
 def _grid(row: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """(q, s) when the row's values are exactly q * s with q in -8..7 (largest q range
-    first: the finest grid that holds them); None otherwise."""
+    """(q, s) when the row's values are q * s with q in -8..7 (largest q range first: the
+    finest grid that holds them), s the float32 that gives back every value exactly when
+    there is one; None otherwise."""
     m = float(np.abs(row).max())
     if m == 0.0:
         return np.zeros(row.shape, np.int8), 1.0
     for k in range(-QMIN, 0, -1):
-        s = m / k
-        r = row.astype(np.float64) / s
+        r = row.astype(np.float64) / (m / k)
         q = np.rint(r)
         if np.abs(r - q).max() < GRID_TOLERANCE and q.min() >= QMIN and q.max() <= QMAX:
-            return q.astype(np.int8), s
+            return q.astype(np.int8), _exact_scale(row, q.astype(np.float32), m / k)
     return None
+
+
+def _exact_scale(row: np.ndarray, q: np.ndarray, s: float) -> float:
+    """The float32 next to s (within 2 units in the last place) for which float32(q * s)
+    equals the row, which holds when the row was stored as such a product; else s."""
+    s32 = np.float32(s)
+    candidates = [s32]
+    for direction in (np.float32(np.inf), np.float32(0)):
+        nxt = s32
+        for _ in range(2):
+            nxt = np.nextafter(nxt, direction)
+            candidates.append(nxt)
+    for cand in candidates:
+        if np.array_equal(q * cand, row):
+            return float(cand)
+    return float(s32)
 
 
 def _least_squares(row: np.ndarray) -> tuple[np.ndarray, float]:
