@@ -160,6 +160,11 @@ def firmware(
     if json_path is not None:
         write_json(json_path, report.to_dict())
 
+    _render(report, out_dir, weights_only)
+
+
+def _render(report: FirmwareReport, out_dir: Path, weights_only: bool) -> None:
+    """The layer tables, sizes and fit, notes, and the build and run lines."""
     console.print(_layers_table(report.source, report.layers, out_dir))
     if report.score is not None:
         console.print(
@@ -180,7 +185,8 @@ def firmware(
         console.print(f"note: {note}")
     if weights_only:
         _plain(f"kernel sources (packaged): {report.kernel_dir}")
-    _plain("next, build the host decoder and decode one latent vector:")
+    what = "the label and latent vector 0" if report.classes else "one latent vector"
+    _plain(f"next, build the host decoder and decode {what}:")
     _plain(f"  {report.build_command}")
     _plain(f"  {report.run_command}")
     if report.score is not None:

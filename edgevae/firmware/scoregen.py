@@ -21,11 +21,9 @@ from .codegen import (
     decoder_arrays,
     layer_arrays,
     layer_dict,
-    layer_source,
-    layer_struct,
     report,
-    write_weights,
 )
+from .csource import layer_source, layer_struct, write_weights
 from .ctext import c_array, c_comment, c_float
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer

@@ -194,3 +194,28 @@ def test_cortex_m4_instructions_per_mac(built):
     print(f"Cortex-M4 20-400-784, 4-bit: {dsp} instructions/MAC (SMLAD), {portable} (portable C)")
     assert dsp <= 1.7 < portable
     assert len(set(re.findall(r"checksum: 0x[0-9a-f]{8}", out))) == 1
+
+
+def test_cli_weight_bits_4(built, tmp_path, capsys):
+    import json
+    import shutil
+
+    from edgevae.cli import main
+
+    path, _, _ = built("int4")
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(path, export / path.name)
+    out, report = tmp_path / "fw", tmp_path / "fw.json"
+    args = ["firmware", "--export-dir", str(export), "--out", str(out), "--json", str(report)]
+    assert main([*args, "--weight-bits", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "4-bit" in text and "8-bit" in text and "cc -std=c99" in text
+    data = json.loads(report.read_text())
+    assert data["weight_bits"] == 4 and [r["weight_bits"] for r in data["layers"]] == [8, 4]
+    assert "--weight-bits 4" in (out / "edgevae_weights.h").read_text()  # the stamped command
+    (export / path.name).unlink()
+    assert main([*args, "--weight-bits", "4"]) == 1
+    assert "no decoder.int4.static.onnx" in capsys.readouterr().err
+    assert main([*args, "--weight-bits", "5"]) == 2
+    assert "--weight-bits" in capsys.readouterr().err
