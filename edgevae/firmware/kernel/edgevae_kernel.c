@@ -2,7 +2,9 @@
  * accumulation, exact float32-equivalent requantization in integers, table activations.
  *
  * Arithmetic contract (mirrored by edgevae/firmware/intref.py, bit for bit):
- *   acc   = bias' + sum_k w[j][k] * a[k]        (bias' has -zp_in * sum_k w[j][k] folded in)
+ *   acc   = bias' + sum_k w[j][k] * a[k]        (bias' has -zp_in * sum_k w[j][k] folded in;
+ *           4-bit layers add sum_k (w[j][k] + 8) * a[k] - 8 * sum_k a[k], the same integer;
+ *           a conditional decoder's first layer starts from its label's bias row)
  *   value = round_half_even(float32(float32(acc) * scale_j)), scale_j = mult_j * 2^-shift_j,
  *           computed in integers (see ev_requantize), saturated to [-512, 512]
  *   (MatMul -> Q -> DQ -> Add graphs: value = ev_add_mid_bias(value), see edgevae_types.h)
