@@ -34,7 +34,6 @@ from ..errors import ModelFileError
 from ..quant.int4 import QMAX, QMIN, quantize_weights
 from .model import VAE
 
-BITS = (4,)  # what the firmware packs; 0 = off
 MIN_STEP = 1e-12  # steps are clamped here in the forward pass (a step must stay positive)
 PREFIX = "qat."  # the steps' tensor names in the resume state
 
