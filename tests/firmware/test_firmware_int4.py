@@ -219,3 +219,26 @@ def test_cli_weight_bits_4(built, tmp_path, capsys):
     assert "no decoder.int4.static.onnx" in capsys.readouterr().err
     assert main([*args, "--weight-bits", "5"]) == 2
     assert "--weight-bits" in capsys.readouterr().err
+
+
+def test_arm_state_and_strict_c99(built, tmp_path):
+    """ARM (not Thumb) state, where the 4-bit loop loads its weights with two LDRs: the same
+    checksum under qemu-arm; every source compiles as strict C99 with 4-bit weights."""
+    import subprocess
+
+    from support.firmware import FIRMWARE, KERNEL
+
+    path, weights, build = built("int4-odd")
+    for source in (KERNEL / "edgevae_kernel.c", FIRMWARE / "demo" / "demo.c"):
+        subprocess.run(
+            ["gcc", "-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-DEDGEVAE_HOSTED"]
+            + [f"-I{KERNEL}", f"-I{weights}", "-c", str(source), "-o", str(tmp_path / "s.o")],
+            check=True,
+            capture_output=True,
+        )
+    need_tools("make", *TARGETS["run-armv7"])
+    model = load_int_model(path, 4)
+    expected = fnv1a32(decode_int(model, demo_latents(16, model.latent_dim)).tobytes())
+    flags = "ARMV7_FLAGS=-march=armv7-a -mfpu=vfpv3-d16 -mfloat-abi=hard -marm"
+    out = make(weights, tmp_path / "arm", "run-armv7", extra=(flags,), timeout=300).stdout
+    assert "kernel arm-dsp" in out and checksum_line(out) == f"checksum: 0x{expected:08x}"
