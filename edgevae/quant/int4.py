@@ -5,11 +5,11 @@ logits included) in which every Gemm but the first holds weights -8..7 with one 
 output channel. The weights stay in int8 tensors (values -8..7): onnxruntime then fuses each
 layer into the same integer QGemm as the int8 firmware decoder, so it runs exactly the
 arithmetic of the C kernel (which packs these layers two weights per byte,
-`edgevae firmware` with 4-bit weights). ONNX's own INT4 type would make onnxruntime
-dequantize the weights and run a float Gemm, which rounds differently.
+`edgevae firmware` with 4-bit weights). With ONNX's own INT4 type (opset 21) onnxruntime
+does not run that integer QGemm, so nothing guarantees it rounds as the kernel does.
 
 The first Gemm stays int8: its fan-in is the latent size (8 or 20 weights per channel), where
-4-bit rounding costs the most nats per byte saved (measured: README, firmware_demo).
+4-bit rounding costs the most nats per byte saved, and it holds 1-2 % of the weights.
 
 The 4-bit weights of a channel come from its float weights:
 - weights already on a 4-bit grid (a run fine-tuned with 4-bit quantization-aware training
