@@ -64,7 +64,7 @@ def _sizes_table(report: FirmwareReport) -> Table:
     if report.score is not None:
         sizes.add_row("MACs per score (encoder + decoder)", str(report.score["macs"]))
     fits = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in report.fits.items())
-    sizes.add_row("fits flash (model + 4 KiB kernel)", fits)
+    sizes.add_row(f"fits flash (model + {report.kernel_budget // 1024} KiB kernel)", fits)
     return sizes
 
 

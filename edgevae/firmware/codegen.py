@@ -23,7 +23,10 @@ from .intmodel import IntLayer, IntModel, load_int_model
 NIBBLE_OFFSET = 8  # EDGEVAE_NIBBLE_OFFSET: 4-bit weights are stored as w + 8
 ROW_BLOCK = 4
 COL_CHUNK = 4
-KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
+# bytes of flash reserved for the kernel's code in the fit check: decoder builds measure up to
+# 4.0 KB on Cortex-M4 (4-bit path included), score builds up to 5.1 KB (firmware_demo/README.md)
+KERNEL_CODE_BUDGET = 4096
+SCORE_KERNEL_CODE_BUDGET = 6144
 FLASH_SIZES = {
     "64 KB": 64 * 1024,
     "128 KB": 128 * 1024,
@@ -64,6 +67,7 @@ class FirmwareReport:
     score_run_command: str = ""
     weight_bits: int = 8  # what was asked: 4 stores the layers whose weights fit as 4-bit
     classes: list[str] = field(default_factory=list)  # a conditional decoder's labels
+    kernel_budget: int = KERNEL_CODE_BUDGET  # bytes of kernel code counted in `fits`
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -253,15 +257,18 @@ def report(
     files: list[str],
     flash: int | None = None,
     ram: int | None = None,
+    kernel_budget: int | None = None,
 ) -> FirmwareReport:
-    """Sizes and flash fit; `flash` / `ram` override the decoder's own (score builds)."""
+    """Sizes and flash fit; `flash` / `ram` / `kernel_budget` (the kernel's code in the fit)
+    override the decoder's own (score builds)."""
     if flash is None:
         flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
         flash += model.classes * (4 * arrays[0].out_padded + 8)  # class bias rows and names
     if ram is None:
         ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
     weight_bytes = sum(4 * a.weights.size for a in arrays)
-    fits = {name: flash + KERNEL_CODE_BUDGET <= size for name, size in FLASH_SIZES.items()}
+    budget = KERNEL_CODE_BUDGET if kernel_budget is None else kernel_budget
+    fits = {name: flash + budget <= size for name, size in FLASH_SIZES.items()}
     if fits["128 KB"]:
         suggestion = f"fits a {next(name for name, ok in fits.items() if ok)} flash part"
     else:
@@ -286,6 +293,7 @@ def report(
         list(model.notes),
         weight_bits=_bits(arrays),
         classes=list(model.class_names) if model.classes else [],
+        kernel_budget=budget,
     )
 
 

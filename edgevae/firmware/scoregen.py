@@ -14,6 +14,7 @@ import numpy as np
 
 from .codegen import (
     LAYER_STRUCT_BYTES,
+    SCORE_KERNEL_CODE_BUDGET,
     TABLE_SIZE,
     FirmwareReport,
     _ceil,
@@ -229,7 +230,8 @@ def generate_score_firmware(score: ScoreModel, out_dir, *, command: str) -> Firm
         + _table_bytes(score)
         + 256  # provenance string
     )
-    result = report(dec, arrays, files, flash=flash, ram=2 * (buffers[0] + buffers[1]))
+    ram = 2 * (buffers[0] + buffers[1])
+    result = report(dec, arrays, files, flash, ram, SCORE_KERNEL_CODE_BUDGET)
     fitting = [name for name, ok in result.fits.items() if ok]
     result.suggestion = (
         f"encoder + decoder + score tables fit a {fitting[0]} flash part"
