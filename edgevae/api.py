@@ -66,6 +66,7 @@ def train(
     max_minutes: float | None = None,
     classes: Sequence[int | str] | None = None,
     conditional: bool | None = None,
+    qat_bits: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
@@ -83,7 +84,9 @@ def train(
 
     `resume` continues the run to `epochs` in total with the run's own options: an option given
     here that differs from them raises `ResumeConflict` (only `epochs`, `threads` and
-    `max_minutes` belong to this call). `overwrite` starts an existing run dir over.
+    `max_minutes` belong to this call, and `qat_bits`: 4 fine-tunes the decoder
+    quantization-aware for the 4-bit firmware, `training.qat`, best as a fine-tune of a trained
+    run with `resume`, which the run keeps). `overwrite` starts an existing run dir over.
     Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
@@ -101,6 +104,8 @@ def train(
         if conflicts:
             raise ResumeConflict(Path(run_dir), conflicts)
     model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes)
+    train_cfg.qat_bits = qat_bits or 0
+    train_cfg.validate()
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
     )

@@ -13,7 +13,8 @@ The search, in order:
 5. when none fits, mixed precision: the closest candidate with its costliest Gemm nodes kept
    in float (`explain`), fewest first; `BudgetError` when even that fails (unless forced);
 6. the firmware pair (`decoder.int8.static.onnx`, `encoder.int8.static.onnx`: fixed scales
-   everywhere) is always written too, and with `explain` the chosen recipe's per-node costs.
+   everywhere) and the 4-bit firmware decoder (`decoder.int4.static.onnx`, `int4.py`) are
+   always written too, and with `explain` the chosen recipe's per-node costs.
 Files move into the export dir atomically, the manifest last.
 """
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..errors import EdgeVAEError, ModelFileError, UsageError
 from ..runtime import manifest
-from . import measure
+from . import int4, measure
 from .apply import apply_recipe, calibration_sets
 from .explain import ExplainItem, explain_models
 from .measure import Candidate, Context
@@ -58,6 +59,8 @@ class QuantReport:
     firmware_nll_delta: float  # fp32 encoder + static decoder
     firmware_encoder: str = STATIC["encoder"]
     firmware_pair_nll_delta: float = math.nan  # static encoder + static decoder
+    firmware_decoder_int4: str = int4.NAME
+    firmware_int4_pair_nll_delta: float = math.nan  # static encoder + 4-bit static decoder
     ceiling: dict[str, Any] = field(default_factory=dict)
     mixed: dict[str, Any] | None = None
     explain: list[ExplainItem] | None = None
@@ -147,7 +150,7 @@ def quantize_export(
                 progress=progress,
             )  # fmt: skip
         moves = [(path, export_dir / f"{r}.int8.onnx") for r, path in search.paths(chosen).items()]
-        moves += [(work / name, export_dir / name) for name in STATIC.values()]
+        moves += [(work / name, export_dir / name) for name in (*STATIC.values(), int4.NAME)]
         report = QuantReport(
             chosen=chosen.recipe,
             budget_nats=budget_nats,
@@ -157,6 +160,7 @@ def quantize_export(
             firmware_decoder=STATIC["decoder"],
             firmware_nll_delta=fw["decoder"],
             firmware_pair_nll_delta=fw["pair"],
+            firmware_int4_pair_nll_delta=fw["int4_pair"],
             ceiling=_ceiling_info(ctx.peak),
             mixed=mixed,
             explain=items,
@@ -322,8 +326,11 @@ def _firmware(ctx: Context, work: Path, cal, progress: Progress) -> dict[str, fl
         sess[role] = ctx.session(work / name, role)
     dec, _ = ctx.paired.delta(ctx.fp32["encoder"], sess["decoder"], REPORT_IMAGES)
     pair, _ = ctx.paired.delta(sess["encoder"], sess["decoder"], REPORT_IMAGES)
+    int4.write_int4_decoder(ctx.export_dir / "decoder.fp32.onnx", work / int4.NAME, cal["decoder"])
+    four = ctx.session(work / int4.NAME, "decoder")
+    int4_pair, _ = ctx.paired.delta(sess["encoder"], four, REPORT_IMAGES)
     progress("firmware pair", 1, 1)
-    return {"decoder": dec.mean, "pair": pair.mean}
+    return {"decoder": dec.mean, "pair": pair.mean, "int4_pair": int4_pair.mean}
 
 
 def _record(man: dict[str, Any], report: QuantReport, chosen: Candidate) -> None:
@@ -333,6 +340,7 @@ def _record(man: dict[str, Any], report: QuantReport, chosen: Candidate) -> None
     man["recipe"] = rec.to_dict()
     man["firmware_decoder"] = STATIC["decoder"]
     man["firmware_encoder"] = STATIC["encoder"]
+    man["firmware_decoder_int4"] = int4.NAME
     man["int8_vs_fp32"] = {
         "nll_delta_nats": chosen.nll_delta,
         "speedup": chosen.speedup,

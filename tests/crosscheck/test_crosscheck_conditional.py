@@ -56,8 +56,9 @@ def test_a_conditional_export_runs_every_model_the_same_twice(cond_int8, tmp_pat
         f"{role}.{kind}"
         for role in ("encoder", "decoder")
         for kind in ("fp32", "int8", "int8.static")
-    }
+    } | {"decoder.int4.static"}
     assert a.outputs["decoder.int8.static/x_mean"].shape == (len(a.inputs["z"]), 784)
+    assert a.outputs["decoder.int4.static/x_mean"].shape == (len(a.inputs["z"]), 784)
     assert a.outputs["encoder.int8/mu@b1"].shape == (4, 2)
     report = compare(load_results(tmp_path / "a.npz"), b)
     assert report.passed, [c for c in report.checks if not c.passed]
