@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # pytest workers: the suite is CPU-bound and this machine has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install demo test lint figures figures-paper bench clean help ci-export firmware \
-        wheel-check
+.PHONY: install demo test lint figures figures-paper bench clean help ci-export ci-export-cond \
+        firmware wheel-check
 
 help:
 	@echo "make demo | test | test-arm | lint | install | figures | bench | clean"
@@ -57,9 +57,19 @@ ci-export: install
 	$(BIN)/edgevae quantize --export-dir $(CI_DIR)/export --run-dir $(CI_DIR)/run \
 	    --recipe static-pc-rr --budget-nats 1
 
+# The same for a conditional model (encoder x, y; decoder z, y): test-arm and the firmware.
+ci-export-cond: install
+	$(BIN)/edgevae train --conditional --epochs 3 --run-dir $(CI_DIR)/run-cond --overwrite \
+	    --no-export
+	$(BIN)/edgevae export --run-dir $(CI_DIR)/run-cond --export-dir $(CI_DIR)/export-cond \
+	    --no-quantize
+	$(BIN)/edgevae quantize --export-dir $(CI_DIR)/export-cond --run-dir $(CI_DIR)/run-cond \
+	    --recipe static-pc-rr --budget-nats 1
+
 # The C weights of export/ for firmware_demo/ (built with the kernel the package ships,
 # edgevae/firmware/kernel/), the host decoder (edgevae parity --firmware ...) and the demo.
-# FIRMWARE_FLAGS=--score adds the int8 encoder and the anomaly score (host edgevae_score).
+# FIRMWARE_FLAGS=--score adds the int8 encoder and the anomaly score (host edgevae_score);
+# FIRMWARE_FLAGS="--weight-bits 4" deploys the 4-bit decoder (decoder.int4.static.onnx).
 FIRMWARE_FLAGS ?=
 firmware: install
 	$(BIN)/edgevae firmware --export-dir export --weights-only --out firmware_demo/generated \

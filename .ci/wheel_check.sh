@@ -9,6 +9,8 @@
 # Then, when the export has the static encoder, the same for `edgevae firmware --score`: the
 # printed cc line builds the score program, and its scores of the export's held-out images
 # equal edgevae.firmware.score.score_images bit for bit (mu and logvar equal onnxruntime's).
+# With decoder.int4.static.onnx, `edgevae firmware --weight-bits 4` likewise: its printed cc
+# line builds a decoder equal to the numpy reference and to onnxruntime on every pixel.
 # EXPORT_DIR defaults to $EXPORT, else build/ci/export (`make ci-export`). The last line is
 # "wheel-check: PASS ..." or "wheel-check: FAIL ...".
 set -Eeuo pipefail
@@ -212,6 +214,45 @@ EOF
 ) || fail "see above"
 fi
 
+int4_summary="4-bit decoder not checked: the export has no decoder.int4.static.onnx"
+if [ -f "$EXPORT_DIR/decoder.int4.static.onnx" ]; then
+    step="edgevae firmware --weight-bits 4"
+    "$edgevae" firmware --export-dir "$EXPORT_DIR" --out fw4 --weight-bits 4 >int4.txt
+    build4=$(sed -n 's/^  \(cc .*\)$/\1/p' int4.txt)
+    [ "$(printf '%s\n' "$build4" | wc -l)" -eq 1 ] && [ -n "$build4" ] || fail "no single cc line"
+
+    step="the printed 4-bit cc line: $build4"
+    bash -c "$build4"
+
+    step="4-bit decoder vs intref and onnxruntime"
+    int4_summary=$("$VENV/bin/python" - "$EXPORT_DIR" <<'EOF'
+import subprocess
+import sys
+
+import numpy as np
+
+from edgevae.firmware.codegen import find_firmware_decoder
+from edgevae.firmware.deploy import program_path
+from edgevae.firmware.intref import decode_int, load_int_model
+from edgevae.runtime.session import create_session
+
+path = find_firmware_decoder(sys.argv[1], 4)
+model = load_int_model(path, 4)
+z = np.random.default_rng(1).standard_normal((256, model.latent_dim)).astype(np.float32)
+text = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in z)
+done = subprocess.run([program_path("fw4")], input=text, capture_output=True, text=True, check=True)
+got = np.array(done.stdout.split(), np.int64).reshape(len(z), -1)
+if not np.array_equal(got, decode_int(model, z)):
+    sys.exit("the 4-bit decoder differs from edgevae.firmware.intref.decode_int")
+x_mean = create_session(path).run(["x_mean"], {"z": z})[0]
+if not np.array_equal(got, np.rint(x_mean.astype(np.float64) * 255).astype(np.int64)):
+    sys.exit("the 4-bit decoder differs from onnxruntime")
+bits = "/".join(str(layer.weight_bits) for layer in model.layers)
+print(f"4-bit decoder ({bits}-bit layers) bit-exact vs intref and onnxruntime")
+EOF
+) || fail "see above"
+fi
+
 trap - ERR
 echo "wheel-check: PASS ($(basename "$wheel"), base deps only, no torch/onnx; printed cc line" \
-    "built the decoder; $summary; $score_summary; $((SECONDS - start)) s)"
+    "built the decoder; $summary; $score_summary; $int4_summary; $((SECONDS - start)) s)"

@@ -66,6 +66,7 @@ def train(
     max_minutes: float | None = None,
     classes: Sequence[int | str] | None = None,
     conditional: bool | None = None,
+    qat_bits: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
@@ -79,11 +80,13 @@ def train(
     those classes (positions or names; kept in the run's config, so evaluation and export use
     the same subset). `conditional` trains q(z | x, y) and p(x | z, y) on labelled data (y
     one-hot, Sohn et al. 2015), so that `Model.sample(n, label=...)` draws a chosen class; its
-    latent size defaults to 5 (`training.options.CONDITIONAL_LATENT_DIM`).
+    latent size defaults to 4 (`training.options.CONDITIONAL_LATENT_DIM`).
 
     `resume` continues the run to `epochs` in total with the run's own options: an option given
     here that differs from them raises `ResumeConflict` (only `epochs`, `threads` and
-    `max_minutes` belong to this call). `overwrite` starts an existing run dir over.
+    `max_minutes` belong to this call, and `qat_bits`: 4 fine-tunes the decoder
+    quantization-aware for the 4-bit firmware, `training.qat`, best as a fine-tune of a trained
+    run with `resume`, which the run keeps). `overwrite` starts an existing run dir over.
     Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
@@ -101,6 +104,8 @@ def train(
         if conflicts:
             raise ResumeConflict(Path(run_dir), conflicts)
     model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes)
+    train_cfg.qat_bits = qat_bits or 0
+    train_cfg.validate()
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
     )
@@ -171,10 +176,17 @@ def quantize(
 
     ds = load_run_data(train_cfg, man["image_shape"], data)
     _check_calibration(man, min(calib, len(ds.train)))
+    labels = {}
+    if man.get("classes"):  # a conditional model: the images' labels, in its classes
+        from .runtime.labels import match_one_hot
+
+        for key, split in (("train_labels", "train"), ("heldout_labels", "valid")):
+            labels[key] = match_one_hot(man["classes"], ds.classes, ds.labels(split))
     return quantize_export(
         export_dir,
         ds.train,
         ds.valid,
+        **labels,
         recipe=recipe,
         budget_nats=budget_nats,
         calib=calib,
@@ -189,15 +201,16 @@ def quantize(
 def _check_calibration(man: dict[str, Any], n: int) -> None:
     """Refuse a calibration that would not fit in the memory limit: onnxruntime's calibrators
     keep every intermediate output of every calibration row (n images through the encoder,
-    2n latent vectors through the decoder) and merge them into one more copy."""
+    2n latent vectors through the decoder, a conditional model's one-hot labels beside both)
+    and merge them into one more copy."""
     from . import limits
 
     h, w = man["image_shape"]
     hidden = (man.get("model") or {}).get("hidden")
     width = 2 * sum(v for v in hidden if isinstance(v, int)) if isinstance(hidden, list) else 0
-    d, lat = h * w, man["latent_dim"]
-    per_image = (d + width + 2 * lat) + 2 * (lat + width + 2 * d)
-    need = 2 * 4 * n * per_image + 4 * n * (d + 2 * lat)
+    d, lat, c = h * w, man["latent_dim"], len(man.get("classes") or ())
+    per_image = (d + c + width + 2 * lat) + 2 * (lat + c + width + 2 * d)
+    need = 2 * 4 * n * per_image + 4 * n * (d + 2 * lat + 3 * c)
     limits.check(need, f"calibrating on {n} images of {h}x{w}", "calib")
 
 

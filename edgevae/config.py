@@ -89,6 +89,7 @@ class TrainConfig:
     kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to 1
     classes: list[int | str] | None = None  # train on these classes only (positions or names)
     conditional: bool = False  # q(z | x, y) and p(x | z, y) with y the one-hot label
+    qat_bits: int = 0  # 4: decoder weights fake-quantized for the 4-bit firmware (training/qat)
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -113,6 +114,8 @@ class TrainConfig:
             raise UsageError(f"must be >= 0 (0 = off), got {self.kl_warmup}", param="kl_warmup")
         if self.seed < 0:
             raise UsageError(f"must be >= 0, got {self.seed}", param="seed")
+        if self.qat_bits not in (0, 4):
+            raise UsageError(f"must be 0 (off) or 4, got {self.qat_bits}", param="qat_bits")
         if self.classes is not None:
             self.classes = _class_list(self.classes)
         return self

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime import timing
+from ..runtime.labels import cycle_one_hot
 from .report import REFERENCE, Latency, Row
 from .rows import Contender, Progress
 
@@ -23,13 +24,15 @@ ROLES = ("decoder", "encoder")
 
 
 def layer_macs(man: dict[str, Any]) -> dict[str, int]:
-    """Multiply-accumulates per image from the manifest's model config."""
+    """Multiply-accumulates per image from the manifest's model config (a conditional
+    model's first layers also read the one-hot label)."""
     model = man.get("model") or {}
     d = int(model.get("input_dim") or np.prod(man["image_shape"]))
     hidden = [int(h) for h in model.get("hidden", [])]
     latent = int(man["latent_dim"])
-    dec = [latent, *reversed(hidden), d]
-    enc = [d, *hidden]
+    c = len(man.get("classes") or [])
+    dec = [latent + c, *reversed(hidden), d]
+    enc = [d + c, *hidden]
     return {
         "encoder": sum(a * b for a, b in zip(enc[:-1], enc[1:], strict=True))
         + (hidden[-1] if hidden else d) * 2 * latent,
@@ -79,8 +82,10 @@ def time_all(
     warmup: int,
     progress: Progress,
     cpu_clock: Callable[[], int],
+    n_classes: int = 0,
 ) -> None:
-    """Interleaved timing of every timed row, per role and batch size (wall and CPU time)."""
+    """Interleaved timing of every timed row, per role and batch size (wall and CPU time);
+    a conditional model (`n_classes` > 0) is fed one-hot labels cycling through the classes."""
     ref = next(c for c in contenders if c.row.name == REFERENCE)
     rng = np.random.default_rng(12345)
     steps = [(role, bs) for bs in batch_sizes for role in ROLES]
@@ -90,6 +95,7 @@ def time_all(
             data = rng.standard_normal((bs, latent_dim)).astype(np.float32)
         else:
             data = np.ascontiguousarray(np.resize(x, (bs, x.shape[1])), dtype=np.float32)
+        y = cycle_one_hot(bs, n_classes)
         fns: dict[str, Callable[[], object]] = {}
         owners: dict[str, list[Contender]] = {}
         for c in contenders:
@@ -97,7 +103,7 @@ def time_all(
             key = c.row.name if role == "decoder" else c.encoder_key
             owners.setdefault(key, []).append(c)
             if key not in fns:
-                fns[key] = c.timer(role, data)
+                fns[key] = c.timer(role, data) if y is None else c.timer(role, data, y)
         reps = _reps(fns[REFERENCE if role == "decoder" else ref.encoder_key], round_ms)
         budget = 4 * rounds * len(fns) * round_ms / 1e3
         res = timing.interleaved(

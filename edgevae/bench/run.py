@@ -7,9 +7,10 @@ made before the static encoder pair the firmware decoder with the int8 encoder) 
 `all_recipes`, every other recipe re-created from the fp32 models with the export's calibration.
 
 Accuracy uses `metrics.evaluate` on the export's held-out test images (`heldout.npy`; with
-`data`, that data's test split) with the same seed for every row (common random numbers), so
-NLL deltas are much more precise than the NLLs themselves. Latency runs all rows interleaved in
-rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread
+`data`, that data's test split) with the same seed for every row (common random numbers), so NLL
+deltas are much more precise than the NLLs themselves; a conditional model's are on -log p(x|y)
+with the images' labels (its timing feeds one-hot labels too). Latency runs all rows interleaved
+in rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread
 (IQR/median) says how far absolute times can be trusted. Each round is also timed in CPU time
 (the calling thread's clock with one thread), which does not grow while the process waits for a
 CPU: on an oversubscribed machine the CPU-time speedups stay right when wall-time ones do not,
@@ -91,8 +92,9 @@ from ..errors import EdgeVAEError, UsageError
 from ..quant.recipes import RECIPES, cpu_info, gemm_format
 from ..runtime import heldout, timing
 from ..runtime import manifest as manifest_mod
+from ..runtime.labels import cycle_one_hot, match_one_hot
 from ..threads import set_torch_threads
-from .accuracy import accuracy_all, compare_to_reference
+from .accuracy import Labels, accuracy_all, compare_to_reference
 from .latency import layer_macs, noise_verdict, time_all
 from .peak import empty_peak, peak_probe
 from .report import DIFF_Z, FAILED, REFERENCE, BenchReport
@@ -128,14 +130,23 @@ class _Inputs:
     data: str | None  # the data spec; None: the export's held-out images, else the run's
     budget: float
     budget_from: str
+    y: np.ndarray | None = None  # a conditional model's one-hot labels of x [N, C]
 
-    def train(self) -> np.ndarray:
-        """Training images, to calibrate re-created recipes: the run's data is needed here."""
-        return load_run_data(self.man["train"], self.man["image_shape"], self.data).train
+    def train(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Training images (and a conditional model's one-hot labels), to calibrate
+        re-created recipes: the run's data is needed here."""
+        ds = load_run_data(self.man["train"], self.man["image_shape"], self.data)
+        if not self.classes:
+            return ds.train, None
+        return ds.train, match_one_hot(self.classes, ds.classes, ds.labels("train"))
 
     @property
     def latent(self) -> int:
         return int(self.man["latent_dim"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.man.get("classes") or [])
 
 
 def _options(
@@ -258,14 +269,22 @@ def _inputs(
             raise EdgeVAEError(f"{export_dir}: {name} missing; run `edgevae export`")
     budget, budget_from = _budget(man, max_delta_nats)
     progress("loading data", 0, 1)
+    classes = man.get("classes") or []
     if data is None and man.get("heldout"):
         dim = int(man["image_shape"][0]) * int(man["image_shape"][1])
-        test = heldout.read(export_dir, man["heldout"], dim)
+        entry = man["heldout"]
+        test = heldout.read(export_dir, entry, dim)
+        found = (entry.get("classes"), entry.get("labels"))
     else:
-        test = load_run_data(man["train"], man["image_shape"], data).test
+        ds = load_run_data(man["train"], man["image_shape"], data)
+        test, found = ds.test, (ds.classes, ds.labels("test"))
     x = np.ascontiguousarray(test[:limit] if limit else test, dtype=np.float32)
+    y = None
+    if classes:  # a conditional model: the images' labels, in its classes
+        labels = None if found[1] is None else np.asarray(found[1])[: len(x)]
+        y = match_one_hot(classes, found[0], labels)
     progress("loading data", 1, 1)
-    return _Inputs(export_dir, man, x, data, budget, budget_from)
+    return _Inputs(export_dir, man, x, data, budget, budget_from, y)
 
 
 def _rows(
@@ -295,9 +314,10 @@ def _recipe_rows(
     """Every recipe but the two the export rows already show, re-created under `work`."""
     chosen = (inputs.man.get("quantization") or {}).get("chosen")
     names = [n for n in RECIPES if n not in (chosen, "firmware")]
+    train, train_y = inputs.train()
     rows = list(
         recipe_contenders(
-            inputs.export_dir, work, inputs.man, inputs.train(), names, threads, progress
+            inputs.export_dir, work, inputs.man, train, names, threads, progress, train_y
         )
     )
     notes.append(
@@ -316,12 +336,13 @@ def _accuracy(
     gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
     rng = np.random.default_rng(opts.seed)
     z_diff = rng.standard_normal((DIFF_Z, inputs.latent)).astype(np.float32)
+    labels = Labels(inputs.y, cycle_one_hot(DIFF_Z, len(inputs.classes)))
     live = [c for c in contenders if c.row.status != FAILED]
     workers = max(1, os.cpu_count() or 1)
     likelihood = man.get("likelihood", "bernoulli")
     means = accuracy_all(
         live, inputs.x, z_diff, likelihood, gauss, opts.k, opts.seed, workers, opts.threads,
-        progress,
+        progress, labels,
     )  # fmt: skip
     ref_row = next(c.row for c in contenders if c.row.name == REFERENCE)
     if ref_row.status == FAILED:
@@ -349,7 +370,7 @@ def _latency(
     timed = [c for c in contenders if c.row.status != FAILED and c.timer is not None]
     time_all(
         timed, opts.batch_sizes, inputs.x, inputs.latent, layer_macs(inputs.man), peak_info,
-        opts.rounds, opts.round_ms, opts.warmup, progress, clock,
+        opts.rounds, opts.round_ms, opts.warmup, progress, clock, len(inputs.classes),
     )  # fmt: skip
     return peak_info, clock
 

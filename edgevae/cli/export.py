@@ -84,7 +84,8 @@ def print_quant(report) -> None:
         f"x@256 (n%) = speedup and its share of the recipe's ceiling; "
         f"firmware pair: {report.firmware_encoder} + {report.firmware_decoder} "
         f"(ΔNLL {report.firmware_pair_nll_delta:+.3f} nats; decoder alone "
-        f"{report.firmware_nll_delta:+.3f}); CPU: {escape(report.cpu['model'])} "
+        f"{report.firmware_nll_delta:+.3f}; with the 4-bit {report.firmware_decoder_int4} "
+        f"{report.firmware_int4_pair_nll_delta:+.3f}); CPU: {escape(report.cpu['model'])} "
         f"[{report.cpu['kind']}]; {report.seconds:.1f} s",
         highlight=False,
     )

@@ -3,6 +3,7 @@ with --score, the int8 encoder and the anomaly score)."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,11 @@ if TYPE_CHECKING:
 DEFAULT_OUT = Path("firmware")
 
 
+class WeightBits(str, Enum):
+    eight = "8"
+    four = "4"
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
@@ -29,12 +35,13 @@ def _plain(text: str) -> None:
 
 def _layers_table(source: str, rows: list[dict], out_dir: Path) -> Table:
     layers = Table(title=f"{source} -> {out_dir}/", title_justify="left")
-    for column in ("layer", "shape", "scales", "activation", "input"):
+    for column in ("layer", "shape", "weights", "scales", "activation", "input"):
         layers.add_column(column)
     for item in rows:
         layers.add_row(
             item["name"],
             f"{item['in']} -> {item['out']}",
+            f"{item['weight_bits']}-bit",
             item["scale"],
             item["activation"],
             item["input"],
@@ -57,7 +64,7 @@ def _sizes_table(report: FirmwareReport) -> Table:
     if report.score is not None:
         sizes.add_row("MACs per score (encoder + decoder)", str(report.score["macs"]))
     fits = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in report.fits.items())
-    sizes.add_row("fits flash (model + 4 KiB kernel)", fits)
+    sizes.add_row(f"fits flash (model + {report.kernel_budget // 1024} KiB kernel)", fits)
     return sizes
 
 
@@ -103,6 +110,8 @@ def _check_size(export_dir: Path, score: bool) -> None:
         "With the int8 encoder and the anomaly score (edgevae_score), and its host program "
         "(raw images on stdin, one score per line):\n\n"
         "  edgevae firmware --export-dir export --out firmware --score\n\n"
+        "4-bit weights (half the flash; after `edgevae train --resume --qat-bits 4`):\n\n"
+        "  edgevae firmware --export-dir export --out firmware --weight-bits 4\n\n"
         "In a clone, for firmware_demo/'s QEMU targets:\n\n"
         "  edgevae firmware --weights-only --out firmware_demo/generated\n\n"
         "  make -C firmware_demo run-host run-m4"
@@ -130,6 +139,12 @@ def firmware(
         "(edgevae_encode, edgevae_score), the manifest's threshold as EDGEVAE_THRESHOLD_NATS, "
         "and the host score program.",
     ),
+    weight_bits: WeightBits = typer.Option(
+        WeightBits.eight,
+        help="4: the 4-bit decoder (decoder.int4.static.onnx, written by `edgevae quantize`): "
+        "every layer but the first packs two weights per byte. Accurate after quantization-"
+        "aware fine-tuning (`edgevae train --resume --qat-bits 4`).",
+    ),
     print_kernel_dir: bool = typer.Option(
         False, "--print-kernel-dir", help="Print the folder of the packaged C kernel and exit."
     ),
@@ -140,8 +155,9 @@ def firmware(
     """Write C weights (edgevae_weights.h/.c) and the C kernel for the int8 decoder.
 
     Refuses nodes the kernel cannot run; stamps version, command and model sha256. Prints the
-    cc command that builds a host decoder (z on stdin, pixels on stdout) from the folder; with
-    --score also the encoder, the anomaly score and the host score program's cc command.
+    cc command that builds a host decoder (z on stdin, pixels on stdout; a conditional
+    decoder reads the label first) from the folder; with --score also the encoder, the
+    anomaly score and the host score program's cc command (unconditional models only).
     """
     from ..firmware.deploy import kernel_dir, write_firmware
 
@@ -154,12 +170,23 @@ def firmware(
     command = f"edgevae firmware --export-dir {export_dir} --out {out_dir}"
     command += " --weights-only" if weights_only else ""
     command += " --score" if score else ""
+    command += " --weight-bits 4" if weight_bits is WeightBits.four else ""
     report = write_firmware(
-        export_dir, out_dir, sources=not weights_only, command=command, score=score
+        export_dir,
+        out_dir,
+        sources=not weights_only,
+        command=command,
+        score=score,
+        weight_bits=int(weight_bits.value),
     )
     if json_path is not None:
         write_json(json_path, report.to_dict())
 
+    _render(report, out_dir, weights_only)
+
+
+def _render(report: FirmwareReport, out_dir: Path, weights_only: bool) -> None:
+    """The layer tables, sizes and fit, notes, and the build and run lines."""
     console.print(_layers_table(report.source, report.layers, out_dir))
     if report.score is not None:
         console.print(
@@ -169,11 +196,19 @@ def firmware(
     console.print(report.suggestion)
     if not report.fits["256 KB" if report.score is not None else "128 KB"]:
         console.print("  e.g. edgevae train --preset mcu, or a smaller --hidden")
+        if report.weight_bits == 8:
+            console.print("  or 4-bit weights: edgevae firmware --weight-bits 4")
+    if report.classes:
+        _plain(
+            f"conditional decoder: edgevae_decode_label(z, label, pixels), labels "
+            f"0..{len(report.classes) - 1} ({', '.join(report.classes)})"
+        )
     for note in report.notes:
         console.print(f"note: {note}")
     if weights_only:
         _plain(f"kernel sources (packaged): {report.kernel_dir}")
-    _plain("next, build the host decoder and decode one latent vector:")
+    what = "the label and latent vector 0" if report.classes else "one latent vector"
+    _plain(f"next, build the host decoder and decode {what}:")
     _plain(f"  {report.build_command}")
     _plain(f"  {report.run_command}")
     if report.score is not None:

@@ -35,6 +35,11 @@ class Binarize(str, Enum):
     dynamic = "dynamic"
 
 
+class QatBits(str, Enum):
+    off = "0"
+    four = "4"
+
+
 class Split(str, Enum):
     train = "train"
     valid = "valid"
@@ -50,7 +55,9 @@ class Split(str, Enum):
         "  edgevae train --data fashion-mnist --classes Trouser,Bag\n\n"
         "  edgevae train --data frey:faces/frey_rawface.mat --latent-dim 2\n\n"
         "  edgevae train --preset mcu                      # 8-128-784: fits 128 KB of flash\n\n"
-        "  edgevae train --run-dir runs/mnist --resume --epochs 20"
+        "  edgevae train --run-dir runs/mnist --resume --epochs 20\n\n"
+        "  edgevae train --run-dir runs/mcu --resume --epochs 14 --qat-bits 4"
+        "   # 4-bit firmware decoder"
     )
 )
 def train(
@@ -69,9 +76,9 @@ def train(
     conditional: bool = typer.Option(
         False,
         help="Condition encoder and decoder on the label (labelled data), so `edgevae sample "
-        "--label 7` draws a 7. Its default latent size is 5, not 20: with more dims z also "
-        "carries the class and ~1 sample in 7 shows another digit (20 dims), at the cost of "
-        "~16 nats of likelihood (see docs/conditional.md).",
+        "--label 7` draws a 7. Its default latent size is 4, not 20: with more dims z also "
+        "carries the class and ~1 sample in 4 shows another digit (20 dims; 4 dims: 1 in 26), "
+        "at the cost of ~21 nats of likelihood (see docs/conditional.md).",
     ),
     epochs: int = typer.Option(
         10, min=1, max=1_000_000, help="Epochs in total (with --resume: the new total)."
@@ -98,7 +105,7 @@ def train(
     ),
     hidden: str = typer.Option(None, help="Hidden layer sizes, e.g. 400 or 500,500."),
     latent_dim: int = typer.Option(
-        None, min=1, help="Latent dimension (default 20; mcu preset 8; --conditional 5)."
+        None, min=1, help="Latent dimension (default 20; mcu preset 8; --conditional 4)."
     ),
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
     binarize: Binarize = typer.Option(
@@ -112,6 +119,13 @@ def train(
         "the same thread count; on a shared machine 1 is often fastest for this small model.",
     ),
     max_minutes: float = typer.Option(None, help="Stop after the epoch that passes this time."),
+    qat_bits: QatBits = typer.Option(
+        QatBits.off,
+        help="Quantization-aware training for the 4-bit firmware decoder (`edgevae firmware "
+        "--weight-bits 4`): the decoder's weights after its first layer are rounded to 4 bits "
+        "per channel in every step, with learned scales. Best as a fine-tune: --resume a "
+        "trained run for a few more epochs (kept on a resumed run once on).",
+    ),
     run_dir: Path = typer.Option(Path("runs/default"), help="Where checkpoints and metrics go."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir."),
     overwrite: bool = typer.Option(False, help="Start over in an existing --run-dir."),
@@ -137,6 +151,7 @@ def train(
     with TrainProgress(err_console) as reporter, _resume_hint(run_dir), _flags(train):
         run = api.train(
             **given, run_dir=run_dir, epochs=epochs, threads=threads, max_minutes=max_minutes,
+            qat_bits=int(qat_bits.value),
             resume=resume, overwrite=overwrite, reporter=reporter,
         )  # fmt: skip
     console.print(

@@ -2,8 +2,9 @@
 
 The numbers come from `intmodel.load_int_model`, so the C kernel and the numpy reference
 consume the same integers. This module only chooses the memory layout (weights interleaved
-for the SMLAD inner loop, rows padded to blocks of 4, columns to chunks of 4), checks that
-everything fits the kernel's types, and writes C with a provenance stamp.
+for the SMLAD inner loop, int8 or 4-bit, rows padded to blocks of 4, columns to chunks of 4),
+checks that everything fits the kernel's types and reports sizes; `csource` writes the C
+text with a provenance stamp.
 """
 
 from __future__ import annotations
@@ -14,23 +15,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import ModelFileError
-from ..fsio import write_text
-from .ctext import c_array, c_comment, c_float, c_string
+from .csource import FORMAT, HEADER, SOURCE, write_weights
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer, IntModel, load_int_model
 
-FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
+NIBBLE_OFFSET = 8  # EDGEVAE_NIBBLE_OFFSET: 4-bit weights are stored as w + 8
 ROW_BLOCK = 4
 COL_CHUNK = 4
-KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
-FLASH_SIZES = {"128 KB": 128 * 1024, "256 KB": 256 * 1024, "512 KB": 512 * 1024, "1 MB": 1 << 20}
+# bytes of flash reserved for the kernel's code in the fit check: decoder builds measure up to
+# 4.0 KB on Cortex-M4 (4-bit path included), score builds up to 5.1 KB (firmware_demo/README.md)
+KERNEL_CODE_BUDGET = 4096
+SCORE_KERNEL_CODE_BUDGET = 6144
+FLASH_SIZES = {
+    "64 KB": 64 * 1024,
+    "128 KB": 128 * 1024,
+    "256 KB": 256 * 1024,
+    "512 KB": 512 * 1024,
+    "1 MB": 1 << 20,
+}
 LAYER_STRUCT_BYTES = 44  # sizeof(edgevae_layer_t) on 32-bit targets
 TABLE_SIZE = 2 * SATURATED + 1  # requantized values -512..512
 SHIFT_RANGE = (17, 47)  # the kernel's 32-bit requantization path needs 1 <= shift - 16 <= 31
-HEADER = "edgevae_weights.h"
-SOURCE = "edgevae_weights.c"
+__all__ = ["FORMAT", "HEADER", "SOURCE", "FirmwareReport", "generate_firmware", "write_weights"]
 
 
 @dataclass
@@ -58,6 +65,9 @@ class FirmwareReport:
     score: dict | None = None
     score_build_command: str = ""
     score_run_command: str = ""
+    weight_bits: int = 8  # what was asked: 4 stores the layers whose weights fit as 4-bit
+    classes: list[str] = field(default_factory=list)  # a conditional decoder's labels
+    kernel_budget: int = KERNEL_CODE_BUDGET  # bytes of kernel code counted in `fits`
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -67,24 +77,36 @@ class FirmwareReport:
         return d
 
 
-def find_firmware_decoder(export_dir: Path) -> Path:
-    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names."""
+INT4_DECODER = "decoder.int4.static.onnx"  # the int4 recipe's decoder (quant/int4.py)
+
+
+def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
+    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names;
+    with `weight_bits` 4 the int4 recipe's (manifest firmware_decoder_int4)."""
     export_dir = Path(export_dir)
     if export_dir.is_file():
         return export_dir
     if not export_dir.is_dir():
         raise ModelFileError(f"{export_dir}: no such export directory (run `edgevae export`)")
+    key = "firmware_decoder_int4" if weight_bits == 4 else "firmware_decoder"
     manifest = export_dir / "manifest.json"
     if manifest.is_file():
         try:
-            name = json.loads(manifest.read_text(encoding="utf-8")).get("firmware_decoder")
+            name = json.loads(manifest.read_text(encoding="utf-8")).get(key)
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
             raise ModelFileError(f"{manifest}: not valid JSON ({exc})") from None
         if name:
             path = export_dir / name
-            if not path.is_file():
-                raise ModelFileError(f"{manifest}: firmware_decoder {name!r} does not exist")
+            if not isinstance(name, str) or Path(name).name != name or not path.is_file():
+                raise ModelFileError(f"{manifest}: {key} {name!r:.60} does not exist")
             return path
+    if weight_bits == 4:
+        if (export_dir / INT4_DECODER).is_file():
+            return export_dir / INT4_DECODER
+        raise ModelFileError(
+            f"{export_dir}: no {INT4_DECODER} (`edgevae quantize` writes it; fine-tune the run "
+            "with 4-bit quantization-aware training first for accuracy)"
+        )
     for name in ("decoder.int8.static.onnx", "decoder.int8.onnx"):
         if (export_dir / name).is_file():
             return export_dir / name
@@ -112,6 +134,25 @@ def interleave_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tiles).view(np.uint8).reshape(-1, 4).astype(np.uint32) @ (
         np.array([1, 1 << 8, 1 << 16, 1 << 24], np.uint32)
     )
+
+
+# nibble i of a 4-bit word: (row within the pair, column within the chunk); edgevae_types.h
+_NIBBLE_ROW = [0, 0, 1, 1, 0, 0, 1, 1]
+_NIBBLE_COL = [0, 2, 0, 2, 1, 3, 1, 3]
+
+
+def interleave_nibbles(weight: np.ndarray) -> np.ndarray:
+    """4-bit weights (int8 values -8..7) [out, in] -> uint32 words in the kernel's order:
+    two words per row block and column chunk, each weight stored as w + 8."""
+    out_dim, in_dim = weight.shape
+    padded = np.zeros((_ceil(out_dim, ROW_BLOCK), _ceil(in_dim, COL_CHUNK)), np.int64)
+    padded[:out_dim, :in_dim] = weight
+    blocks, chunks = padded.shape[0] // ROW_BLOCK, padded.shape[1] // COL_CHUNK
+    tiles = padded.reshape(blocks, 2, 2, chunks, COL_CHUNK).transpose(0, 3, 1, 2, 4)
+    nibbles = tiles[..., _NIBBLE_ROW, _NIBBLE_COL] + NIBBLE_OFFSET  # [block, chunk, pair, 8]
+    shifts = np.arange(8, dtype=np.uint64) * 4
+    words = (nibbles.astype(np.uint64) << shifts).sum(axis=-1)
+    return words.reshape(-1).astype(np.uint32)
 
 
 def output_table(model: IntModel, index: int) -> tuple[np.ndarray, int]:
@@ -173,9 +214,10 @@ def layer_arrays(layer: IntLayer, table: np.ndarray, offset: int, label: str) ->
     shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
     requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
     requant[: layer.out_dim] = mult | (shift - 16) << 24
+    four = layer.weight_bits == 4
     return _LayerArrays(
         layer,
-        interleave_weights(layer.weight),
+        interleave_nibbles(layer.weight) if four else interleave_weights(layer.weight),
         bias,
         requant,
         per_channel,
@@ -193,116 +235,6 @@ def decoder_arrays(model: IntModel) -> list[_LayerArrays]:
     ]
 
 
-# ------------------------------------------------------------------------------- C text
-
-
-def _header(
-    model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance: str, extra: str = ""
-) -> str:
-    q = model.input_q
-    max_in = max(a.in_padded for a in arrays)
-    max_hidden = max([a.layer.out_dim for a in arrays[:-1]], default=0)
-    ztype = "int8_t" if q.signed else "uint8_t"
-    return f"""/* {HEADER} - GENERATED, do not edit.
-{stamp}
- */
-#ifndef EDGEVAE_WEIGHTS_H
-#define EDGEVAE_WEIGHTS_H
-
-#include <stdint.h>
-
-#include "edgevae_types.h"
-
-#define EDGEVAE_WEIGHTS_FORMAT {FORMAT}
-#define EDGEVAE_LATENT_DIM {model.latent_dim}
-#define EDGEVAE_IMAGE_H {model.image_shape[0]}
-#define EDGEVAE_IMAGE_W {model.image_shape[1]}
-#define EDGEVAE_OUTPUT_DIM {model.output_dim}
-#define EDGEVAE_NUM_LAYERS {len(arrays)}
-#define EDGEVAE_MAX_WIDTH {max_hidden} /* widest hidden layer */
-#define EDGEVAE_MAX_IN_PADDED {max_in} /* widest layer input, padded: sizes the buffers */
-#define EDGEVAE_MACS {model.macs}L /* multiply-accumulates per decode */
-
-/* input quantization: zq = clamp(round_half_even(z / scale) + zero_point) */
-#define EDGEVAE_INPUT_SCALE {c_float(q.scale)} /* {q.scale!r} */
-#define EDGEVAE_INPUT_ZERO_POINT {q.zero_point}
-#define EDGEVAE_INPUT_QMIN {q.qmin}
-#define EDGEVAE_INPUT_QMAX {q.qmax}
-typedef {ztype} edgevae_zq_t;
-
-#define EDGEVAE_MODEL_SHA256 "{model.sha256}"
-#define EDGEVAE_PROVENANCE {c_string(provenance)}
-
-extern const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS];
-extern const char edgevae_provenance[];
-{extra}
-#endif
-"""
-
-
-def layer_source(name: str, a: _LayerArrays, what: str) -> tuple[str, str]:
-    """C arrays of one layer (named edgevae_<name>_*) and its edgevae_layer_t initializer."""
-    layer = a.layer
-    parts = [
-        f"/* {name}: {c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
-        f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
-        f"activation {layer.activation} */\n",
-        c_array("uint32_t", f"edgevae_{name}_weights", a.weights, "0x{:08x}u", 8),
-        c_array("int32_t", f"edgevae_{name}_bias", a.bias, "{}", 8),
-        "/* requantization: multiplier | (shift - 16) << 24 */\n",
-        c_array("uint32_t", f"edgevae_{name}_requant", a.requant, "0x{:08x}u", 8),
-        f"/* requantized value + 512 -> {what} */\n",
-        c_array("uint8_t", f"edgevae_{name}_table", a.table, "{}", 16),
-        "\n",
-    ]
-    mid = "NULL, 0, 0, 0, 0, 0"
-    if layer.mid_bias is not None:
-        mid_bias = np.zeros(a.out_padded, np.int32)
-        mid_bias[: layer.out_dim] = layer.mid_bias
-        parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
-        parts.append(c_array("int32_t", f"edgevae_{name}_mid_bias", mid_bias, "{}", 8))
-        q = layer.mid_q
-        mid = (
-            f"edgevae_{name}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
-            f"{q.zero_point}, {q.qmin}, {q.qmax}"
-        )
-    return "".join(parts), layer_struct(name, a, mid, f"edgevae_{name}_table")
-
-
-def layer_struct(name: str, a: _LayerArrays, mid: str, table: str) -> str:
-    """The edgevae_layer_t initializer of a layer whose arrays are named edgevae_<name>_*."""
-    return (
-        f"    {{edgevae_{name}_weights, edgevae_{name}_bias, edgevae_{name}_requant, "
-        f"{table},\n"
-        f"     {a.layer.in_dim}, {a.in_padded}, {a.layer.out_dim}, {a.out_padded}, "
-        f"{a.table_offset},\n"
-        f"     {mid}}}"
-    )
-
-
-def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str, extra: str = "") -> str:
-    parts = [
-        f"/* {SOURCE} - GENERATED, do not edit.\n{stamp}\n */\n",
-        f'#include <stddef.h>\n\n#include "{HEADER}"\n\n',
-        "const char edgevae_provenance[] = EDGEVAE_PROVENANCE;\n\n",
-    ]
-    structs = []
-    for i, a in enumerate(arrays):
-        what = (
-            "grey level = round(255 * sigmoid(dequantized logit))"
-            if i + 1 == len(arrays)
-            else "next layer's input - table_offset"
-        )
-        text, struct = layer_source(f"l{i}", a, what)
-        parts.append(text.replace(f"/* l{i}: ", f"/* layer {i}: ", 1))
-        structs.append(struct + ",\n")
-    parts.append("const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS] = {\n")
-    parts.append("".join(structs))
-    parts.append("};\n")
-    parts.append(extra)
-    return "".join(parts)
-
-
 # ------------------------------------------------------------------------------- entry point
 
 
@@ -313,6 +245,7 @@ def layer_dict(a: _LayerArrays) -> dict:
         "in": a.layer.in_dim,
         "out": a.layer.out_dim,
         "scale": "per-channel" if a.per_channel else "per-tensor",
+        "weight_bits": a.layer.weight_bits,
         "activation": a.layer.activation,
         "input": "int8" if a.layer.in_q.signed else "uint8",
     }
@@ -324,20 +257,25 @@ def report(
     files: list[str],
     flash: int | None = None,
     ram: int | None = None,
+    kernel_budget: int | None = None,
 ) -> FirmwareReport:
-    """Sizes and flash fit; `flash` / `ram` override the decoder's own (score builds)."""
+    """Sizes and flash fit; `flash` / `ram` / `kernel_budget` (the kernel's code in the fit)
+    override the decoder's own (score builds)."""
     if flash is None:
         flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+        flash += model.classes * (4 * arrays[0].out_padded + 8)  # class bias rows and names
     if ram is None:
         ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
     weight_bytes = sum(4 * a.weights.size for a in arrays)
-    fits = {name: flash + KERNEL_CODE_BUDGET <= size for name, size in FLASH_SIZES.items()}
+    budget = KERNEL_CODE_BUDGET if kernel_budget is None else kernel_budget
+    fits = {name: flash + budget <= size for name, size in FLASH_SIZES.items()}
     if fits["128 KB"]:
-        suggestion = "fits a 128 KB flash part"
+        suggestion = f"fits a {next(name for name, ok in fits.items() if ok)} flash part"
     else:
         suggestion = (
             "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
             "(8-128-784) or fewer/narrower hidden layers"
+            + ("" if _bits(arrays) == 4 else ", or store 4-bit weights")
         )
     return FirmwareReport(
         model.source,
@@ -353,40 +291,21 @@ def report(
         fits,
         suggestion,
         list(model.notes),
+        weight_bits=_bits(arrays),
+        classes=list(model.class_names) if model.classes else [],
+        kernel_budget=budget,
     )
 
 
-def write_weights(
-    model: IntModel,
-    arrays: list[_LayerArrays],
-    out_dir: Path,
-    *,
-    command: str,
-    also: tuple[tuple[str, str], ...] = (),
-    header_extra: str = "",
-    source_extra: str = "",
-) -> list[str]:
-    """Write edgevae_weights.h/.c: the decoder's layers, plus (score builds) `also` (more
-    source files as (name, sha256)) in the stamp and the extra header and source text."""
-    dims = [a.layer.out_dim for a in arrays]
-    sources = [(model.source, model.sha256), *also]
-    provenance = f"edgevae {__version__}; command: {command}; " + "; ".join(
-        f"source: {name}; sha256: {digest}" for name, digest in sources
-    )
-    lines = [f"generated by edgevae {__version__}", f"command: {command}"]
-    for name, digest in sources:
-        lines += [f"source: {name}", f"sha256: {digest}"]
-    lines.append("layers: " + " -> ".join(str(d) for d in [model.latent_dim, *dims]))
-    stamp = "\n".join(f" * {c_comment(line)}" for line in lines)
-    source_text = _source(model, arrays, stamp, source_extra)
-    header_text = _header(model, arrays, stamp, provenance, header_extra)
-    write_text(out_dir / SOURCE, source_text)
-    write_text(out_dir / HEADER, header_text)
-    return [str(out_dir / HEADER), str(out_dir / SOURCE)]
+def _bits(arrays: list[_LayerArrays]) -> int:
+    return 4 if any(a.layer.weight_bits == 4 for a in arrays) else 8
 
 
-def generate_firmware(onnx_path: Path, out_dir: Path, *, command: str) -> FirmwareReport:
-    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit."""
-    model = load_int_model(Path(onnx_path))
+def generate_firmware(
+    onnx_path: Path, out_dir: Path, *, command: str, weight_bits: int = 8
+) -> FirmwareReport:
+    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit.
+    With `weight_bits` 4 the layers whose weights fit -8..7 are stored as 4-bit."""
+    model = load_int_model(Path(onnx_path), weight_bits)
     arrays = decoder_arrays(model)
     return report(model, arrays, write_weights(model, arrays, Path(out_dir), command=command))

@@ -76,9 +76,10 @@ def build_argv(out_dir: Path, kernel: Path | None = None, program: str = PROGRAM
     ]
 
 
-def run_command(out_dir: Path, latent_dim: int) -> str:
-    """A shell line that decodes the all-zero latent vector with the built host decoder."""
-    zeros = " ".join(["0"] * latent_dim)
+def run_command(out_dir: Path, latent_dim: int, conditional: bool = False) -> str:
+    """A shell line that decodes the all-zero latent vector with the built host decoder
+    (for a conditional decoder with label 0, the line's first number)."""
+    zeros = " ".join(["0"] * (latent_dim + conditional))
     return f"printf '{zeros}\\n' | {shlex.quote(program_path(Path(out_dir)))}"
 
 
@@ -95,6 +96,7 @@ def write_firmware(
     sources: bool = True,
     command: str,
     score: bool = False,
+    weight_bits: int = 8,
 ) -> FirmwareReport:
     """Write C weights for the export's firmware decoder into `out_dir`, and with `sources` the
     packaged kernel and host decoder next to them.
@@ -103,8 +105,10 @@ def write_firmware(
     `command` is stamped into the generated files. With `score`, the weights also hold the
     export's int8 encoder (encoder.int8.static.onnx) and the anomaly score's tables, with the
     manifest's firmware threshold, and the host score program is copied too (an export folder
-    is needed then). The report adds the kernel's folder, the `cc` command that builds each
-    host program and a line that runs it.
+    is needed then). `weight_bits` 4 deploys the int4 recipe's decoder
+    (decoder.int4.static.onnx) with its 4-bit layers packed two weights per byte. The report
+    adds the kernel's folder, the `cc` command that builds each host program and a line that
+    runs it.
     """
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -115,22 +119,26 @@ def write_firmware(
             "manifest)",
             param="export_dir",
         )
+    if weight_bits not in (8, 4):
+        raise UsageError(f"must be 8 or 4, got {weight_bits}", param="weight_bits")
     kernel = kernel_dir()
     copies = {}
     if sources:
         for name in (*KERNEL_FILES, HOST_SOURCE, *((SCORE_SOURCE,) if score else ())):
             copies[Path(name).name] = read_regular(kernel / name, SOURCE_LIMIT)
     if score:
-        report = generate_score_firmware(load_score_model(export_dir), out_dir, command=command)
+        model = load_score_model(export_dir, weight_bits)
+        report = generate_score_firmware(model, out_dir, command=command)
     else:
-        report = generate_firmware(find_firmware_decoder(export_dir), out_dir, command=command)
+        decoder = find_firmware_decoder(export_dir, weight_bits)
+        report = generate_firmware(decoder, out_dir, command=command, weight_bits=weight_bits)
     for name, data in copies.items():
         write_bytes(out_dir / name, data)
         report.files.append(str(out_dir / name))
     report.kernel_dir = str(kernel)
     packaged = None if sources else kernel
     report.build_command = shlex.join(build_argv(out_dir, packaged))
-    report.run_command = run_command(out_dir, report.latent_dim)
+    report.run_command = run_command(out_dir, report.latent_dim, bool(report.classes))
     if score:
         report.score_build_command = shlex.join(build_argv(out_dir, packaged, SCORE_PROGRAM))
         dim = report.image_shape[0] * report.image_shape[1]

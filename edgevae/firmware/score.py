@@ -104,10 +104,17 @@ def score_model(
     decoder: str | Path | IntModel,
     likelihood: str = "bernoulli",
     gauss_logvar: np.ndarray | None = None,
+    weight_bits: int = 8,
 ) -> ScoreModel:
-    """A ScoreModel from the two QDQ files (or their loaded integer models)."""
+    """A ScoreModel from the two QDQ files (or their loaded integer models); `weight_bits`
+    4 stores the decoder's 4-bit layers as such (the encoder stays int8)."""
     enc = encoder if isinstance(encoder, IntEncoder) else load_int_encoder(encoder)
-    dec = decoder if isinstance(decoder, IntModel) else load_int_model(decoder)
+    dec = decoder if isinstance(decoder, IntModel) else load_int_model(decoder, weight_bits)
+    if dec.classes:
+        raise ModelFileError(
+            f"{dec.source} is a conditional decoder (labels {', '.join(dec.class_names)}); the "
+            "firmware score supports unconditional models (anomaly models are unconditional)"
+        )
     if enc.latent_dim != dec.latent_dim or enc.input_dim != dec.output_dim:
         raise ModelFileError(
             f"{enc.source} ({enc.input_dim} -> {enc.latent_dim}) does not pair with "
@@ -120,20 +127,27 @@ def score_model(
     return ScoreModel(enc, dec, likelihood, logvar, tables)
 
 
-def load_score_model(export_dir: str | Path) -> ScoreModel:
-    """The firmware score of an export folder: its static encoder and decoder, likelihood,
-    Gaussian log-variances and firmware threshold from the manifest."""
+def load_score_model(export_dir: str | Path, weight_bits: int = 8) -> ScoreModel:
+    """The firmware score of an export folder: its static encoder and decoder (with
+    `weight_bits` 4 the int4 recipe's decoder), likelihood, Gaussian log-variances and
+    firmware threshold from the manifest."""
     from ..runtime import manifest
 
     export_dir = Path(export_dir)
     man = manifest.read(export_dir)
+    if man.get("classes"):
+        raise ModelFileError(
+            f"{export_dir}: a conditional model; the firmware score supports unconditional "
+            "models (anomaly models are unconditional)"
+        )
     likelihood = man.get("likelihood", "bernoulli")
     logvar = man.get("gaussian_logvar")
     model = score_model(
         find_firmware_encoder(export_dir, man),
-        find_firmware_decoder(export_dir),
+        find_firmware_decoder(export_dir, weight_bits),
         likelihood,
         None if logvar is None else np.asarray(logvar, np.float64),
+        weight_bits,
     )
     model.threshold, model.threshold_note = manifest_threshold(man)
     return model

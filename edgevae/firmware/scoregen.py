@@ -14,6 +14,7 @@ import numpy as np
 
 from .codegen import (
     LAYER_STRUCT_BYTES,
+    SCORE_KERNEL_CODE_BUDGET,
     TABLE_SIZE,
     FirmwareReport,
     _ceil,
@@ -21,11 +22,9 @@ from .codegen import (
     decoder_arrays,
     layer_arrays,
     layer_dict,
-    layer_source,
-    layer_struct,
     report,
-    write_weights,
 )
+from .csource import layer_source, layer_struct, write_weights
 from .ctext import c_array, c_comment, c_float
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer
@@ -130,14 +129,7 @@ def _source(
     parts += [*structs, "};\n\n"]
     parts.append("/* the decoder's last layer again, to its quantized logit - qmin */\n")
     parts.append(c_array("uint8_t", "edgevae_logit_table", logit, "{}", 16))
-    mid = "NULL, 0, 0, 0, 0, 0"
-    if last_arrays.layer.mid_bias is not None:
-        q = last_arrays.layer.mid_q
-        mid = (
-            f"edgevae_{last}_mid_bias, {last_arrays.layer.mid_mult}, "
-            f"{last_arrays.layer.mid_shift}, {q.zero_point}, {q.qmin}, {q.qmax}"
-        )
-    struct = layer_struct(last, last_arrays, mid, "edgevae_logit_table")
+    struct = layer_struct(last, last_arrays, "edgevae_logit_table")
     parts.append(f"const edgevae_layer_t edgevae_logit_layer =\n{struct};\n\n")
     parts.append(_tables_source(score))
     return "".join(parts)
@@ -238,7 +230,8 @@ def generate_score_firmware(score: ScoreModel, out_dir, *, command: str) -> Firm
         + _table_bytes(score)
         + 256  # provenance string
     )
-    result = report(dec, arrays, files, flash=flash, ram=2 * (buffers[0] + buffers[1]))
+    ram = 2 * (buffers[0] + buffers[1])
+    result = report(dec, arrays, files, flash, ram, SCORE_KERNEL_CODE_BUDGET)
     fitting = [name for name, ok in result.fits.items() if ok]
     result.suggestion = (
         f"encoder + decoder + score tables fit a {fitting[0]} flash part"

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from .. import fsio
-from ..runtime.session import open_session
 
 EXPLAIN_IMAGES = 500
 
@@ -249,7 +248,7 @@ def explain_models(
         role = edit.item.role
         path = work / f"{role}.explain{i}.onnx"
         fsio.write_bytes(path, _apply_edit(fp32[role], edit).SerializeToString())
-        sess = open_session(path, role)
+        sess = ctx.session(path, role)
         pair = (sess, ctx.fp32["decoder"]) if role == "encoder" else (ctx.fp32["encoder"], sess)
         d, _ = ctx.paired.delta(*pair, n)
         edit.item.nll_delta, edit.item.nll_delta_se, edit.item.images = d.mean, d.se, d.n

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from ..runtime import timing
-from ..runtime.session import DECODER_IO, ENCODER_IO, open_session
-from .apply import apply_recipe
+from ..runtime.labels import cycle_one_hot
+from ..runtime.session import feeds, open_session
+from .apply import Feeds, apply_recipe
 from .paired import PairedNLL
 from .recipes import RECIPES, CpuInfo, gemm_format
 
@@ -79,16 +80,35 @@ class Context:
     paired: PairedNLL
     cpu: CpuInfo
     peak: dict[str, Any] = field(default_factory=dict)
+    n_classes: int = 0  # a conditional model's classes (its inputs take one-hot `y`); else 0
 
     @classmethod
     def open(
-        cls, export_dir: Path, man: dict[str, Any], heldout: np.ndarray, cpu: CpuInfo
+        cls,
+        export_dir: Path,
+        man: dict[str, Any],
+        heldout: np.ndarray,
+        cpu: CpuInfo,
+        heldout_y: np.ndarray | None = None,
     ) -> Context:
-        fp32 = {r: open_session(export_dir / f"{r}.fp32.onnx", r) for r in ROLES}
+        """The fp32 pair of the export and its paired evaluator on `heldout` images (with
+        their one-hot labels `heldout_y`, which a conditional model needs)."""
+        n_classes = len(man.get("classes") or [])
+        fp32 = {r: open_session(export_dir / f"{r}.fp32.onnx", r, 1, n_classes > 0) for r in ROLES}
         likelihood = man.get("likelihood", "bernoulli")
         gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
-        paired = PairedNLL(heldout, fp32["encoder"], fp32["decoder"], likelihood, gauss)
-        return cls(export_dir, fp32, int(man["latent_dim"]), paired, cpu)
+        paired = PairedNLL(
+            heldout, fp32["encoder"], fp32["decoder"], likelihood, gauss, y=heldout_y
+        )
+        return cls(export_dir, fp32, int(man["latent_dim"]), paired, cpu, n_classes=n_classes)
+
+    @property
+    def conditional(self) -> bool:
+        return self.n_classes > 0
+
+    def session(self, path: Path, role: str):
+        """A one-thread session of one of this export's encoders or decoders."""
+        return open_session(path, role, 1, self.conditional)
 
     def ceiling_of(self, fmt: str | None) -> float | None:
         return (self.peak.get("ceiling") or {}).get(fmt) if fmt else None
@@ -98,22 +118,23 @@ def apply_candidate(
     ctx: Context,
     cand: Candidate,
     work: Path,
-    calib: dict[str, np.ndarray],
+    calib: dict[str, Feeds],
     keep_float: dict[str, list[str]] | None = None,
     tag: str = "",
 ) -> dict[str, Any]:
     """Write the candidate's encoder and decoder under `work` (`{role}.{recipe}{tag}.onnx`),
-    keeping `keep_float`'s Gemm nodes in float; returns the two sessions."""
+    calibrated on `calib` ({role: feeds}), keeping `keep_float`'s Gemm nodes in float;
+    returns the two sessions."""
     recipe = RECIPES[cand.recipe]
     cand.format = gemm_format(recipe, ctx.cpu)
     cand.ceiling = ctx.ceiling_of(cand.format)
     cand.kept_float = {r: list(v) for r, v in (keep_float or {}).items() if v}
     sessions = {}
-    for role, io_ in (("encoder", ENCODER_IO), ("decoder", DECODER_IO)):
+    for role in ROLES:
         path = work / f"{role}.{cand.recipe}{tag}.onnx"
         src = ctx.export_dir / f"{role}.fp32.onnx"
-        apply_recipe(recipe, src, path, calib[role], io_[0][0], cand.kept_float.get(role, ()))
-        sessions[role] = open_session(path, role)
+        apply_recipe(recipe, src, path, calib[role], keep_float=cand.kept_float.get(role, ()))
+        sessions[role] = ctx.session(path, role)
         cand.bytes[role] = path.stat().st_size
     return sessions
 
@@ -152,12 +173,15 @@ def _delta(ctx: Context, nll: np.ndarray):
 
 
 def _feeds(ctx: Context, width: int) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """Timing inputs per (role, batch): random rows, and for a conditional model one-hot
+    labels cycling through the classes."""
     rng = np.random.default_rng(0)
     out = {}
     for role in ROLES:
-        name, w = ("x", width) if role == "encoder" else ("z", ctx.latent_dim)
+        w = width if role == "encoder" else ctx.latent_dim
         for bs in BATCHES:
-            out[(role, bs)] = {name: rng.random((bs, w), dtype=np.float32)}
+            data = rng.random((bs, w), dtype=np.float32)
+            out[(role, bs)] = feeds(role, data, cycle_one_hot(bs, ctx.n_classes))
     return out
 
 
@@ -175,11 +199,11 @@ def time_candidates(
     """Speedups (CPU time, fp32 p50 / candidate p50) of every live candidate, in two stages;
     with `drop`, a candidate clearly slower after the first is marked `dropped` and not timed
     further."""
-    feeds = _feeds(ctx, width)
+    inputs = _feeds(ctx, width)
     samples: dict[tuple[str, str, int], list[int]] = {}
     running = list(live)
     for stage, rounds in enumerate(STAGE_ROUNDS):
-        for (role, bs), feed in feeds.items():
+        for (role, bs), feed in inputs.items():
             calls = {"fp32": lambda s=ctx.fp32[role], f=feed: s.run(None, f)}
             for cand, sess in running:
                 calls[cand.label] = lambda s=sess[role], f=feed: s.run(None, f)

@@ -5,7 +5,8 @@ image chunk c is drawn from the seed [seed, c], whatever pair is scored), so the
 differences are far less noisy than the NLLs, and their spread gives a standard error.
 Images are scored in chunks on demand, so a decision can stop as soon as it is clear
 (`PairedNLL.sequential`): a candidate clearly over or within the budget after the first
-chunk is not scored further. The bound is `metrics`' IWAE bound with k samples.
+chunk is not scored further. The bound is `metrics`' IWAE bound with k samples; for a
+conditional model it is on -log p(x | y), each image with its own one-hot label.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..runtime import metrics
+from ..runtime.session import feeds
 
 EVAL_K = 64  # importance samples per image
 CHUNK = 250  # images per chunk
@@ -37,19 +39,20 @@ class Delta:
 
 
 def _run_pair(sess_enc, sess_dec) -> tuple[Callable, Callable]:
-    def encode(x):
-        mu, lv = sess_enc.run(["mu", "logvar"], {"x": x})
+    def encode(x, y):
+        mu, lv = sess_enc.run(["mu", "logvar"], feeds("encoder", x, y))
         return mu, lv
 
-    def decode(z):
-        return sess_dec.run(["logits"], {"z": z})[0]
+    def decode(z, y):
+        return sess_dec.run(["logits"], feeds("decoder", z, y))[0]
 
     return encode, decode
 
 
 class PairedNLL:
-    """Per-image IWAE NLLs of encoder/decoder sessions on held-out images, paired with the
-    fp32 pair's (computed once per chunk and kept)."""
+    """Per-image IWAE NLLs of encoder/decoder sessions on held-out images (with their one-hot
+    labels `y` [N, C] for a conditional model), paired with the fp32 pair's (computed once
+    per chunk and kept)."""
 
     def __init__(
         self,
@@ -62,9 +65,13 @@ class PairedNLL:
         k: int | None = None,
         seed: int = 0,
         chunk: int | None = None,
+        y: np.ndarray | None = None,
     ):
         """`k` and `chunk` default to EVAL_K and CHUNK as they are when called."""
         self.x = np.ascontiguousarray(x, dtype=np.float32)
+        self.y = None if y is None else np.ascontiguousarray(y, dtype=np.float32)
+        if self.y is not None and len(self.y) != len(self.x):
+            raise ValueError(f"{len(self.y)} labels for {len(self.x)} images")
         self.fp32 = (fp32_encoder, fp32_decoder)
         self.likelihood, self.gauss = likelihood, gauss
         self.k, self.seed, self.chunk = k or EVAL_K, seed, chunk or CHUNK
@@ -83,12 +90,13 @@ class PairedNLL:
     def _chunk_nll(self, encoder, decoder, c: int, sl: slice) -> np.ndarray:
         """-log p(x) per image of chunk c (IWAE, k samples, the chunk's own noise)."""
         encode, decode = _run_pair(encoder, decoder)
-        x = self.x[sl]
-        mu, logvar = encode(x)
+        x, y = self.x[sl], (None if self.y is None else self.y[sl])
+        mu, logvar = encode(x, y)
         mu64, lv64 = mu.astype(np.float64), logvar.astype(np.float64)
         eps = np.random.default_rng([self.seed, c]).standard_normal((len(x), self.k, mu.shape[1]))
         z = mu64[:, None, :] + np.exp(0.5 * lv64)[:, None, :] * eps
-        logits = decode(z.reshape(-1, mu.shape[1]).astype(np.float32))
+        y_k = None if y is None else np.repeat(y, self.k, axis=0)
+        logits = decode(z.reshape(-1, mu.shape[1]).astype(np.float32), y_k)
         logits = logits.reshape(len(x), self.k, -1)
         if self.likelihood == "bernoulli":
             lpx = bernoulli_log_px(x[:, None, :], logits)

@@ -117,6 +117,18 @@ _R = [
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _R}
 FIRMWARE = RECIPES["firmware"]
+# The 4-bit firmware decoder (quant/int4.py writes it with these quantize_static options):
+# the firmware recipe with every Gemm but the first on -8..7 per channel. Not a search
+# candidate: it is written beside the int8 firmware pair.
+FIRMWARE_INT4 = Recipe(
+    "firmware-int4",
+    "static",
+    "as firmware, with 4-bit per-channel weights (-8..7 in int8 tensors) in every Gemm but "
+    "the first: the C kernel packs them two per byte",
+    per_channel=True,
+    reduce_range=True,
+    float_output=False,
+)
 
 
 @dataclass

@@ -13,7 +13,8 @@ The search, in order:
 5. when none fits, mixed precision: the closest candidate with its costliest Gemm nodes kept
    in float (`explain`), fewest first; `BudgetError` when even that fails (unless forced);
 6. the firmware pair (`decoder.int8.static.onnx`, `encoder.int8.static.onnx`: fixed scales
-   everywhere) is always written too, and with `explain` the chosen recipe's per-node costs.
+   everywhere) and the 4-bit firmware decoder (`decoder.int4.static.onnx`, `int4.py`) are
+   always written too, and with `explain` the chosen recipe's per-node costs.
 Files move into the export dir atomically, the manifest last.
 """
 
@@ -31,8 +32,7 @@ import numpy as np
 
 from ..errors import EdgeVAEError, ModelFileError, UsageError
 from ..runtime import manifest
-from ..runtime.session import open_session
-from . import measure
+from . import int4, measure
 from .apply import apply_recipe, calibration_sets
 from .explain import ExplainItem, explain_models
 from .measure import Candidate, Context
@@ -59,6 +59,8 @@ class QuantReport:
     firmware_nll_delta: float  # fp32 encoder + static decoder
     firmware_encoder: str = STATIC["encoder"]
     firmware_pair_nll_delta: float = math.nan  # static encoder + static decoder
+    firmware_decoder_int4: str = int4.NAME
+    firmware_int4_pair_nll_delta: float = math.nan  # static encoder + 4-bit static decoder
     ceiling: dict[str, Any] = field(default_factory=dict)
     mixed: dict[str, Any] | None = None
     explain: list[ExplainItem] | None = None
@@ -99,6 +101,8 @@ def quantize_export(
     train_images: np.ndarray,
     heldout_images: np.ndarray,
     *,
+    train_labels: np.ndarray | None = None,
+    heldout_labels: np.ndarray | None = None,
     recipe: str = "auto",
     budget_nats: float = 0.1,
     calib: int = 5000,
@@ -110,7 +114,10 @@ def quantize_export(
 ) -> QuantReport:
     """Quantize encoder.fp32.onnx/decoder.fp32.onnx into *.int8.onnx under the budget, and
     write the firmware pair (*.int8.static.onnx). With `explain`, the chosen recipe's cost per
-    quantized node goes into the report and the manifest."""
+    quantized node goes into the report and the manifest. A conditional model (the manifest
+    lists `classes`) needs the images' one-hot labels in its classes, `train_labels` and
+    `heldout_labels` ([N, C], `runtime.labels.match_one_hot`): calibration feeds them beside
+    the images and latents, and the NLL is the conditional -log p(x | y)."""
     start = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
     check_options(recipe, budget_nats, calib, extra_candidates)
@@ -120,12 +127,14 @@ def quantize_export(
     for role in ("encoder", "decoder"):
         if not (export_dir / f"{role}.fp32.onnx").exists():
             raise ModelFileError(f"{export_dir}: {role}.fp32.onnx missing; export the run first")
+    _check_labels(man, train_images, train_labels, heldout_images, heldout_labels)
     fp32 = manifest.digests(export_dir, ("encoder.fp32.onnx", "decoder.fp32.onnx"))
     heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
-    ctx = Context.open(export_dir, man, heldout, cpu_info())
+    heldout_y = None if heldout_labels is None else heldout_labels[:EVAL_IMAGES]
+    ctx = Context.open(export_dir, man, heldout, cpu_info(), heldout_y)
     progress("calibrating", 0, 1)
-    x_cal, z_cal = calibration_sets(export_dir, train_images, calib, seed)
-    cal = {"encoder": x_cal, "decoder": z_cal}
+    enc_cal, dec_cal = calibration_sets(export_dir, train_images, calib, seed, train_labels)
+    cal = {"encoder": enc_cal, "decoder": dec_cal}
     ctx.peak = _probe(ctx, names)
     progress("calibrating", 1, 1)
     with tempfile.TemporaryDirectory(dir=export_dir, prefix=".quantize-") as tmp:
@@ -141,16 +150,17 @@ def quantize_export(
                 progress=progress,
             )  # fmt: skip
         moves = [(path, export_dir / f"{r}.int8.onnx") for r, path in search.paths(chosen).items()]
-        moves += [(work / name, export_dir / name) for name in STATIC.values()]
+        moves += [(work / name, export_dir / name) for name in (*STATIC.values(), int4.NAME)]
         report = QuantReport(
             chosen=chosen.recipe,
             budget_nats=budget_nats,
             candidates=results,
-            calibration=_calibration_info(ctx, x_cal, z_cal, seed),
+            calibration=_calibration_info(ctx, cal, seed),
             cpu=ctx.cpu.to_dict(),
             firmware_decoder=STATIC["decoder"],
             firmware_nll_delta=fw["decoder"],
             firmware_pair_nll_delta=fw["pair"],
+            firmware_int4_pair_nll_delta=fw["int4_pair"],
             ceiling=_ceiling_info(ctx.peak),
             mixed=mixed,
             explain=items,
@@ -189,12 +199,38 @@ def _ceiling_info(peak: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def _calibration_info(ctx: Context, x_cal, z_cal, seed: int) -> dict[str, Any]:
+def _check_labels(man: dict[str, Any], train, train_y, heldout, heldout_y) -> None:
+    """A conditional model needs one-hot labels in its classes, row for row; an
+    unconditional one takes none."""
+    n_classes = len(man.get("classes") or [])
+    for images, y, param in (
+        (train, train_y, "train_labels"),
+        (heldout, heldout_y, "heldout_labels"),
+    ):
+        if not n_classes:
+            if y is not None:
+                raise UsageError("the model is not conditional: it takes no labels", param=param)
+            continue
+        if y is None:
+            raise UsageError(
+                f"the model is conditional ({n_classes} classes): give the images' labels",
+                param=param,
+            )
+        if y.shape != (len(images), n_classes):
+            raise UsageError(
+                f"must be one-hot rows [{len(images)}, {n_classes}], got {list(y.shape)}",
+                param=param,
+            )
+
+
+def _calibration_info(ctx: Context, cal: dict[str, dict], seed: int) -> dict[str, Any]:
     base = ctx.paired.base(REPORT_IMAGES)
+    labels = " (each with its image's label)" if ctx.conditional else ""
     return {
-        "encoder_images": len(x_cal),
-        "decoder_z": len(z_cal),
-        "decoder_z_from": "posterior means of the encoder images + N(0, I) draws",
+        "encoder_images": len(cal["encoder"]["x"]),
+        "decoder_z": len(cal["decoder"]["z"]),
+        "decoder_z_from": f"posterior means of the encoder images + N(0, I) draws{labels}",
+        "conditional": ctx.conditional,
         "seed": seed,
         "heldout_images": ctx.paired.n_images,
         "heldout_split": "valid",
@@ -286,13 +322,15 @@ def _firmware(ctx: Context, work: Path, cal, progress: Progress) -> dict[str, fl
     progress("firmware pair", 0, 1)
     sess = {}
     for role, name in STATIC.items():
-        src = ctx.export_dir / f"{role}.fp32.onnx"
-        apply_recipe(FIRMWARE, src, work / name, cal[role], "x" if role == "encoder" else "z")
-        sess[role] = open_session(work / name, role)
+        apply_recipe(FIRMWARE, ctx.export_dir / f"{role}.fp32.onnx", work / name, cal[role])
+        sess[role] = ctx.session(work / name, role)
     dec, _ = ctx.paired.delta(ctx.fp32["encoder"], sess["decoder"], REPORT_IMAGES)
     pair, _ = ctx.paired.delta(sess["encoder"], sess["decoder"], REPORT_IMAGES)
+    int4.write_int4_decoder(ctx.export_dir / "decoder.fp32.onnx", work / int4.NAME, cal["decoder"])
+    four = ctx.session(work / int4.NAME, "decoder")
+    int4_pair, _ = ctx.paired.delta(sess["encoder"], four, REPORT_IMAGES)
     progress("firmware pair", 1, 1)
-    return {"decoder": dec.mean, "pair": pair.mean}
+    return {"decoder": dec.mean, "pair": pair.mean, "int4_pair": int4_pair.mean}
 
 
 def _record(man: dict[str, Any], report: QuantReport, chosen: Candidate) -> None:
@@ -302,6 +340,7 @@ def _record(man: dict[str, Any], report: QuantReport, chosen: Candidate) -> None
     man["recipe"] = rec.to_dict()
     man["firmware_decoder"] = STATIC["decoder"]
     man["firmware_encoder"] = STATIC["encoder"]
+    man["firmware_decoder_int4"] = int4.NAME
     man["int8_vs_fp32"] = {
         "nll_delta_nats": chosen.nll_delta,
         "speedup": chosen.speedup,

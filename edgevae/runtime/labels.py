@@ -44,3 +44,30 @@ def rows(n_classes: int, index: np.ndarray) -> np.ndarray:
 def one_hot(classes: Sequence[str], labels, n: int, param: str = "labels") -> np.ndarray:
     """float32 [n, C] rows for one label (repeated) or n labels (positions or names)."""
     return rows(len(classes), indices(classes, labels, n, param))
+
+
+def match_one_hot(classes: Sequence[str], data_classes, labels, param: str = "data") -> np.ndarray:
+    """float32 [N, C] one-hot rows, in the model's `classes`, of data labels given as
+    positions into the data's own class names `data_classes` (as `data.Dataset` holds them).
+    Names are matched, not positions: a model trained on classes 3 and 8 knows "3" as 0."""
+    if labels is None:
+        raise UsageError("a conditional model needs labelled data", param=param)
+    index = {name: i for i, name in enumerate(classes)}
+    names = [str(n) for n in (data_classes or [])]
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise UsageError(
+            f"the data has classes {missing} that the model does not know ({list(classes)})",
+            param=param,
+        )
+    mapped = np.array([index[n] for n in names], dtype=np.int64)[np.asarray(labels, np.int64)]
+    return rows(len(classes), mapped)
+
+
+def cycle_one_hot(n: int, n_classes: int) -> np.ndarray | None:
+    """float32 [n, n_classes] one-hot rows of classes 0, 1, ..., C-1, 0, 1, ...: labels for
+    inputs that have none of their own (timing, seeded z); None when `n_classes` is 0 (an
+    unconditional model)."""
+    if not n_classes:
+        return None
+    return rows(n_classes, np.arange(n) % n_classes)

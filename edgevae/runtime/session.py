@@ -18,6 +18,17 @@ ENCODER_IO = (["x"], ["mu", "logvar"])
 DECODER_IO = (["z"], ["x_mean", "logits"])
 
 
+def feeds(role: str, data: np.ndarray, y: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The inputs of one encoder or decoder run: `data` as `x` (images, encoder) or `z`
+    (latents, decoder), float32 and contiguous; a conditional model's one-hot labels `y`
+    [N, C] beside it (None: an unconditional model, which takes no `y`)."""
+    name = (ENCODER_IO if role == "encoder" else DECODER_IO)[0][0]
+    out = {name: np.ascontiguousarray(data, dtype=np.float32)}
+    if y is not None:
+        out["y"] = np.ascontiguousarray(y, dtype=np.float32)
+    return out
+
+
 def create_session(model: Path | bytes, threads: int = 1):
     """An onnxruntime CPU session with edgevae's options, for a file or serialized bytes.
     It checks nothing: an edgevae encoder or decoder goes through `open_session`, which vets

@@ -114,7 +114,10 @@ def check_state(
         rng = tensors.get("rng.torch")
         if rng is None or rng.dtype != ref_rng.dtype or rng.shape != ref_rng.shape:
             raise ModelFileError(f"{path}: corrupt resume state (random generator state)")
-    _check_state_tensors(path, tensors, ModelConfig.from_dict(cfg["model"]))
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    _check_state_tensors(
+        path, tensors, ModelConfig.from_dict(cfg["model"]), bool(train.get("qat_bits"))
+    )
     return saved
 
 
@@ -150,14 +153,19 @@ def _resume_json(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     return saved
 
 
-def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
+def _check_state_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConfig, qat_run: bool = False
+) -> None:
     """Model tensors as the config implies them (finite floats), optimizer tensors shaped like
-    their parameters, nothing else but the generator state."""
+    their parameters (a QAT run's steps after the model's), nothing else but the generator
+    state and QAT's steps (qat.*, checked when loaded)."""
+    from . import qat
     from .model import VAE
 
     model = VAE(cfg)
     expected = {f"model.{k}": v for k, v in model.state_dict().items()}
-    params = list(model.parameters())
+    params = [tuple(p.shape) for p in model.parameters()]
+    params += qat.step_shapes(cfg) if qat_run else []
     where = f"{path}: mismatched with {path.parent / CONFIG}"
     for name, ref in expected.items():  # in the model's order: the first layer is named first
         tensor = tensors.get(name)
@@ -171,7 +179,7 @@ def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: Mode
         if not tensor.dtype.is_floating_point or not torch.isfinite(tensor).all():
             raise ModelFileError(f"{path}: corrupt resume state ({name} is not finite floats)")
     for name, tensor in tensors.items():
-        if name in expected or name == "rng.torch":
+        if name in expected or name == "rng.torch" or name.startswith(qat.PREFIX):
             continue
         parts = name.split(".", 2)
         if not name.startswith("optim.") or len(parts) != 3 or not parts[1].isdigit():
@@ -180,7 +188,7 @@ def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: Mode
             raise ModelFileError(
                 f"{where}: optimizer state for parameter {parts[1]} of {len(params)}"
             )
-        shape = () if parts[2] == "step" else tuple(params[int(parts[1])].shape)
+        shape = () if parts[2] == "step" else params[int(parts[1])]
         if (tensor.numel() != 1) if parts[2] == "step" else (tuple(tensor.shape) != shape):
             raise ModelFileError(
                 f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies {shape}"

@@ -32,6 +32,7 @@ STALE_AFTER_EXPORT = (
     "decoder.int8.onnx",
     "decoder.int8.static.onnx",
     "encoder.int8.static.onnx",
+    "decoder.int4.static.onnx",
 )
 PARITY_N = 1000
 PARITY_TOL = 1e-4

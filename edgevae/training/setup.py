@@ -18,7 +18,7 @@ from ..config import ModelConfig, TrainConfig, dumps
 from ..errors import UsageError
 from ..runtime import manifest
 from ..threads import set_torch_threads
-from . import checkpoint, handgrad, runconfig, state
+from . import checkpoint, handgrad, qat, runconfig, state
 from .model import VAE, build
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Run:
     samples_seen: int = 0
     # A resume that stopped mid-epoch: (first step, the epoch's totals so far, generator state).
     resume_at: tuple[int, Totals, torch.Tensor] | None = None
+    qat_state: qat.QatState | None = None  # quantization-aware training of decoder weights
     x_train: torch.Tensor = field(init=False)
     x_valid: torch.Tensor = field(init=False)
     x_test: torch.Tensor = field(init=False)
@@ -119,9 +120,12 @@ def setup(
     model_cfg = _model_config(model_cfg, data, resume, cfg.conditional)
     model = build(model_cfg, cfg.seed)
     opt = make_optimizer(model, cfg)
+    fake_quant = qat.convert(model, opt, cfg.qat_bits) if cfg.qat_bits else None
     lr_state = {"lr": cfg.lr, "best": math.inf, "bad_epochs": 0}
     if resume:
         state.restore(model, opt, tensors)
+        if fake_quant is not None:
+            fake_quant.load(tensors, str(run_dir / runconfig.STATE))
         lr_state.update(saved.get("lr_schedule", {}))
         if lr_state["best"] is None:  # strict JSON keeps "no best bound yet" (inf) as null
             lr_state["best"] = math.inf
@@ -129,8 +133,11 @@ def setup(
     _write_config(run_dir, model_cfg, cfg, data, threads)
     rows = checkpoint.read_metrics(run_dir)[: saved.get("epoch", 0)] if resume else []
     checkpoint.write_metrics(run_dir, rows)
+    gradients = (
+        handgrad.gradient_fn(model) if fake_quant is None else qat.gradient_fn(model, fake_quant)
+    )
     run = Run(
-        run_dir, cfg, model_cfg, data, model, opt, handgrad.gradient_fn(model), lr_state, rows
+        run_dir, cfg, model_cfg, data, model, opt, gradients, lr_state, rows, qat_state=fake_quant
     )
     run.start_epoch = saved.get("epoch", 0)
     run.samples_seen = saved.get("samples_seen", 0)
@@ -142,10 +149,12 @@ def setup(
 def _resumed_configs(run_dir: Path, cfg: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
     """The run's stored configs, with this call's epochs (the new total), threads and
     max_minutes: like threads, max_minutes is a budget for this invocation, timed from its
-    start, so the stored one is not re-applied."""
+    start, so the stored one is not re-applied. qat_bits given now starts quantization-aware
+    fine-tuning from here on; a run that has it keeps it."""
     stored = runconfig.load_config(run_dir)
     resumed = TrainConfig.from_dict(stored["train"])
     resumed.epochs, resumed.threads, resumed.max_minutes = cfg.epochs, cfg.threads, cfg.max_minutes
+    resumed.qat_bits = cfg.qat_bits or resumed.qat_bits
     return ModelConfig.from_dict(stored["model"]), resumed
 
 

@@ -7,6 +7,8 @@
  * high-water mark, and builds with EDGEVAE_DEMO_ICOUNT its instruction count (meaningful
  * only under `qemu -icount`, where SysTick counts executed instructions).
  *
+ * A conditional decoder (EDGEVAE_NUM_CLASSES) decodes latent i with label i % classes.
+ *
  * With weights from `edgevae firmware --score` it then scores the decoded images and their
  * negatives (255 - p, anomalies for a model of digits) and prints "score checksum:" (FNV-1a
  * over the scores' float32 bits, little-endian), the mean scores, and the score's stack and
@@ -195,7 +197,11 @@ int main(int argc, char **argv)
         demo_latent(&state, z, i);
         platform_timer_start();
         t0 = platform_timer_ticks();
+#ifdef EDGEVAE_NUM_CLASSES
+        rc = edgevae_decode_label(z, (unsigned)(i % EDGEVAE_NUM_CLASSES), pixels[i]);
+#else
         rc = edgevae_decode(z, pixels[i]);
+#endif
         ticks += platform_timer_ticks() - t0;
         if (rc != EDGEVAE_OK) {
             printf("edgevae_decode failed: %d\n", rc);

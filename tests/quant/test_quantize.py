@@ -317,11 +317,13 @@ def test_quantize_export_validates_before_work(tmp_path, images):
 
 
 def test_calibration_sets_shapes(tiny_export, images):
-    x, z = q.calibration_sets(tiny_export, images[0], 50, seed=3)
+    enc, dec = q.calibration_sets(tiny_export, images[0], 50, seed=3)
+    assert enc.keys() == {"x"} and dec.keys() == {"z"}  # an unconditional model: no y
+    x, z = enc["x"], dec["z"]
     assert x.shape == (50, 784) and x.dtype == np.float32
     assert z.shape == (100, 4) and np.isfinite(z).all()
-    x2, z2 = q.calibration_sets(tiny_export, images[0], 50, seed=3)
-    assert np.array_equal(x, x2) and np.array_equal(z, z2)
+    enc2, dec2 = q.calibration_sets(tiny_export, images[0], 50, seed=3)
+    assert np.array_equal(x, enc2["x"]) and np.array_equal(z, dec2["z"])
     with pytest.raises(UsageError, match="calib: must be >= 1"):
         q.calibration_sets(tiny_export, images[0], 0, seed=3)
 

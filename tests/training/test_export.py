@@ -30,6 +30,7 @@ MODELS = [
     ("decoder.int8.onnx", "decoder", "int8", "static-pc-rr"),
     ("decoder.int8.static.onnx", "decoder", "int8", "firmware"),
     ("encoder.int8.static.onnx", "encoder", "int8", "firmware"),
+    ("decoder.int4.static.onnx", "decoder", "int8", "firmware-int4"),
 ]
 IO = {"encoder": (["x"], ["mu", "logvar"]), "decoder": (["z"], ["x_mean", "logits"])}
 

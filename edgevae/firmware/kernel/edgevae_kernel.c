@@ -2,7 +2,9 @@
  * accumulation, exact float32-equivalent requantization in integers, table activations.
  *
  * Arithmetic contract (mirrored by edgevae/firmware/intref.py, bit for bit):
- *   acc   = bias' + sum_k w[j][k] * a[k]        (bias' has -zp_in * sum_k w[j][k] folded in)
+ *   acc   = bias' + sum_k w[j][k] * a[k]        (bias' has -zp_in * sum_k w[j][k] folded in;
+ *           4-bit layers add sum_k (w[j][k] + 8) * a[k] - 8 * sum_k a[k], the same integer;
+ *           a conditional decoder's first layer starts from its label's bias row)
  *   value = round_half_even(float32(float32(acc) * scale_j)), scale_j = mult_j * 2^-shift_j,
  *           computed in integers (see ev_requantize), saturated to [-512, 512]
  *   (MatMul -> Q -> DQ -> Add graphs: value = ev_add_mid_bias(value), see edgevae_types.h)
@@ -223,6 +225,63 @@ static void ev_dot_block(const uint32_t *w, const uint32_t *a, unsigned chunks, 
     acc[2] = s2;
     acc[3] = s3;
 }
+
+#ifdef EDGEVAE_HAS_4BIT_WEIGHTS
+/* 4-bit weights: one column chunk for four rows is two words (rows 0-1, rows 2-3), whose
+ * nibble pairs (word >> 4s) & 0x000F000F are int16 pairs for SMLAD directly (layout in
+ * edgevae_types.h): per word 4 AND (shifted operand) + 4 SMLAD, the same 18 instructions per
+ * 16 MACs as the int8 chunk with half the weight loads. The nibbles are w + 8; the caller
+ * subtracts 8 * sum(a) once per row. */
+#if defined(__thumb2__)
+#define EV_LOAD_W4 "ldrd   %[w0], %[w1], [%[w]], #8\n\t"
+#else
+#define EV_LOAD_W4 "ldr    %[w0], [%[w]], #4\n\tldr    %[w1], [%[w]], #4\n\t"
+#endif
+#define EV_CHUNK4                                                                          \
+    EV_LOAD_ACT                                                                            \
+    EV_LOAD_W4                                                                             \
+    "and    %[t], %[m], %[w0]\n\t"                                                          \
+    "smlad  %[s0], %[t], %[x01], %[s0]\n\t"                                                 \
+    "and    %[t], %[m], %[w0], lsr #4\n\t"                                                  \
+    "smlad  %[s0], %[t], %[x23], %[s0]\n\t"                                                 \
+    "and    %[t], %[m], %[w0], lsr #8\n\t"                                                  \
+    "smlad  %[s1], %[t], %[x01], %[s1]\n\t"                                                 \
+    "and    %[t], %[m], %[w0], lsr #12\n\t"                                                 \
+    "smlad  %[s1], %[t], %[x23], %[s1]\n\t"                                                 \
+    "and    %[t], %[m], %[w1]\n\t"                                                          \
+    "smlad  %[s2], %[t], %[x01], %[s2]\n\t"                                                 \
+    "and    %[t], %[m], %[w1], lsr #4\n\t"                                                  \
+    "smlad  %[s2], %[t], %[x23], %[s2]\n\t"                                                 \
+    "and    %[t], %[m], %[w1], lsr #8\n\t"                                                  \
+    "smlad  %[s3], %[t], %[x01], %[s3]\n\t"                                                 \
+    "and    %[t], %[m], %[w1], lsr #12\n\t"                                                 \
+    "smlad  %[s3], %[t], %[x23], %[s3]\n\t"
+
+#define EV_CHUNK4_OPERANDS                                                                 \
+    : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [a] "+r"(a), [w] "+r"(w), \
+      [x01] "=&r"(x01), [x23] "=&r"(x23), [t] "=&r"(t), [w0] "=&r"(w0), [w1] "=&r"(w1)    \
+    : [m] "r"(m)                                                                           \
+    : "memory"
+
+static void ev_dot_block4(const uint32_t *w, const uint32_t *a, unsigned chunks, int32_t acc[4])
+{
+    const uint32_t m = 0x000F000Fu;
+    int32_t s0 = acc[0], s1 = acc[1], s2 = acc[2], s3 = acc[3];
+    uint32_t x01, x23, t, w0, w1;
+    unsigned eights = chunks >> 3, rest = chunks & 7u;
+    for (; eights; eights--) /* 128 MACs per SUBS + BNE */
+        __asm__(EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4
+                    EV_CHUNK4_OPERANDS);
+    if (rest & 4u)
+        __asm__(EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4 EV_CHUNK4_OPERANDS);
+    for (rest &= 3u; rest; rest--)
+        __asm__(EV_CHUNK4 EV_CHUNK4_OPERANDS);
+    acc[0] = s0;
+    acc[1] = s1;
+    acc[2] = s2;
+    acc[3] = s3;
+}
+#endif /* EDGEVAE_HAS_4BIT_WEIGHTS */
 #else
 /* Sign extension by arithmetic, so the result does not depend on implementation-defined
  * conversions or on byte order. */
@@ -249,6 +308,30 @@ static void ev_dot_block(const uint32_t *w, const uint32_t *a, unsigned chunks, 
         }
     }
 }
+
+#ifdef EDGEVAE_HAS_4BIT_WEIGHTS
+/* nibble i of a 4-bit weight word: w + 8, 0..15 */
+static int32_t ev_nib(uint32_t word, unsigned i)
+{
+    return (int32_t)((word >> (4u * i)) & 0xFu);
+}
+
+static void ev_dot_block4(const uint32_t *w, const uint32_t *a, unsigned chunks, int32_t acc[4])
+{
+    unsigned c, h;
+    for (c = 0; c < chunks; c++, a += 2, w += 2) {
+        int32_t x0 = ev_s16(a[0], 0), x1 = ev_s16(a[0], 1);
+        int32_t x2 = ev_s16(a[1], 0), x3 = ev_s16(a[1], 1);
+        for (h = 0; h < 2; h++) { /* rows 2h and 2h + 1 */
+            uint32_t word = w[h];
+            acc[2 * h] += ev_nib(word, 0) * x0 + ev_nib(word, 4) * x1 + ev_nib(word, 1) * x2 +
+                          ev_nib(word, 5) * x3;
+            acc[2 * h + 1] += ev_nib(word, 2) * x0 + ev_nib(word, 6) * x1 +
+                              ev_nib(word, 3) * x2 + ev_nib(word, 7) * x3;
+        }
+    }
+}
+#endif /* EDGEVAE_HAS_4BIT_WEIGHTS */
 #endif
 
 /* ------------------------------------------------------------------ layers */
@@ -265,6 +348,27 @@ static int32_t ev_value(const edgevae_layer_t *L, unsigned j, int32_t acc)
     return L->mid_bias ? ev_add_mid_bias(L, j, value) : value;
 }
 
+#ifdef EDGEVAE_HAS_4BIT_WEIGHTS
+#define EV_FOUR(L) ((L)->weight_bits == 4)
+#else /* int8 weights only: the 4-bit path is not compiled */
+#define EV_FOUR(L) 0
+#define ev_dot_block4 ev_dot_block
+#endif
+
+/* 8 * the sum of a layer's input values (packed pairs; padding is zero): 4-bit layers
+ * multiply by w + 8, so each row subtracts it once. */
+static int32_t ev_nibble_correction(const uint32_t *in, unsigned in_padded)
+{
+    int32_t sum = 0;
+    unsigned i;
+    for (i = 0; i < in_padded / 2u; i++) {
+        const uint32_t word = in[i];
+        sum += (int32_t)((word & 0xFFFFu) ^ 0x8000u) - 0x8000 + (int32_t)((word >> 16) ^ 0x8000u) -
+               0x8000;
+    }
+    return sum * EDGEVAE_NIBBLE_OFFSET;
+}
+
 /* One layer: in (packed) -> out (packed, hidden layers) or pixels (last layer).
  * Rows come in blocks of 4 and the next layer's input is padded to a multiple of 4 too, so
  * each block writes two whole words; rows past out_dim write the zero padding. Full blocks
@@ -277,18 +381,24 @@ static void ev_layer(const edgevae_layer_t *L, const uint32_t *in, uint32_t *out
 {
     const unsigned chunks = L->in_padded / EDGEVAE_COL_CHUNK, out_dim = L->out_dim;
     const unsigned full = L->mid_bias ? 0u : out_dim & ~3u;
+    const int four = EV_FOUR(L);
+    const unsigned block_words = chunks * (four ? 2u : 4u);
+    const int32_t corr = four ? ev_nibble_correction(in, L->in_padded) : 0;
     const uint8_t *table = L->table + EDGEVAE_TABLE_BIAS;
     const uint32_t *w = L->weights;
     unsigned j0, r;
     for (j0 = 0; j0 < out_dim; j0 += EDGEVAE_ROW_BLOCK) {
         const uint32_t *p = L->requant + j0;
         int32_t acc[4];
-        acc[0] = L->bias[j0];
-        acc[1] = L->bias[j0 + 1];
-        acc[2] = L->bias[j0 + 2];
-        acc[3] = L->bias[j0 + 3];
-        ev_dot_block(w, in, chunks, acc);
-        w += (size_t)chunks * 4u;
+        acc[0] = L->bias[j0] - corr;
+        acc[1] = L->bias[j0 + 1] - corr;
+        acc[2] = L->bias[j0 + 2] - corr;
+        acc[3] = L->bias[j0 + 3] - corr;
+        if (four)
+            ev_dot_block4(w, in, chunks, acc);
+        else
+            ev_dot_block(w, in, chunks, acc);
+        w += block_words;
         if (j0 < full) {
             const int32_t v0 = ev_requantize(acc[0], p[0]), v1 = ev_requantize(acc[1], p[1]);
             const int32_t v2 = ev_requantize(acc[2], p[2]), v3 = ev_requantize(acc[3], p[3]);
@@ -319,28 +429,53 @@ static void ev_layer(const edgevae_layer_t *L, const uint32_t *in, uint32_t *out
 }
 
 /* The decoder from quantized latents: hidden layers ping-pong between the buffers, then
- * `last` (the pixel layer, or the score's logit layer) writes one byte per output. */
-static void ev_decoder(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], const edgevae_layer_t *last,
-                       uint8_t *out)
+ * `last` (the pixel layer, or the score's logit layer) writes one byte per output. A
+ * conditional decoder's first layer runs from a copy whose bias is its label's row of
+ * edgevae_class_bias (the one-hot product folded in), so the label costs no MACs. */
+static void ev_decoder(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], unsigned label,
+                       const edgevae_layer_t *last, uint8_t *out)
 {
+    const edgevae_layer_t *first = &edgevae_layers[0];
     unsigned i;
-    for (i = 0; i < edgevae_layers[0].in_padded; i += 2) {
+#ifdef EDGEVAE_NUM_CLASSES
+    edgevae_layer_t labelled = edgevae_layers[0];
+    labelled.bias = edgevae_class_bias + (size_t)label * labelled.out_padded;
+    first = &labelled;
+    if (EDGEVAE_NUM_LAYERS == 1)
+        last = &labelled;
+#else
+    (void)label;
+#endif
+    for (i = 0; i < first->in_padded; i += 2) {
         int32_t lo = i < EDGEVAE_LATENT_DIM ? (int32_t)zq[i] : 0;
         int32_t hi = i + 1 < EDGEVAE_LATENT_DIM ? (int32_t)zq[i + 1] : 0;
         ev_act0[i / 2] = ev_pack(lo, hi);
     }
     for (i = 0; i + 1 < EDGEVAE_NUM_LAYERS; i++)
-        ev_layer(&edgevae_layers[i], EV_BUF(i), EV_BUF(i + 1u), NULL);
+        ev_layer(i ? &edgevae_layers[i] : first, EV_BUF(i), EV_BUF(i + 1u), NULL);
     ev_layer(last, EV_BUF(EDGEVAE_NUM_LAYERS - 1u), NULL, out);
 }
 
+#ifdef EDGEVAE_NUM_CLASSES
+int edgevae_decode_label_q(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], unsigned label,
+                           uint8_t pixels[EDGEVAE_OUTPUT_DIM])
+{
+    if (zq == NULL || pixels == NULL)
+        return EDGEVAE_ERR_NULL;
+    if (label >= EDGEVAE_NUM_CLASSES)
+        return EDGEVAE_ERR_LABEL;
+    ev_decoder(zq, label, &edgevae_layers[EDGEVAE_NUM_LAYERS - 1], pixels);
+    return EDGEVAE_OK;
+}
+#else
 int edgevae_decode_q(const edgevae_zq_t zq[EDGEVAE_LATENT_DIM], uint8_t pixels[EDGEVAE_OUTPUT_DIM])
 {
     if (zq == NULL || pixels == NULL)
         return EDGEVAE_ERR_NULL;
-    ev_decoder(zq, &edgevae_layers[EDGEVAE_NUM_LAYERS - 1], pixels);
+    ev_decoder(zq, 0u, &edgevae_layers[EDGEVAE_NUM_LAYERS - 1], pixels);
     return EDGEVAE_OK;
 }
+#endif
 
 /* ------------------------------------------------------------------ input quantization */
 
@@ -371,6 +506,20 @@ int edgevae_quantize_z(const float z[EDGEVAE_LATENT_DIM], edgevae_zq_t zq[EDGEVA
     return EDGEVAE_OK;
 }
 
+#ifdef EDGEVAE_NUM_CLASSES
+int edgevae_decode_label(const float z[EDGEVAE_LATENT_DIM], unsigned label,
+                         uint8_t pixels[EDGEVAE_OUTPUT_DIM])
+{
+    edgevae_zq_t zq[EDGEVAE_LATENT_DIM];
+    int status;
+    if (pixels == NULL)
+        return EDGEVAE_ERR_NULL;
+    if (label >= EDGEVAE_NUM_CLASSES)
+        return EDGEVAE_ERR_LABEL;
+    status = edgevae_quantize_z(z, zq);
+    return status != EDGEVAE_OK ? status : edgevae_decode_label_q(zq, label, pixels);
+}
+#else
 int edgevae_decode(const float z[EDGEVAE_LATENT_DIM], uint8_t pixels[EDGEVAE_OUTPUT_DIM])
 {
     edgevae_zq_t zq[EDGEVAE_LATENT_DIM];
@@ -380,6 +529,7 @@ int edgevae_decode(const float z[EDGEVAE_LATENT_DIM], uint8_t pixels[EDGEVAE_OUT
     status = edgevae_quantize_z(z, zq);
     return status != EDGEVAE_OK ? status : edgevae_decode_q(zq, pixels);
 }
+#endif
 
 #ifdef EDGEVAE_HAS_SCORE
 /* ------------------------------------------------------------------ encoder and score
@@ -505,7 +655,7 @@ int edgevae_score_parts(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score, 
         zq[j] = edgevae_mu_to_zq[mu[j]];
         kls += (int64_t)edgevae_kl_mu[mu[j]] + edgevae_kl_logvar[logvar[j]];
     }
-    ev_decoder(zq, &edgevae_logit_layer, logit);
+    ev_decoder(zq, 0u, &edgevae_logit_layer, logit);
     rec = ev_recon_sum(pixels, logit);
     *score = ev_to_float(rec + kls * ((int64_t)1 << EDGEVAE_KL_SHIFT), EDGEVAE_SCORE_UNIT);
     if (recon != NULL)
