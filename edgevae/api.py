@@ -103,9 +103,7 @@ def train(
         conflicts = resume_conflicts(Path(run_dir), given)
         if conflicts:
             raise ResumeConflict(Path(run_dir), conflicts)
-    model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes)
-    train_cfg.qat_bits = qat_bits or 0
-    train_cfg.validate()
+    model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes, qat_bits or 0)
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
     )

@@ -77,7 +77,11 @@ def resume_conflicts(run_dir: Path, given: dict[str, Any]) -> list[tuple[str, An
 
 
 def new_configs(
-    given: dict[str, Any], epochs: int, threads: int, max_minutes: float | None
+    given: dict[str, Any],
+    epochs: int,
+    threads: int,
+    max_minutes: float | None,
+    qat_bits: int = 0,
 ) -> tuple[ModelConfig, TrainConfig]:
     """The configs of a new run: what was given, the rest from DEFAULTS and the preset."""
     o = {k: (DEFAULTS.get(k) if v is None else v) for k, v in given.items()}
@@ -103,6 +107,7 @@ def new_configs(
         data=o.get("data"),
         classes=list(o["classes"]) if o.get("classes") is not None else None,
         conditional=bool(o["conditional"]),
+        qat_bits=qat_bits,
     ).validate()
     check_memory(model_cfg, train_cfg)  # the model alone, before any data is read
     return model_cfg, train_cfg
@@ -119,12 +124,28 @@ def parameters(model_cfg: ModelConfig) -> int:
     return n + (model_cfg.input_dim if model_cfg.likelihood == "gaussian" else 0)
 
 
+# Copies of the fake-quantized layers' weights 4-bit QAT adds: autograd keeps w / s, its
+# rounding, the clamp and the product (and their gradients) per step, and a checkpoint
+# writes w_q (`training/qat.py`).
+QAT_COPIES = 8
+
+
+def qat_weights(model_cfg: ModelConfig, qat_bits: int) -> int:
+    """The weights quantization-aware training fake-quantizes: every decoder layer but the
+    first (0 without QAT)."""
+    if not qat_bits:
+        return 0
+    widths = [*reversed(model_cfg.hidden), model_cfg.input_dim]
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
 def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, data: Any = None) -> None:
     """Refuse a training that would not fit in the memory limit (`edgevae.limits`), before it
     allocates anything: its parameters times the copies training keeps (weights, gradients,
-    the optimizer's state, and a checkpoint's serialized copy of weights and state), the
-    activations of a batch forward and back, and the copies of the data a conditional model
-    (images and one-hot labels side by side) or dynamic binarization makes. Without `data`
+    the optimizer's state, and a checkpoint's serialized copy of weights and state; with
+    4-bit QAT also `QAT_COPIES` of the fake-quantized layers), the activations of a batch
+    forward and back, and the copies of the data a conditional model (images and one-hot
+    labels side by side) or dynamic binarization makes. Without `data`
     (a `data.Dataset`, not read yet) only the part of the model that does not depend on the
     images' size is counted."""
     if data is None:
@@ -136,7 +157,7 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, data: Any = None) -> 
         n_train, n_rows = len(data.train), len(data.train) + len(data.valid) + len(data.test)
     copies = 7 if cfg.optimizer == "adam" else 5
     params = parameters(sized)
-    weights = copies * 4 * params
+    weights = copies * 4 * params + 4 * QAT_COPIES * qat_weights(sized, cfg.qat_bits)
     widths = 2 * sum(sized.hidden) + 4 * sized.latent_dim + 2 * sized.input_dim
     batch = min(cfg.batch_size, n_train)
     acts = 3 * 4 * batch * (widths + sized.n_classes)
@@ -156,5 +177,6 @@ def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, data: Any = None) -> 
             if data is not None
             else (f"model with hidden layers {hidden} and {sized.latent_dim} latent dims")
         )
-        what = f"training a {shape} ({params:,} parameters, {copies} copies)"
+        qat = " and 4-bit QAT's" if cfg.qat_bits else ""
+        what = f"training a {shape} ({params:,} parameters, {copies} copies{qat})"
     limits.check(sum(parts.values()), what, param)
