@@ -98,8 +98,14 @@ def _png_folder(c: Ctx) -> list[str]:
     return ["encode", "--data", "wide", "--out", "z.npy", "--export-dir", c.export()]
 
 
-def _firmware(c: Ctx) -> list[str]:
-    return ["firmware", "--export-dir", c.copy("tiny_export", "exp"), "--out", "fw"]
+def _firmware(*args: str):
+    return lambda c: ["firmware", "--export-dir", c.copy("tiny_export", "exp"), "--out", "fw",
+                      *args]  # fmt: skip
+
+
+def _crosscheck(c: Ctx) -> list[str]:
+    exp = c.copy("tiny_export", "exp")
+    return ["crosscheck", "run", "--export-dir", exp, "--out", "r.npz", "--no-sample"]
 
 
 EXP = ("exp/manifest.json", "exp/decoder.int8.onnx", "exp/encoder.int8.onnx")
@@ -154,9 +160,22 @@ CASES = [
     Case("quantize --calib", _quantize_calib, 2,
          rf"--calib: calibrating on 4000 images of 28x28 {NEED}64\.0 MiB", keep=EXP,
          limit="64M"),
-    Case("firmware: the C text of the models", _firmware, 2,
+    Case("firmware: the C text of the models", _firmware(), 2,
          rf"--export-dir: C source for [\d,]+ bytes of int8 models {NEED}64\.0 KiB",
          absent=("fw",), limit="64K"),
+    Case("firmware --weight-bits 4: the C text of the 4-bit decoder", _firmware(
+         "--weight-bits", "4"), 2,
+         rf"--export-dir: C source for [\d,]+ bytes of int8 models {NEED}64\.0 KiB",
+         absent=("fw",), limit="64K"),
+    # 4-bit QAT and the cross-CPU check
+    Case("train --qat-bits 4: the fake-quantized layers", lambda c: [
+         *TRAIN, "--hidden", "2000,2000", "--qat-bits", "4"], 2,
+         rf"--hidden: training a model with hidden layers 2000,2000 and 20 latent dims "
+         rf"\(8,132,041 parameters, 7 copies and 4-bit QAT's\) {NEED}256\.0 MiB", absent=NO_RUN,
+         limit="256M"),
+    Case("crosscheck run: the models' inputs and outputs", _crosscheck, 2,
+         rf"exp: crosschecking \d+ models of 784 pixels, 4 latent dims {NEED}1\.0 MiB",
+         absent=("r.npz", "r.json"), limit="1M"),
     # data files and class counts
     Case("8-bit data as float32", _float32_data, 1,
          rf"big\.npy: 20000 images of 28x28 as float32 {NEED}32\.0 MiB {BY_ENV}",
@@ -232,6 +251,22 @@ def test_train_refuses_before_making_the_run_dir(tmp_path, monkeypatch) -> None:
     with pytest.raises(UsageError, match="batches of 48 images") as info:
         edgevae.train(str(wide), run_dir=tmp_path / "r", hidden=[16], latent_dim=2, batch_size=60)
     assert info.value.param == "batch_size"
+    assert not (tmp_path / "r").exists()
+
+
+def test_qat_counts_its_fake_quantized_layers(tmp_path, monkeypatch) -> None:
+    """2000,2000 hidden units fit in 256 MiB without 4-bit QAT, not with it."""
+    from edgevae.config import ModelConfig, TrainConfig
+    from edgevae.training.options import check_memory
+
+    monkeypatch.setenv(limits.ENV, "256M")
+    model = ModelConfig(784, (28, 28), hidden=[2000, 2000], latent_dim=20)
+    check_memory(model, TrainConfig())
+    with pytest.raises(UsageError, match=r"7 copies and 4-bit QAT's\) would need") as info:
+        check_memory(model, TrainConfig(qat_bits=4))
+    assert info.value.param == "hidden"
+    with pytest.raises(UsageError, match=r"4-bit QAT's") as info:
+        edgevae.train(run_dir=tmp_path / "r", hidden=[2000, 2000], qat_bits=4)
     assert not (tmp_path / "r").exists()
 
 
