@@ -577,3 +577,120 @@ def test_fuzz_threshold_entry(key, value, drop) -> None:
     event("accepted")
     assert t.score in anomaly.SCORES and np.isfinite(t.value) and 0 < t.fpr_target < 1
     assert t.k is None or (isinstance(t.k, int) and t.k >= 1)
+
+
+# --------------------------------------------------------------- the 4-bit decoder
+
+
+@pytest.fixture(scope="module")
+def int4_seed(tmp_path_factory) -> bytes:
+    """A 3-6-5-16 decoder through the int4 recipe (an int8 layer, then two 4-bit layers)."""
+    from support.firmware import Variant
+    from support.firmware_int4 import make_int4_decoder
+
+    root = tmp_path_factory.mktemp("fuzz4")
+    v = Variant("fuzz4", latent=3, hidden=(6, 5), out=16, seed=2)
+    return make_int4_decoder(root, v).read_bytes()
+
+
+def _int4_mutation(seed: bytes, how: str, index: int, number: int, value, text) -> bytes:
+    """One field of the int4 decoder changed: a weight, a weight scale or zero point, a
+    weight's data type, or the edgevae.weight_bits metadata (None: removed)."""
+    from onnx import numpy_helper
+
+    m = onnx.ModelProto()
+    m.ParseFromString(seed)
+    inits = {t.name: t for t in m.graph.initializer}
+    producers = {out: node for node in m.graph.node for out in node.output}
+    gemms = [n for n in m.graph.node if n.op_type == "Gemm"]
+    dq = producers[gemms[index % len(gemms)].input[1]]
+    weight, scale, zero = (inits[name] for name in dq.input[:3])
+    if how == "weight":
+        w = numpy_helper.to_array(weight).copy()
+        w.flat[number % w.size] = value
+        weight.CopyFrom(numpy_helper.from_array(w.astype(np.int8), weight.name))
+    elif how == "scale":
+        s = numpy_helper.to_array(scale).copy()
+        s.flat[number % s.size] = np.float32(value / 64)
+        scale.CopyFrom(numpy_helper.from_array(s, scale.name))
+    elif how == "zero_point":
+        z = numpy_helper.to_array(zero).copy()
+        z.flat[number % z.size] = value
+        zero.CopyFrom(numpy_helper.from_array(z.astype(np.int8), zero.name))
+    elif how == "dtype":
+        weight.data_type = number % 24
+    else:  # metadata
+        for prop in list(m.metadata_props):
+            if prop.key == "edgevae.weight_bits":
+                m.metadata_props.remove(prop)
+        if text is not None:
+            m.metadata_props.add(key="edgevae.weight_bits", value=text)
+    return m.SerializeToString()
+
+
+@FUZZ
+@given(
+    mutation=MUTATION,
+    how=st.sampled_from(["bytes", "header", "weight", "scale", "zero_point", "dtype", "metadata"]),
+    index=st.integers(0, 5),
+    number=st.integers(0, 2**20),
+    value=st.integers(-128, 127),
+    text=st.none() | st.sampled_from(["4", "8", "", "four", " 4", "04"]) | st.text(max_size=3),
+)
+def test_fuzz_int4_decoder(tmp_path, int4_seed, mutation, how, index, number, value, text) -> None:
+    """`firmware --weight-bits 4`'s reader of decoder.int4.static.onnx (`load_int_model(.., 4)`):
+    a mutated file is refused in one line, or it is a 4-bit decoder (metadata '4', every layer
+    but the first in -8..7) that the integer reference decodes."""
+    from edgevae.firmware.intmodel import NIBBLE_RANGE
+    from edgevae.firmware.intref import decode_int, load_int_model
+
+    path = tmp_path / "decoder.int4.static.onnx"
+    if how in ("bytes", "header"):  # header: edits avoid the weight bytes
+        path.write_bytes(mutate(int4_seed, mutation, span=160 if how == "header" else None))
+    else:
+        path.write_bytes(_int4_mutation(int4_seed, how, index, number, value, text))
+    try:
+        model = load_int_model(path, 4)
+    except ModelFileError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith(path.name)
+        event(_reason(exc))
+        return
+    event("accepted")
+    assert model.metadata.get("edgevae.weight_bits") == "4"
+    for layer in model.layers[1:]:
+        assert layer.weight_bits == 4
+        assert NIBBLE_RANGE[0] <= layer.weight.min() <= layer.weight.max() <= NIBBLE_RANGE[1]
+    z = np.random.default_rng(0).standard_normal((3, model.latent_dim)).astype(np.float32)
+    pixels = decode_int(model, z)
+    assert pixels.dtype == np.uint8 and pixels.shape == (3, model.output_dim)
+
+
+NAME_KEYS = ["firmware_decoder_int4", "firmware_decoder", "firmware_encoder"]
+
+
+@FUZZ
+@given(
+    key=st.sampled_from(NAME_KEYS),
+    value=JSON_VALUES
+    | st.sampled_from(["decoder.int4.static.onnx", "../decoder.int4.static.onnx", ".", "..",
+                       "/etc/passwd", "a/b.onnx", "nope.onnx", "decoder.int8.onnx", "x\0y"]),
+    bits=st.sampled_from([4, 8]),
+)  # fmt: skip
+def test_fuzz_manifest_model_names(fuzz_export, key, value, bits) -> None:
+    """The manifest's names of the firmware models, as manifest.read and the firmware's
+    decoder lookup read them: refused in one line, or a file inside the export."""
+    from edgevae.firmware.codegen import find_firmware_decoder
+
+    man = {**manifest_dict(), key: value}
+    (fuzz_export / "manifest.json").write_text(json.dumps(man))
+    readers = (lambda: manifest.read(fuzz_export), lambda: find_firmware_decoder(fuzz_export, bits))
+    for read in readers:
+        try:
+            got = read()
+        except ModelFileError as exc:
+            assert "\n" not in str(exc)
+            event(_reason(exc))
+            continue
+        event("accepted")
+        if isinstance(got, Path):
+            assert got.parent == fuzz_export and got.is_file()
