@@ -81,6 +81,13 @@ def _eval_unknown_classes(c: Ctx) -> list[str]:
     return ["eval", "--run-dir", run, "--data", "other.npz", "--k", "2", "--threads", "1"]
 
 
+def _quantize_unknown_classes(c: Ctx) -> list[str]:
+    c.write("other.npz", npz_bytes(x=images(40), y=np.arange(40) % 2, classes=np.array(["x", "y"])))
+    exp, run = c.copy("tiny_cond_export", "cond"), c.copy("tiny_cond_run", "cond_run")
+    return ["quantize", "--export-dir", exp, "--run-dir", run, "--data", "other.npz", "--recipe",
+            "static-pc", "--calib", "20"]  # fmt: skip
+
+
 # ------------------------------------------------------------------- the download cache
 
 MNIST_IMAGES = "cache/mnist/train-images-idx3-ubyte.gz"
@@ -291,6 +298,9 @@ CASES = [
          absent=NO_RUN),
     Case("eval: data whose classes the model does not know", _eval_unknown_classes, 2,
          r"--data: the data has classes \['x', 'y'\] that the model does not know"),
+    Case("quantize: data whose classes the model does not know", _quantize_unknown_classes, 2,
+         r"--data: the data has classes \['x', 'y'\] that the model does not know",
+         keep=("cond/manifest.json", "cond/decoder.fp32.onnx")),
     # the download cache
     Case("cache: a file changed after verification", lambda c: _cache(
          c, MNIST_IMAGES, gz(idx_bytes(images(10)))), 1,
