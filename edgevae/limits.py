@@ -31,6 +31,9 @@ FALLBACK_BYTES = 4 << 30
 CHUNK_BYTES = 256 << 20
 #: Most rows in one chunk, whatever their width.
 MAX_CHUNK_ROWS = 65536
+#: Work this small runs in one chunk without reading the limit: reading /proc/meminfo and
+#: the cgroup files costs more than scoring one image.
+SMALL_BYTES = 8 << 20
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -112,9 +115,12 @@ def check(need: int, what: str, param: str | None = None, error: type = UsageErr
     raise error(message, param=param) if issubclass(error, UsageError) else error(message)
 
 
-def chunk_rows(width: int, bytes_per_value: int = 4, copies: int = 1) -> int:
+def chunk_rows(width: int, bytes_per_value: int = 4, copies: int = 1, n: int | None = None) -> int:
     """Rows per chunk for rows of `width` values: `CHUNK_BYTES` worth (or less when the
-    memory limit is below 8 such chunks), at least 1, at most `MAX_CHUNK_ROWS`."""
+    memory limit is below 8 such chunks), at least 1, at most `MAX_CHUNK_ROWS`. `n`, the
+    rows at hand: when they take at most `SMALL_BYTES`, they are one chunk."""
+    row = max(1, width * bytes_per_value * copies)
+    if n is not None and n * row <= SMALL_BYTES:
+        return int(max(1, min(MAX_CHUNK_ROWS, n)))
     budget = min(CHUNK_BYTES, memory_limit() // 8)
-    rows = budget // max(1, width * bytes_per_value * copies)
-    return int(max(1, min(MAX_CHUNK_ROWS, rows)))
+    return int(max(1, min(MAX_CHUNK_ROWS, budget // row)))

@@ -98,7 +98,7 @@ def per_image(
     out["recon_mu"] = -_log_px_rows(x64, logits_mu, likelihood, gauss_logvar)
     if rng is None:
         return out
-    if len(xb) * k <= limits.chunk_rows(xb.shape[1]):
+    if len(xb) * k <= limits.chunk_rows(xb.shape[1], n=len(xb) * k):
         recon1, nll = _iw_terms(x64, mu64, lv64, decode, likelihood, k, rng, gauss_logvar, yb)
     else:
         rows = [

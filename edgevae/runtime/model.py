@@ -144,7 +144,7 @@ class Model:
         sess = self.encoder if role == "encoder" else self.decoder
         width = self.latent_dim if role == "encoder" else self.input_dim
         feed = "x" if role == "encoder" else "z"
-        size = limits.chunk_rows(max(self.input_dim, len(self.classes)))
+        size = limits.chunk_rows(max(self.input_dim, len(self.classes)), n=len(rows))
         if len(rows) > size:  # the outputs (and a label position per row) must fit
             need = len(rows) * (width * 4 * len(names) + 8)
             limits.check(need, f"{len(rows)} rows through the {role}", feed)
