@@ -13,7 +13,14 @@ from edgevae import api
 from edgevae.cli import main
 from edgevae.errors import ModelFileError, UsageError
 from edgevae.runtime import anomaly, manifest, metrics
-from edgevae.runtime.score import png_nats, score_images
+from edgevae.runtime.score import (
+    DEFAULT,
+    bernoulli_nats,
+    entropy_nats,
+    floor_nats,
+    png_nats,
+    score_images,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,7 @@ def test_elbo_score_is_recon_at_mu_plus_kl(model, x):
     assert s.scores.shape == (40,) and np.isfinite(s.scores).all()
     np.testing.assert_allclose(s.scores, s.parts["recon"] + s.parts["kl"])
     terms = metrics.per_image(x, model.encode, model.decode_logits, "bernoulli", k=1, rng=None)
-    np.testing.assert_allclose(s.parts["recon"], terms["recon_mu"])
+    np.testing.assert_allclose(s.parts["recon"], terms["recon_mu"], rtol=0, atol=1e-3)
     # the batch size changes nothing, and uint8 input is read as /255
     pixels = np.rint(x * 255).astype(np.uint8)
     np.testing.assert_allclose(score_images(model, pixels, "elbo").scores, s.scores, rtol=1e-6)
@@ -55,6 +62,53 @@ def test_iwae_and_complexity_scores(model, x):
     assert (cx.parts["png_nats"] > 0).all()
 
 
+def test_excess_is_elbo_minus_the_pixel_entropy_and_the_default(model, x):
+    assert DEFAULT == "excess"
+    ex = score_images(model, x)
+    np.testing.assert_allclose(ex.parts["elbo"], score_images(model, x, "elbo").scores)
+    np.testing.assert_allclose(ex.scores, ex.parts["elbo"] - ex.parts["floor"])
+    np.testing.assert_allclose(ex.parts["floor"], entropy_nats(x))
+    # per pixel KL(Bernoulli(x) || Bernoulli(p)) >= 0: the score is at least the latent KL
+    assert (ex.scores >= ex.parts["kl"] - 1e-3).all()
+    # binary images have zero entropy: there excess equals elbo
+    binary = (x > 0.5).astype(np.float32)
+    b = score_images(model, binary)
+    np.testing.assert_allclose(b.scores, b.parts["elbo"], atol=1e-9)
+
+
+def test_bernoulli_nats_matches_the_float64_formula_at_extreme_logits():
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(0, 8, (6, 784)), np.full((1, 784), 80.0)]).astype(
+        np.float32
+    )
+    x = rng.random((7, 784)).astype(np.float32)
+    x[0] = 0.0
+    x[1] = 1.0
+    want = -metrics.log_px_given_z(x.astype(np.float64), logits, "bernoulli")
+    np.testing.assert_allclose(bernoulli_nats(x, logits), want, rtol=1e-6, atol=1e-3)
+
+
+def test_entropy_nats_is_the_least_bernoulli_cost_of_the_image():
+    x = np.array([[0.0, 1.0, 0.5, 0.25]], np.float32)
+    h = -(0.25 * np.log(0.25) + 0.75 * np.log(0.75)) + np.log(2)
+    assert entropy_nats(x)[0] == pytest.approx(h, rel=1e-6)
+    # no logits cost less than the image's own entropy, and logit(x) reaches it
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.05, 0.95, (3, 784)).astype(np.float32)
+    best = np.log(x / (1 - x))
+    np.testing.assert_allclose(bernoulli_nats(x, best), entropy_nats(x), atol=1e-3)
+    assert (bernoulli_nats(x, best + rng.normal(0, 1, x.shape)) > entropy_nats(x)).all()
+
+
+def test_gaussian_floor_is_a_constant():
+    class Gauss:
+        likelihood = "gaussian"
+        gauss_logvar = np.full(4, -2.0)
+
+    floor = floor_nats(Gauss(), np.zeros((3, 4), np.float32))
+    np.testing.assert_allclose(floor, 0.5 * 4 * (np.log(2 * np.pi) - 2.0))
+
+
 def test_png_length_orders_simple_below_noisy_images():
     blank = np.zeros((1, 28, 28), np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (1, 28, 28), dtype=np.uint8)
@@ -63,7 +117,10 @@ def test_png_length_orders_simple_below_noisy_images():
 
 @pytest.mark.parametrize(
     ("kind", "k", "needle"),
-    [("bogus", 4, "score: must be one of elbo, iwae, complexity"), ("iwae", 0, "k: must be >= 1")],
+    [
+        ("bogus", 4, "score: must be one of excess, elbo, iwae, complexity"),
+        ("iwae", 0, "k: must be >= 1"),
+    ],
 )
 def test_score_arguments_are_checked(model, x, kind, k, needle):
     with pytest.raises(UsageError, match=needle):
