@@ -1,0 +1,169 @@
+"""One-class MNIST (issue 13), the literature's protocol, fp32 and int8 side by side.
+
+For each class d (MNIST's digits by default): train on the training images of d only
+(`classes=[d]`), export, quantize (the int8 pair `edgevae quantize` chooses on this CPU); the
+normal set is the test images of d, the anomalies all other test images. Per score kind and
+precision: AUROC, AUPRC and the FPR at 95 % TPR (`edgevae.bench.anomaly`); then the mean
+AUROC over the classes, the largest int8-vs-fp32 AUROC gap, and the published number for the
+protocol: Deep SVDD (Ruff et al., ICML 2018, Table 1), mean AUROC 0.948.
+
+Usage: .venv/bin/python bench/one_class.py [--data mnist | ../shared/data/mnist]
+       [--digits 0,8] [--epochs 30] [--latent 20] [--hidden 400] [--scores excess,elbo]
+       [--seed 0] [--k 64] [--work build/bench/one_class] [--reuse]
+       [--json build/bench/one_class.json] [--markdown build/bench/one_class.md]
+Any labelled data set works (`--data fashion-mnist`, classes by position).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import edgevae
+from edgevae import fsio
+from edgevae.bench.anomaly import separation
+from edgevae.data.core import load_dataset
+from edgevae.quant.recipes import cpu_info
+from edgevae.runtime.score import DEFAULT, SCORES
+
+PUBLISHED = {"Deep SVDD (Ruff et al., ICML 2018, Table 1)": 0.948}
+PRECISIONS = ("fp32", "int8")
+
+
+def settings(a: argparse.Namespace) -> dict:
+    """What a trained model depends on (a reused model must match all of it)."""
+    return {
+        "data": a.data, "epochs": a.epochs, "latent": a.latent, "hidden": a.hidden,
+        "seed": a.seed, "batch_size": a.batch_size,
+    }  # fmt: skip
+
+
+def train_one(a: argparse.Namespace, d: int) -> tuple[Path, dict]:
+    """Train, export and quantize the model of class `d` (or reuse it); its export dir."""
+    work = a.work / f"class{d}"
+    run_dir, export_dir, stamp = work / "run", work / "export", work / "settings.json"
+    want = {**settings(a), "class": d}
+    if a.reuse and stamp.is_file() and (export_dir / "encoder.int8.onnx").is_file():
+        info = json.loads(stamp.read_text())
+        if info["settings"] == want:
+            return export_dir, info
+    t0 = time.perf_counter()
+    run = edgevae.train(
+        a.data, run_dir=run_dir, epochs=a.epochs, latent_dim=a.latent, hidden=a.hidden,
+        batch_size=a.batch_size, seed=a.seed, classes=[d], overwrite=True,
+    )  # fmt: skip
+    edgevae.export(run_dir, export_dir)
+    report = edgevae.quantize(export_dir, run_dir=run_dir)
+    info = {
+        "settings": want, "seconds": time.perf_counter() - t0, "train_seconds": run.seconds,
+        "valid_neg_elbo": run.valid_neg_elbo, "recipe": report.chosen,
+    }  # fmt: skip
+    fsio.write_json(stamp, info)
+    return export_dir, info
+
+
+def summary(per_class: dict[int, dict], kinds: tuple[str, ...]) -> dict:
+    """Mean AUROC per score and precision, the worst class, the largest int8 - fp32 gap."""
+    out: dict = {}
+    for kind in kinds:
+        auc = {
+            p: {d: r["auroc"][kind][p] for d, r in per_class.items()} for p in PRECISIONS
+        }  # fmt: skip
+        gaps = {d: auc["int8"][d] - auc["fp32"][d] for d in per_class}
+        out[kind] = {
+            "mean_auroc": {p: statistics.fmean(auc[p].values()) for p in PRECISIONS},
+            "min_auroc": {p: min(auc[p].values()) for p in PRECISIONS},
+            "max_abs_int8_gap": max(abs(g) for g in gaps.values()),
+        }
+    return out
+
+
+def markdown(result: dict) -> str:
+    kinds, classes = result["scores"], result["classes"]
+    head = "| class | " + " | ".join(f"{k} fp32 / int8" for k in kinds) + " |"
+    lines = [
+        f"One-class {result['data']}: AUROC per class (normal = its test images, anomalies = "
+        f"all other test images), {result['epochs']} epochs, 784-{result['hidden']}-"
+        f"{result['latent']}, seed {result['seed']}; CPU {result['cpu']}.",
+        "",
+        head,
+        "|" + "---|" * (len(kinds) + 1),
+    ]
+    for d in classes:
+        r = result["per_class"][str(d)]["auroc"]
+        cells = [f"{r[k]['fp32']:.4f} / {r[k]['int8']:.4f}" for k in kinds]
+        lines.append(f"| {result['class_names'][d]} | " + " | ".join(cells) + " |")
+    s = result["summary"]
+    mean = [
+        f"**{s[k]['mean_auroc']['fp32']:.4f} / {s[k]['mean_auroc']['int8']:.4f}**" for k in kinds
+    ]
+    lines.append("| mean | " + " | ".join(mean) + " |")
+    gap = [f"{s[k]['max_abs_int8_gap']:.4f}" for k in kinds]
+    lines.append("| max \\|int8 - fp32\\| | " + " | ".join(gap) + " |")
+    lines.append("")
+    for name, value in PUBLISHED.items():
+        lines.append(f"Published, same protocol: {name}: mean AUROC {value:.3f}.")
+    return "\n".join(lines) + "\n"
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="mnist", help="A labelled data spec (default: mnist).")
+    ap.add_argument("--digits", default=None, help="Comma-separated class positions (all).")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--latent", type=int, default=20)
+    ap.add_argument("--hidden", default="400", help="Hidden sizes, comma-separated.")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--scores", default=",".join(SCORES))
+    ap.add_argument("--k", type=int, default=64, help="Importance samples for iwae.")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=Path("build/bench/one_class"))
+    ap.add_argument(
+        "--reuse", action="store_true", help="Keep models trained with the same settings."
+    )
+    ap.add_argument("--json", type=Path, default=Path("build/bench/one_class.json"))
+    ap.add_argument("--markdown", type=Path, default=Path("build/bench/one_class.md"))
+    a = ap.parse_args()
+    a.hidden = [int(h) for h in a.hidden.split(",")]
+    a.scores = tuple(s.strip() for s in a.scores.split(",") if s.strip())
+    return a
+
+
+def main() -> int:
+    a = parse()
+    ds = load_dataset(a.data, labels=True)
+    classes = range(len(ds.classes)) if a.digits is None else [int(d) for d in a.digits.split(",")]
+    per_class: dict[int, dict] = {}
+    for d in classes:
+        export_dir, info = train_one(a, d)
+        models = {p: edgevae.load(export_dir, p) for p in PRECISIONS}
+        normal, other = ds.test[ds.test_labels == d], ds.test[ds.test_labels != d]
+        rows = separation(models, normal, {"other classes": other}, a.scores, k=a.k, seed=a.seed)
+        auroc = {k: {r.precision: r.auroc for r in rows if r.score == k} for k in a.scores}
+        per_class[d] = {**info, "rows": [vars(r) for r in rows], "auroc": auroc}
+        print(
+            f"class {ds.classes[d]}: "
+            + "  ".join(f"{k} {auroc[k]['fp32']:.4f}/{auroc[k]['int8']:.4f}" for k in a.scores)
+            + f"  ({info['recipe']}, {info['seconds']:.0f} s)",
+            flush=True,
+        )
+    result = {
+        "data": a.data, "epochs": a.epochs, "latent": a.latent,
+        "hidden": "-".join(map(str, a.hidden)), "seed": a.seed, "k": a.k,
+        "scores": list(a.scores), "default_score": DEFAULT, "classes": list(classes),
+        "class_names": list(ds.classes), "cpu": cpu_info().model,
+        "per_class": {str(d): r for d, r in per_class.items()},
+        "summary": summary(per_class, a.scores), "published_mean_auroc": PUBLISHED,
+    }  # fmt: skip
+    fsio.write_json(a.json, result)
+    fsio.write_text(a.markdown, markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
