@@ -1,6 +1,6 @@
 """`edgevae score`, `threshold`, `detect` and `anomaly-bench`: anomaly detection, torch-free.
 
-Scores are nats per image, higher = more anomalous (see `runtime/score.py` for the four kinds).
+Scores are nats per image, higher = more anomalous (see `runtime/score.py` for the kinds).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from .runtime import DATA, Split, _images
 
 class ScoreKind(str, Enum):
     excess = "excess"
+    excess_ink = "excess-ink"
     elbo = "elbo"
     iwae = "iwae"
     complexity = "complexity"
@@ -42,9 +43,9 @@ SCORE = typer.Option(
     ScoreKind(DEFAULT),
     "--score",
     help="excess: elbo minus the image's own per-pixel entropy (what no decoder can save; "
-    "the default, best in docs/anomaly.md's measurements); elbo: -ELBO at z = mu (1 encoder + "
-    "1 decoder pass, as the firmware); iwae: k-sample -log p(x); complexity: elbo minus the "
-    "image's PNG length (Serrà et al. 2020).",
+    "the default: see docs/anomaly.md); excess-ink: excess / sqrt(1 + the image's ink); elbo: "
+    "-ELBO at z = mu (1 encoder + 1 decoder pass, as the firmware); iwae: k-sample -log p(x); "
+    "complexity: elbo minus the image's PNG length (Serrà et al. 2020).",
 )
 K = typer.Option(64, min=1, max=100_000, help="Importance samples (iwae only).")
 JSON = typer.Option(None, "--json", help="Also write the result as JSON.")

@@ -8,6 +8,11 @@
   anti-aliasing, not how well the model knows it, and it ranks thin or small foreign images as
   normal. For a Gaussian likelihood the least cost is the constant 0.5 sum_i (log 2 pi + lv_i).
   Same cost as `elbo` (the entropy is elementwise on the input).
+- `excess-ink`: the excess divided by sqrt(1 + the image's ink), ink = sum_i x_i: nats per
+  square root of an inked pixel. A foreign image with little ink has little to get wrong, so
+  its excess stays small; this scale undoes that. It helps where the anomalies carry less ink
+  than the normal images (one-class MNIST: other digits against an 8) and is about neutral
+  elsewhere (docs/anomaly.md has both measured); a heuristic, so not the default.
 - `elbo`: -ELBO with z = mu: -log p(x | z = mu) + KL(q(z|x) || N(0, I)). One encoder and one
   decoder pass per image: what a board can afford (the firmware computes the same score).
 - `iwae`: the k-sample importance-weighted estimate of -log p(x) (k decoder passes).
@@ -38,7 +43,7 @@ import numpy as np
 from ..errors import UsageError
 from . import metrics
 
-SCORES = ("excess", "elbo", "iwae", "complexity")
+SCORES = ("excess", "excess-ink", "elbo", "iwae", "complexity")
 DEFAULT = "excess"
 BATCH = 256
 MAX_DECODE_ROWS = 65536
@@ -92,6 +97,11 @@ def entropy_nats(x: np.ndarray) -> np.ndarray:
     return -h.sum(axis=-1, dtype=np.float64)
 
 
+def ink(x: np.ndarray) -> np.ndarray:
+    """sum_i x_i per row [N] (float64): how many fully inked pixels the image amounts to."""
+    return np.asarray(x, dtype=np.float32).sum(axis=-1, dtype=np.float64)
+
+
 def floor_nats(model, x: np.ndarray) -> np.ndarray:
     """The least -log p(x | z) a decoder of the model's likelihood can reach, per image: the
     entropy for Bernoulli pixels, the constant 0.5 sum_i (log 2 pi + lv_i) for Gaussian ones."""
@@ -108,8 +118,8 @@ def check_kind(kind: str, k: int) -> None:
         raise UsageError(f"must be >= 1, got {k}", param="k")
 
 
-def _batch_terms(model, xb: np.ndarray, rng: np.random.Generator | None, k: int):
-    """recon (-log p(x | z = mu)), kl and, with `rng`, nll_iw for one batch."""
+def _batch_terms(model, xb: np.ndarray, kind: str, rng: np.random.Generator | None, k: int):
+    """recon (-log p(x | z = mu)), kl and, per kind, nll_iw or floor for one batch."""
     if rng is not None:
         t = metrics.per_image(
             xb, model.encode, model.decode_logits, model.likelihood, k=k, rng=rng,
@@ -122,7 +132,12 @@ def _batch_terms(model, xb: np.ndarray, rng: np.random.Generator | None, k: int)
         recon = bernoulli_nats(xb, logits)
     else:
         recon = -metrics.log_px_given_z(xb, logits, model.likelihood, model.gauss_logvar)
-    return {"recon": recon, "kl": metrics.kl_to_standard_normal(mu, logvar)}
+    terms = {"recon": recon, "kl": metrics.kl_to_standard_normal(mu, logvar)}
+    if kind.startswith("excess"):  # batch by batch: the temporaries stay in cache
+        terms["floor"] = floor_nats(model, xb)
+    if kind == "excess-ink":
+        terms["ink"] = ink(xb)
+    return terms
 
 
 def score_images(
@@ -142,7 +157,7 @@ def score_images(
     batch = BATCH if rng is None else max(1, min(BATCH, MAX_DECODE_ROWS // k))
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(x), batch):
-        for name, value in _batch_terms(model, x[start : start + batch], rng, k).items():
+        for name, value in _batch_terms(model, x[start : start + batch], kind, rng, k).items():
             parts.setdefault(name, []).append(value)
         if progress is not None:
             progress(min(start + batch, len(x)), len(x))
@@ -155,6 +170,9 @@ def score_images(
         joined["png_nats"] = png_nats(pixels)
         return Scores(kind, elbo - joined["png_nats"], {**joined, "elbo": elbo})
     if kind == "excess":
-        joined["floor"] = floor_nats(model, x)
         return Scores(kind, elbo - joined["floor"], {**joined, "elbo": elbo})
+    if kind == "excess-ink":
+        excess = elbo - joined["floor"]
+        scaled = excess / np.sqrt(1.0 + joined["ink"])
+        return Scores(kind, scaled, {**joined, "elbo": elbo, "excess": excess})
     return Scores(kind, elbo, joined)

@@ -55,7 +55,7 @@ def test_anomaly_bench_cli_writes_every_row(tiny_export, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 3 * 4 * 2  # transforms x scores x precisions
+    assert len(report["rows"]) == 3 * 5 * 2  # transforms x scores x precisions
     inverted = [r for r in report["rows"] if r["anomalies"] == "invert" and r["score"] == "elbo"]
     assert all(r["auroc"] > 0.9 for r in inverted)
     assert set(report["latency_us"]) == {"fp32", "int8"}

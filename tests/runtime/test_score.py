@@ -76,6 +76,13 @@ def test_excess_is_elbo_minus_the_pixel_entropy_and_the_default(model, x):
     np.testing.assert_allclose(b.scores, b.parts["elbo"], atol=1e-9)
 
 
+def test_excess_ink_scales_the_excess_by_the_images_ink(model, x):
+    s = score_images(model, x, "excess-ink")
+    np.testing.assert_allclose(s.parts["excess"], score_images(model, x).scores)
+    np.testing.assert_allclose(s.parts["ink"], x.astype(np.float64).sum(1), rtol=1e-6)
+    np.testing.assert_allclose(s.scores, s.parts["excess"] / np.sqrt(1 + s.parts["ink"]))
+
+
 def test_bernoulli_nats_matches_the_float64_formula_at_extreme_logits():
     rng = np.random.default_rng(0)
     logits = np.concatenate([rng.normal(0, 8, (6, 784)), np.full((1, 784), 80.0)]).astype(
@@ -118,7 +125,7 @@ def test_png_length_orders_simple_below_noisy_images():
 @pytest.mark.parametrize(
     ("kind", "k", "needle"),
     [
-        ("bogus", 4, "score: must be one of excess, elbo, iwae, complexity"),
+        ("bogus", 4, "score: must be one of excess, excess-ink, elbo, iwae, complexity"),
         ("iwae", 0, "k: must be >= 1"),
     ],
 )
