@@ -59,8 +59,12 @@ ci-export: install
 
 # The C weights of export/ for firmware_demo/ (built with the kernel the package ships,
 # edgevae/firmware/kernel/), the host decoder (edgevae parity --firmware ...) and the demo.
+# FIRMWARE_FLAGS=--score adds the int8 encoder and the anomaly score (host edgevae_score);
+# FIRMWARE_FLAGS="--weight-bits 4" deploys the 4-bit decoder (decoder.int4.static.onnx).
+FIRMWARE_FLAGS ?=
 firmware: install
-	$(BIN)/edgevae firmware --export-dir export --weights-only --out firmware_demo/generated
+	$(BIN)/edgevae firmware --export-dir export --weights-only --out firmware_demo/generated \
+	    $(FIRMWARE_FLAGS)
 	$(MAKE) -C firmware_demo host run-host
 
 # The wheel alone is enough for a board: build it, install it (base deps only) into a fresh

@@ -6,6 +6,11 @@
 # `edgevae sample --n 16` from EXPORT_DIR, `edgevae firmware` into a new folder, the exact `cc`
 # line that command printed, the run line it printed, and a few hundred z vectors through the
 # built decoder, checked against the numpy integer reference (bit for bit) and onnxruntime.
+# Then, when the export has the static encoder, the same for `edgevae firmware --score`: the
+# printed cc line builds the score program, and its scores of the export's held-out images
+# equal edgevae.firmware.score.score_images bit for bit (mu and logvar equal onnxruntime's).
+# With decoder.int4.static.onnx, `edgevae firmware --weight-bits 4` likewise: its printed cc
+# line builds a decoder equal to the numpy reference and to onnxruntime on every pixel.
 # EXPORT_DIR defaults to $EXPORT, else build/ci/export (`make ci-export`). The last line is
 # "wheel-check: PASS ..." or "wheel-check: FAIL ...".
 set -Eeuo pipefail
@@ -153,6 +158,101 @@ print(
 EOF
 ) || fail "see above"
 
+score_summary="score program not checked: the export has no encoder.int8.static.onnx"
+if [ -f "$EXPORT_DIR/encoder.int8.static.onnx" ]; then
+    step="edgevae firmware --score"
+    "$edgevae" firmware --export-dir "$EXPORT_DIR" --out fws --score --json fws.json >score.txt
+    builds=$(sed -n 's/^  \(cc .*\)$/\1/p' score.txt)
+    [ "$(printf '%s\n' "$builds" | wc -l)" -eq 2 ] || fail "expected two cc lines (decode, score)"
+    score_build=$(printf '%s\n' "$builds" | sed -n 2p)
+    score_run=$(sed -n 's/^  \(head -c .*\)$/\1/p' score.txt)
+    [ -n "$score_run" ] || fail "no score run line printed"
+
+    step="the printed score cc line: $score_build"
+    bash -c "$score_build"
+
+    step="the printed score run line"
+    [ "$(bash -c "$score_run" | wc -l)" -eq 1 ] || fail "expected one score"
+
+    step="score program vs edgevae.firmware.score and onnxruntime"
+    score_summary=$("$VENV/bin/python" - "$EXPORT_DIR" fws.json "$score_build" <<'EOF'
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edgevae.firmware.deploy import SCORE_PROGRAM, program_path
+from edgevae.firmware.encoder import encode_int
+from edgevae.firmware.score import load_score_model, score_images
+from edgevae.runtime.session import create_session
+
+export, report_path, printed = sys.argv[1:4]
+report = json.loads(open(report_path, encoding="utf-8").read())
+if report["score_build_command"] != printed:
+    sys.exit(f"--json score_build_command {report['score_build_command']!r} != {printed!r}")
+pixels = np.load(Path(export) / "heldout.npy", allow_pickle=False)
+if pixels.dtype != np.uint8:
+    pixels = np.rint(pixels * 255).astype(np.uint8)
+pixels = np.concatenate([pixels[:300], 255 - pixels[:100]])
+done = subprocess.run(
+    [program_path("fws", SCORE_PROGRAM)], input=pixels.tobytes(), capture_output=True, check=True
+)
+got = np.array(done.stdout.split(), np.float64).astype(np.float32)
+model = load_score_model(export)
+want = score_images(model, pixels)
+if not np.array_equal(got.view(np.uint32), want.view(np.uint32)):
+    sys.exit(f"{int((got != want).sum())} of {len(want)} scores differ from score_images")
+session = create_session(Path(export) / "encoder.int8.static.onnx")
+mu, logvar = session.run(["mu", "logvar"], {"x": pixels.astype(np.float32) / np.float32(255)})
+ref_mu, ref_logvar = encode_int(model.encoder, pixels)
+if not (np.array_equal(mu, ref_mu) and np.array_equal(logvar, ref_logvar)):
+    sys.exit("mu/logvar differ from onnxruntime's")
+print(f"{len(want)} images scored bit-exact vs score_images, mu/logvar equal onnxruntime's")
+EOF
+) || fail "see above"
+fi
+
+int4_summary="4-bit decoder not checked: the export has no decoder.int4.static.onnx"
+if [ -f "$EXPORT_DIR/decoder.int4.static.onnx" ]; then
+    step="edgevae firmware --weight-bits 4"
+    "$edgevae" firmware --export-dir "$EXPORT_DIR" --out fw4 --weight-bits 4 >int4.txt
+    build4=$(sed -n 's/^  \(cc .*\)$/\1/p' int4.txt)
+    [ "$(printf '%s\n' "$build4" | wc -l)" -eq 1 ] && [ -n "$build4" ] || fail "no single cc line"
+
+    step="the printed 4-bit cc line: $build4"
+    bash -c "$build4"
+
+    step="4-bit decoder vs intref and onnxruntime"
+    int4_summary=$("$VENV/bin/python" - "$EXPORT_DIR" <<'EOF'
+import subprocess
+import sys
+
+import numpy as np
+
+from edgevae.firmware.codegen import find_firmware_decoder
+from edgevae.firmware.deploy import program_path
+from edgevae.firmware.intref import decode_int, load_int_model
+from edgevae.runtime.session import create_session
+
+path = find_firmware_decoder(sys.argv[1], 4)
+model = load_int_model(path, 4)
+z = np.random.default_rng(1).standard_normal((256, model.latent_dim)).astype(np.float32)
+text = "".join(" ".join(repr(float(v)) for v in row) + "\n" for row in z)
+done = subprocess.run([program_path("fw4")], input=text, capture_output=True, text=True, check=True)
+got = np.array(done.stdout.split(), np.int64).reshape(len(z), -1)
+if not np.array_equal(got, decode_int(model, z)):
+    sys.exit("the 4-bit decoder differs from edgevae.firmware.intref.decode_int")
+x_mean = create_session(path).run(["x_mean"], {"z": z})[0]
+if not np.array_equal(got, np.rint(x_mean.astype(np.float64) * 255).astype(np.int64)):
+    sys.exit("the 4-bit decoder differs from onnxruntime")
+bits = "/".join(str(layer.weight_bits) for layer in model.layers)
+print(f"4-bit decoder ({bits}-bit layers) bit-exact vs intref and onnxruntime")
+EOF
+) || fail "see above"
+fi
+
 trap - ERR
 echo "wheel-check: PASS ($(basename "$wheel"), base deps only, no torch/onnx; printed cc line" \
-    "built the decoder; $summary; $((SECONDS - start)) s)"
+    "built the decoder; $summary; $score_summary; $int4_summary; $((SECONDS - start)) s)"

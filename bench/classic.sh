@@ -11,5 +11,8 @@ mkdir -p "$OUT"
     --run-dir runs/classic --overwrite --export-dir export-classic
 .venv/bin/edgevae eval --run-dir runs/classic --k 1000 --json "$OUT/classic_eval.json"
 tail -n 1 runs/classic/metrics.jsonl > "$OUT/classic_last_epoch.json"
-.venv/bin/python bench/quant_targets.py --export-dir export-classic --data "$DATA" \
+# Quantize again with the per-node table (docs/quantization.md shows it), then the targets.
+.venv/bin/edgevae quantize --export-dir export-classic --run-dir runs/classic --explain \
+    | tee "$OUT/classic_explain.txt"
+.venv/bin/python bench/quant_targets.py --export-dir export-classic --data "$DATA" --search \
     --json "$OUT/quant_targets.json"

@@ -51,60 +51,61 @@ def train(
     *,
     run_dir: str | Path = "runs/default",
     epochs: int = 10,
-    preset: str = "default",
+    preset: str | None = None,
     hidden: Sequence[int] | None = None,
     latent_dim: int | None = None,
-    activation: str = "relu",
-    batch_size: int = 100,
-    lr: float = 1e-3,
-    optimizer: str = "adam",
-    binarize: str = "none",
-    lr_patience: int = 0,
-    kl_warmup: int = 0,
-    seed: int = 0,
+    activation: str | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    binarize: str | None = None,
+    lr_patience: int | None = None,
+    kl_warmup: int | None = None,
+    seed: int | None = None,
     threads: int = 1,
     max_minutes: float | None = None,
     classes: Sequence[int | str] | None = None,
+    conditional: bool | None = None,
+    qat_bits: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Any = None,
 ) -> TrainedRun:
     """Train the VAE on `data` (a path, `KIND:PATH`, a named set such as "mnist", downloaded
-    once into the cache, or None for the bundled 5k MNIST) into `run_dir`. Sizes come from
-    `preset` ("default" 400/20, "mcu" 128/8, "paper" 500/20) unless `hidden`/`latent_dim`
-    are given. `classes` keeps only those classes (positions in the data's class list or
-    names; kept in the run's config, so evaluation and export use the same subset).
-    `resume` continues the run (to `epochs` in total); `overwrite` starts an existing run dir
-    over. Deterministic for a seed and thread count.
+    once into the cache, or None for the bundled 5k MNIST) into `run_dir`.
+
+    Options left as None take their defaults (`training.options.DEFAULTS`: preset "default"
+    = 400 hidden units and 20 latent dims ("mcu" 128/8, "paper" 500/20; `hidden`/`latent_dim`
+    override), relu, batch 100, Adam at lr 1e-3, no binarization, seed 0). `classes` keeps only
+    those classes (positions or names; kept in the run's config, so evaluation and export use
+    the same subset). `conditional` trains q(z | x, y) and p(x | z, y) on labelled data (y
+    one-hot, Sohn et al. 2015), so that `Model.sample(n, label=...)` draws a chosen class; its
+    latent size defaults to 4 (`training.options.CONDITIONAL_LATENT_DIM`).
+
+    `resume` continues the run to `epochs` in total with the run's own options: an option given
+    here that differs from them raises `ResumeConflict` (only `epochs`, `threads` and
+    `max_minutes` belong to this call, and `qat_bits`: 4 fine-tunes the decoder
+    quantization-aware for the 4-bit firmware, `training.qat`, best as a fine-tune of a trained
+    run with `resume`, which the run keeps). `overwrite` starts an existing run dir over.
+    Deterministic for a seed and thread count.
     """
     _need_train_extra("training", extras.TRAIN)
-    from .config import PRESETS, ModelConfig, TrainConfig
     from .training.loop import train as run_training
+    from .training.options import ResumeConflict, new_configs, resume_conflicts
 
-    if preset not in PRESETS:
-        raise UsageError(f"must be one of {', '.join(PRESETS)}", param="preset")
-    sizes = PRESETS[preset]
-    model_cfg = ModelConfig(
-        input_dim=784,  # replaced by the data's size when training starts
-        image_shape=(28, 28),
-        hidden=list(hidden) if hidden else list(sizes["hidden"]),
-        latent_dim=latent_dim if latent_dim is not None else sizes["latent_dim"],
-        activation=activation,
-    ).validate()
-    train_cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        optimizer=optimizer,
-        seed=seed,
-        threads=threads,
-        binarize=binarize,
-        data=data,
-        max_minutes=max_minutes,
-        lr_patience=lr_patience,
-        kl_warmup=kl_warmup,
-        classes=list(classes) if classes is not None else None,
-    ).validate()
+    given = {
+        "data": data, "preset": preset, "hidden": hidden, "latent_dim": latent_dim,
+        "activation": activation, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+        "binarize": binarize, "lr_patience": lr_patience, "kl_warmup": kl_warmup, "seed": seed,
+        "classes": classes, "conditional": conditional,
+    }  # fmt: skip
+    if resume and Path(run_dir, "config.json").is_file():
+        conflicts = resume_conflicts(Path(run_dir), given)
+        if conflicts:
+            raise ResumeConflict(Path(run_dir), conflicts)
+    model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes)
+    train_cfg.qat_bits = qat_bits or 0
+    train_cfg.validate()
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
     )
@@ -153,12 +154,15 @@ def quantize(
     seed: int = 0,
     force: bool = False,
     also: Sequence[str] = (),
+    explain: bool = False,
     progress: Progress | None = None,
 ):
     """Quantize the export's fp32 pair to int8: measure this CPU's candidate recipes (or
     `recipe`), keep the fastest whose NLL increase on held-out images is within
-    `budget_nats`, and always write the firmware decoder. Calibration and held-out images
-    are the run's own data (found through `run_dir` or the manifest) unless `data` is given.
+    `budget_nats` (mixed precision when none is), and always write the firmware pair. With
+    `explain`, the report and manifest hold the nats each quantized node costs. Calibration
+    and held-out images are the run's own data (found through `run_dir` or the manifest)
+    unless `data` is given.
     Raises `BudgetError` when no recipe fits (unless `force`). Returns the `QuantReport`."""
     _need_train_extra("quantization", ("onnx",))
     from .quant.search import check_options, quantize_export
@@ -171,16 +175,24 @@ def quantize(
     from .data.runs import load_run_data
 
     ds = load_run_data(train_cfg, man["image_shape"], data)
+    labels = {}
+    if man.get("classes"):  # a conditional model: the images' labels, in its classes
+        from .runtime.labels import match_one_hot
+
+        for key, split in (("train_labels", "train"), ("heldout_labels", "valid")):
+            labels[key] = match_one_hot(man["classes"], ds.classes, ds.labels(split))
     return quantize_export(
         export_dir,
         ds.train,
         ds.valid,
+        **labels,
         recipe=recipe,
         budget_nats=budget_nats,
         calib=calib,
         seed=seed,
         force=force,
         extra_candidates=list(also),
+        explain=explain,
         progress=progress,
     )
 
@@ -236,6 +248,8 @@ def threshold(
         x = load_run_data(train_cfg, man["image_shape"], data).valid
         desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
+    if score == "elbo":
+        found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr)
     anomaly.store(Path(export_dir), found)
     return found
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,13 @@ class ModelConfig:
     latent_dim: int = 20
     activation: str = "relu"
     likelihood: str = "bernoulli"
+    # Conditional models (p(x | z, y), q(z | x, y)): the class names, in label order; empty for
+    # an unconditional model.
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
 
     def validate(self) -> ModelConfig:
         if self.latent_dim < 1:
@@ -43,6 +49,11 @@ class ModelConfig:
         h, w = self.image_shape
         if h * w != self.input_dim:
             raise UsageError(f"image shape {h}x{w} does not match input dim {self.input_dim}")
+        if len(self.classes) == 1 or len(set(self.classes)) != len(self.classes):
+            raise UsageError(
+                f"a conditional model needs two or more distinct classes, got {self.classes}",
+                param="classes",
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -59,6 +70,7 @@ class ModelConfig:
             latent_dim=int(d["latent_dim"]),
             activation=str(d["activation"]),
             likelihood=str(d["likelihood"]),
+            classes=[str(c) for c in d.get("classes", [])],
         )
 
 
@@ -76,6 +88,8 @@ class TrainConfig:
     lr_patience: int = 0  # halve lr after this many epochs without a better valid bound
     kl_warmup: int = 0  # epochs over which the KL weight ramps linearly from 0 to 1
     classes: list[int | str] | None = None  # train on these classes only (positions or names)
+    conditional: bool = False  # q(z | x, y) and p(x | z, y) with y the one-hot label
+    qat_bits: int = 0  # 4: decoder weights fake-quantized for the 4-bit firmware (training/qat)
 
     def validate(self) -> TrainConfig:
         if self.epochs < 1:
@@ -100,6 +114,8 @@ class TrainConfig:
             raise UsageError(f"must be >= 0 (0 = off), got {self.kl_warmup}", param="kl_warmup")
         if self.seed < 0:
             raise UsageError(f"must be >= 0, got {self.seed}", param="seed")
+        if self.qat_bits not in (0, 4):
+            raise UsageError(f"must be 0 (off) or 4, got {self.qat_bits}", param="qat_bits")
         if self.classes is not None:
             self.classes = _class_list(self.classes)
         return self
@@ -135,4 +151,6 @@ def _class_list(classes: Any) -> list[int | str]:
 
 
 def dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    from .fsio import to_json
+
+    return to_json(obj)

@@ -12,8 +12,11 @@ model would block or stream forever, and a huge file would be read before anythi
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -79,8 +82,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _finite(obj: Any) -> Any:
+    """`obj` with every non-finite float (inf, nan) as None: strict JSON has no Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (what any JSON reader accepts): non-finite floats become null, keys
+    sorted; one line when `indent` is None."""
+    text = json.dumps(_finite(obj), indent=indent, sort_keys=True, allow_nan=False)
+    return text if indent is None else text + "\n"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """`obj` as strict JSON (`to_json`), written atomically."""
+    write_text(path, to_json(obj))
 
 
 def move_into(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -134,3 +156,35 @@ def sha256_file(path: str | os.PathLike, error: type[EdgeVAEError] = EdgeVAEErro
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def dir_lock(directory: str | os.PathLike, *, shared: bool = False) -> Iterator[bool]:
+    """Hold a lock on `directory` itself (flock on its descriptor: no lock file in it), shared
+    for readers or exclusive for a writer, waiting for it; yields whether it is held (False
+    when the directory cannot be opened, e.g. missing). The kernel releases it if the
+    process dies."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def try_lock_file(path: str | os.PathLike) -> int | None:
+    """An exclusive lock on `path` (created if needed) without waiting: the descriptor that
+    holds it, or None when another process holds it. OSError for anything else."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd

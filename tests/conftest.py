@@ -42,7 +42,8 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory) -> Path:
-    """fp32 + int8 (recipe static-pc-rr) + firmware static decoder for the tiny run."""
+    """fp32 + int8 (recipe static-pc-rr) + the firmware pair (encoder.int8.static.onnx,
+    decoder.int8.static.onnx) for the tiny run."""
     import edgevae
     from edgevae.training.export import export_run
 
@@ -51,6 +52,26 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     edgevae.quantize(
         export_dir, run_dir=tiny_run, recipe="static-pc-rr", budget_nats=10.0, calib=500
     )
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_run(tmp_path_factory) -> Path:
+    """A conditional 2-epoch run on the bundled 5k MNIST (labels 0-9): 794-32-2 / 12-32-784."""
+    import edgevae
+
+    run_dir = tmp_path_factory.mktemp("run") / "cond"
+    edgevae.train(run_dir=run_dir, epochs=2, hidden=[32], latent_dim=2, conditional=True)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_export(tiny_cond_run, tmp_path_factory) -> Path:
+    """The fp32 export of the conditional run."""
+    import edgevae
+
+    export_dir = tmp_path_factory.mktemp("export") / "cond"
+    edgevae.export(tiny_cond_run, export_dir)
     return export_dir
 
 

@@ -2,7 +2,9 @@
 
 Every row is scored by `metrics.evaluate` with the same seed (common random numbers), so NLL
 deltas are much more precise than the NLLs themselves. Accuracy is not timed, so rows are
-scored concurrently: numpy and onnxruntime release the GIL.
+scored concurrently: numpy and onnxruntime release the GIL. A conditional model is scored on
+-log p(x | y) with the images' one-hot labels, and its decoders are compared on the seeded z
+with labels cycling through the classes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +25,15 @@ from .rows import Contender, Progress, ort_contender
 
 # Decode at most this many rows at once during evaluation: bounded memory for any k.
 EVAL_DECODE_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A conditional model's one-hot labels: `y` of the test images, `y_diff` of the seeded z
+    the decoders are compared on; both None for an unconditional model."""
+
+    y: np.ndarray | None = None
+    y_diff: np.ndarray | None = None
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -37,6 +49,7 @@ def _accuracy(
     k: int,
     seed: int,
     progress: Callable[[int], None] | None,
+    labels: Labels,
 ) -> np.ndarray:
     """Fill the row's accuracy fields; returns its x_mean on z_diff (float64, [0, 1])."""
     t0 = time.perf_counter()
@@ -50,15 +63,16 @@ def _accuracy(
         gauss_logvar=gauss,
         max_decode_rows=EVAL_DECODE_ROWS,
         progress=progress,
+        y=labels.y,
     )
     row = c.row
     row.neg_elbo, row.nll_iw, row.kl, row.active_units = b.neg_elbo, b.nll_iw, b.kl, b.active_units
-    mu, _ = c.encode(x)
-    logits = c.decode(mu.astype(np.float32))
+    mu, _ = c.encode(x, labels.y)
+    logits = c.decode(mu.astype(np.float32), labels.y)
     row.recon_mse = float(((x.astype(np.float64) - _sigmoid(logits)) ** 2).mean())
     lp = metrics.log_px_given_z(x.astype(np.float64), logits, likelihood, gauss)
     row.recon_nats = float(-lp.mean())
-    mean = _sigmoid(c.decode(z_diff))
+    mean = _sigmoid(c.decode(z_diff, labels.y_diff))
     row.accuracy_seconds = time.perf_counter() - t0
     return mean
 
@@ -74,10 +88,13 @@ def accuracy_all(
     workers: int,
     threads: int,
     progress: Progress,
+    labels: Labels | None = None,
 ) -> dict[str, np.ndarray]:
     """Accuracy of every live row, `workers` rows at a time; returns x_mean on z_diff per row.
+    A conditional model's rows take `labels` (the images' and z_diff's one-hot labels).
 
     ORT rows get fresh one-thread sessions here (the timed sessions keep `threads`)."""
+    labels = labels or Labels()
     lock = threading.Lock()
     done: dict[str, int] = {}
     total = len(live) * len(x)
@@ -91,9 +108,9 @@ def accuracy_all(
         try:
             eval_c = c
             if c.paths is not None and threads != 1:
-                eval_c = ort_contender(Row("eval", "onnxruntime", "-"), *c.paths, 1)
+                eval_c = ort_contender(Row("eval", "onnxruntime", "-"), *c.paths, 1, c.conditional)
                 eval_c.row = c.row
-            return _accuracy(eval_c, x, z_diff, likelihood, gauss, k, seed, tick)
+            return _accuracy(eval_c, x, z_diff, likelihood, gauss, k, seed, tick, labels)
         except Exception as exc:  # a row that cannot be scored is reported, not fatal
             c.row.fail(FAILED, exc)
             return None

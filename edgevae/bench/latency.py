@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime import timing
+from ..runtime.labels import cycle_one_hot
 from .report import REFERENCE, Latency, Row
 from .rows import Contender, Progress
 
@@ -23,13 +24,15 @@ ROLES = ("decoder", "encoder")
 
 
 def layer_macs(man: dict[str, Any]) -> dict[str, int]:
-    """Multiply-accumulates per image from the manifest's model config."""
+    """Multiply-accumulates per image from the manifest's model config (a conditional
+    model's first layers also read the one-hot label)."""
     model = man.get("model") or {}
     d = int(model.get("input_dim") or np.prod(man["image_shape"]))
     hidden = [int(h) for h in model.get("hidden", [])]
     latent = int(man["latent_dim"])
-    dec = [latent, *reversed(hidden), d]
-    enc = [d, *hidden]
+    c = len(man.get("classes") or [])
+    dec = [latent + c, *reversed(hidden), d]
+    enc = [d + c, *hidden]
     return {
         "encoder": sum(a * b for a, b in zip(enc[:-1], enc[1:], strict=True))
         + (hidden[-1] if hidden else d) * 2 * latent,
@@ -79,8 +82,10 @@ def time_all(
     warmup: int,
     progress: Progress,
     cpu_clock: Callable[[], int],
+    n_classes: int = 0,
 ) -> None:
-    """Interleaved timing of every timed row, per role and batch size (wall and CPU time)."""
+    """Interleaved timing of every timed row, per role and batch size (wall and CPU time);
+    a conditional model (`n_classes` > 0) is fed one-hot labels cycling through the classes."""
     ref = next(c for c in contenders if c.row.name == REFERENCE)
     rng = np.random.default_rng(12345)
     steps = [(role, bs) for bs in batch_sizes for role in ROLES]
@@ -90,14 +95,15 @@ def time_all(
             data = rng.standard_normal((bs, latent_dim)).astype(np.float32)
         else:
             data = np.ascontiguousarray(np.resize(x, (bs, x.shape[1])), dtype=np.float32)
+        y = cycle_one_hot(bs, n_classes)
         fns: dict[str, Callable[[], object]] = {}
         owners: dict[str, list[Contender]] = {}
         for c in contenders:
-            # Rows sharing one encoder file (int8 and int8 static) share its timing.
+            # Rows sharing one encoder file share its timing.
             key = c.row.name if role == "decoder" else c.encoder_key
             owners.setdefault(key, []).append(c)
             if key not in fns:
-                fns[key] = c.timer(role, data)
+                fns[key] = c.timer(role, data) if y is None else c.timer(role, data, y)
         reps = _reps(fns[REFERENCE if role == "decoder" else ref.encoder_key], round_ms)
         budget = 4 * rounds * len(fns) * round_ms / 1e3
         res = timing.interleaved(
@@ -105,10 +111,7 @@ def time_all(
         )
         for key, t in res.items():
             for c in owners[key]:
-                prec = c.row.precision
-                ok = prec in ("fp32", "int8")  # the precisions the peak probe measures
-                pk = peak.get(f"{prec}_gmac_per_s") if ok else None
-                cpu_pk = peak.get(f"{prec}_cpu_gmac_per_s") if ok else None
+                pk, cpu_pk = _row_peak(c.row, peak)
                 getattr(c.row, role)[str(bs)] = _latency(t, bs, macs[role], pk, cpu_pk)
     progress("timing", len(steps), len(steps))
     for c in contenders:
@@ -119,6 +122,23 @@ def time_all(
                     lat.speedup_vs_fp32 = ref_lat[bs].p50_us / lat.p50_us
                 if bs in ref_lat and lat.cpu_p50_us > 0:
                     lat.cpu_speedup_vs_fp32 = ref_lat[bs].cpu_p50_us / lat.cpu_p50_us
+                if c.row.ceiling:
+                    lat.share_of_ceiling = _over(lat.speedup_vs_fp32, c.row.ceiling)
+                    lat.cpu_share_of_ceiling = _over(lat.cpu_speedup_vs_fp32, c.row.ceiling)
+
+
+def _over(v: float | None, ceiling: float) -> float | None:
+    return None if v is None else v / ceiling
+
+
+def _row_peak(row: Row, peak: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(wall, CPU-time) peak GMAC/s of the row's own format: fp32, or the int8 format its
+    recipe runs; None for int4/fp16, which the probe does not measure."""
+    fmt = "fp32" if row.precision == "fp32" else row.format
+    got = (peak.get("formats") or {}).get(fmt) if fmt else None
+    if not got:
+        return None, None
+    return got.get("gmac_per_s"), got.get("cpu_gmac_per_s")
 
 
 def noise_verdict(rows: list[Row]) -> dict[str, Any]:

@@ -6,6 +6,10 @@ and, when its path is given, the C firmware host binary (`edgevae firmware` prin
 line that builds it). Differences are in 8-bit pixel units (0-255), after each decoder's output
 is rounded to pixels as `images.to_uint8` does; the firmware binary prints pixels itself.
 
+A conditional model decodes column i's z with class i mod C (classes 0, 1, 2, ... across the
+picture), in every row, so every decoder gets the same (z, label) pairs; the firmware host
+program then reads the class index after the z values on each line.
+
 Torch-free at import: torch is imported only for the torch row.
 """
 
@@ -22,8 +26,9 @@ import numpy as np
 from ..errors import UsageError, one_line
 from ..runtime import images
 from ..runtime.generate import prior_z
+from ..runtime.labels import cycle_one_hot
 from ..runtime.model import Model
-from ..runtime.session import open_session
+from ..runtime.session import feeds, open_session
 
 LABEL_WIDTH = 64
 AMPLIFY = 10.0
@@ -53,9 +58,15 @@ def picture_size(n: int, image_shape: tuple[int, int], rows: int, labels: bool =
     return 2 * rows * (h + pad) + pad, n * (w + pad) + pad + (LABEL_WIDTH if labels else 0)
 
 
-def firmware_decode(binary: Path, z: np.ndarray, out_dim: int) -> np.ndarray:
-    """Run the firmware host binary: z lines on stdin, out_dim grey levels per line back."""
-    text = "".join(" ".join(f"{v:.9g}" for v in row) + "\n" for row in z)
+def firmware_decode(
+    binary: Path, z: np.ndarray, out_dim: int, labels: np.ndarray | None = None
+) -> np.ndarray:
+    """Run the firmware host binary: z lines on stdin (a conditional decoder's with the class
+    index last), out_dim grey levels per line back."""
+    ends = [""] * len(z) if labels is None else [f" {int(c)}" for c in labels]
+    text = "".join(
+        " ".join(f"{v:.9g}" for v in row) + end + "\n" for row, end in zip(z, ends, strict=True)
+    )
     try:
         proc = subprocess.run(
             [str(binary)],
@@ -102,11 +113,11 @@ def torch_row_skip(run: Path | None, hint: str = "") -> str | None:
     return None
 
 
-def _torch_pixels(run_dir: Path, z: np.ndarray) -> np.ndarray:
+def _torch_pixels(run_dir: Path, z: np.ndarray, y: np.ndarray | None) -> np.ndarray:
     from ..training.evaluate import decode_mean, load_model
 
     model, _ = load_model(run_dir)
-    return images.to_uint8(decode_mean(model, z))
+    return images.to_uint8(decode_mean(model, z, y))
 
 
 def _label(picture: np.ndarray, texts: list[tuple[int, str]]) -> np.ndarray:
@@ -164,11 +175,11 @@ def parity_grid(
         raise UsageError(f"must be > 0, got {amplify}", param="amplify")
     export_dir = Path(export_dir)
     fp32 = Model(export_dir, "fp32")
-    z = prior_z(n, fp32.latent_dim, seed)
+    z = _Latents(prior_z(n, fp32.latent_dim, seed), len(fp32.classes))
     decoded = _Decoded()
     if torch_row:
         _torch_row(decoded, fp32.manifest, run_dir, z)
-    ref = images.to_uint8(fp32.decode(z))
+    ref = images.to_uint8(fp32.decode(z.z, z.labels))
     decoded.add(ParityRow("ORT fp32", "ok", "reference"), ref)
     _ort_rows(decoded, export_dir, fp32.manifest, z)
     _firmware_row(decoded, firmware, z, fp32.input_dim)
@@ -179,39 +190,58 @@ def parity_grid(
     return picture, decoded.rows
 
 
-def _torch_row(decoded: _Decoded, man: dict[str, Any], run_dir: Path | None, z) -> None:
+@dataclass(frozen=True)
+class _Latents:
+    """The seeded z every decoder gets, with a conditional model's labels (class i mod C for
+    column i; None for an unconditional model) as positions and as one-hot rows."""
+
+    z: np.ndarray
+    n_classes: int
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        return np.arange(len(self.z)) % self.n_classes if self.n_classes else None
+
+    @property
+    def y(self) -> np.ndarray | None:
+        return cycle_one_hot(len(self.z), self.n_classes)
+
+
+def _torch_row(decoded: _Decoded, man: dict[str, Any], run_dir: Path | None, z: _Latents) -> None:
     run = run_dir if run_dir is not None else Path(str(man.get("run_dir") or ""))
     skip = torch_row_skip(run)
     if skip:
         decoded.add(ParityRow("torch fp32", "skipped", skip))
     else:
-        decoded.attempt("torch fp32", lambda: _torch_pixels(run, z), f"run dir {run}")
+        decoded.attempt("torch fp32", lambda: _torch_pixels(run, z.z, z.y), f"run dir {run}")
 
 
-def _ort_rows(decoded: _Decoded, export_dir: Path, man: dict[str, Any], z: np.ndarray) -> None:
+def _ort_rows(decoded: _Decoded, export_dir: Path, man: dict[str, Any], z: _Latents) -> None:
     """ORT int8 (the export's chosen recipe) and ORT int8 static (the firmware's graph)."""
     decoded.attempt(
         "ORT int8",
-        lambda: images.to_uint8(Model(export_dir, "int8").decode(z)),
+        lambda: images.to_uint8(Model(export_dir, "int8").decode(z.z, z.labels)),
         "decoder.int8.onnx",
     )
     static_name = man.get("firmware_decoder") or "decoder.int8.static.onnx"
 
     def static() -> np.ndarray:
-        sess = open_session(export_dir / static_name, "decoder")
-        return images.to_uint8(sess.run(["x_mean"], {"z": z})[0])
+        sess = open_session(export_dir / static_name, "decoder", conditional=z.n_classes > 0)
+        return images.to_uint8(sess.run(["x_mean"], feeds("decoder", z.z, z.y))[0])
 
     decoded.attempt("ORT int8 static", static, static_name)
 
 
-def _firmware_row(decoded: _Decoded, firmware: Path | None, z: np.ndarray, dim: int) -> None:
+def _firmware_row(decoded: _Decoded, firmware: Path | None, z: _Latents, dim: int) -> None:
     name = "C firmware"
     if firmware is None:
         decoded.add(ParityRow(name, "skipped", f"no host binary given ({FIRMWARE_HINT})"))
     elif not Path(firmware).is_file():
         decoded.add(ParityRow(name, "skipped", f"{firmware} not found ({FIRMWARE_HINT})"))
     else:
-        decoded.attempt(name, lambda: firmware_decode(Path(firmware), z, dim), str(firmware))
+        decoded.attempt(
+            name, lambda: firmware_decode(Path(firmware), z.z, dim, z.labels), str(firmware)
+        )
 
 
 def _compare(

@@ -38,6 +38,8 @@ class Latency:
     cpu_p50_us: float = math.nan
     cpu_speedup_vs_fp32: float | None = None
     cpu_pct_of_peak: float | None = None
+    share_of_ceiling: float | None = None
+    cpu_share_of_ceiling: float | None = None
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Row:
     encoder_file: str | None = None
     decoder_file: str | None = None
     note: str = ""
+    format: str | None = None
+    ceiling: float | None = None
     status: str = PASSED
     reason: str | None = None
     size_kb: float | None = None
@@ -199,6 +203,7 @@ LATENCY_HEADERS = [
     "% peak",
     "× fp32",
     "cpu ×",
+    "% ceil",
 ]
 ACCURACY_HEADERS = [
     "row",
@@ -237,6 +242,7 @@ def latency_rows(report: BenchReport) -> list[list[str]]:
                         _fmt(d.pct_of_peak, ".0f"),
                         _fmt(d.speedup_vs_fp32, ".2f"),
                         _fmt(d.cpu_speedup_vs_fp32, ".2f"),
+                        _fmt(_pct(share_of_ceiling(report, d)), ".0f"),
                     ]
                 )
     return out
@@ -267,21 +273,48 @@ def accuracy_rows(report: BenchReport, with_reason: bool = True) -> list[list[st
 def summary_lines(report: BenchReport) -> list[str]:
     """What the tables do not show: machine, peak, accuracy settings, noise, versions."""
     cpu = report.cpu
-    pk = report.peak
     v = report.versions
     return [
         f"CPU: {cpu.get('model')} [{cpu.get('kind')}; {', '.join(cpu.get('flags', []))}], "
         f"{report.threads} thread(s), load average {_load(cpu.get('loadavg'))}",
-        f"peak ({pk.get('shape', PEAK_SHAPE)} MatMul, onnxruntime): fp32 "
-        f"{_fmt(pk.get('fp32_gmac_per_s'), '.1f')} GMAC/s, int8 (u8 x s8) "
-        f"{_fmt(pk.get('int8_gmac_per_s'), '.1f')} GMAC/s; MACs/image: decoder "
-        f"{report.macs_per_image['decoder']:,}, encoder {report.macs_per_image['encoder']:,}",
+        _peak_line(report),
         f"accuracy: {report.n_images} {report.split} images, k={report.k}, seed {report.seed} "
         f"(same noise for every row); budget {report.budget_nats:g} nats ({report.budget_from})",
         f"timing noise: median spread {_fmt(report.noise.get('median_spread'), '.2f')}, worst "
         f"{_fmt(report.noise.get('max_spread'), '.2f')} -> {report.noise.get('verdict')}",
         "versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
     ]
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None else 100.0 * v
+
+
+def share_of_ceiling(report: BenchReport, lat: Latency | None) -> float | None:
+    """A latency's speedup over its row's int8 ceiling, from the clock the gate trusts (CPU
+    time with one thread, wall time otherwise)."""
+    if lat is None:
+        return None
+    if report.threads == 1 and lat.cpu_share_of_ceiling is not None:
+        return lat.cpu_share_of_ceiling
+    return lat.share_of_ceiling
+
+
+def _peak_line(report: BenchReport) -> str:
+    pk = report.peak
+    formats = pk.get("formats") or {}
+    shape = "x".join(str(d) for d in pk.get("shape", PEAK_SHAPE))
+    gmacs = ", ".join(
+        f"{f} {_fmt(v.get('cpu_gmac_per_s') or v.get('gmac_per_s'), '.0f')}"
+        for f, v in formats.items()
+    )
+    ceil = ", ".join(f"{f} {_fmt(v, '.2f')}x" for f, v in (pk.get("ceiling") or {}).items())
+    return (
+        f"peak ({shape} MatMul/MatMulInteger, onnxruntime, GMAC/s): {gmacs or 'not measured'}; "
+        f"int8 ceiling (x fp32): {ceil or 'not measured'}; % ceil = a row's speedup over its "
+        f"format's ceiling; MACs/image: decoder {report.macs_per_image['decoder']:,}, "
+        f"encoder {report.macs_per_image['encoder']:,}"
+    )
 
 
 def _load(loadavg: list[float] | None) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..quant.recipes import RECIPES
-from ..runtime.session import DECODER_IO, ENCODER_IO, open_session
+from ..runtime.session import feeds, open_session
 from .parity import torch_row_skip
 from .report import FAILED, REFERENCE, Row
 
@@ -23,34 +23,38 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class Contender:
-    """A row plus what it computes; a row that could not be loaded has no callables."""
+    """A row plus what it computes; a row that could not be loaded has no callables. A
+    conditional model's callables take the one-hot labels `y` [N, C] as a second argument."""
 
     row: Row
-    encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
-    decode: Callable[[np.ndarray], np.ndarray] | None = None  # z -> logits
-    timer: Callable[[str, np.ndarray], Callable[[], object]] | None = None  # (role, input)
-    # Rows with the same key share one encoder timing (int8 and int8 static: the same file).
+    encode: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None  # (x, y=None)
+    decode: Callable[..., np.ndarray] | None = None  # (z, y=None) -> logits
+    timer: Callable[..., Callable[[], object]] | None = None  # (role, input, y=None)
+    # Rows with the same key share one encoder timing (the same encoder file).
     encoder_key: str = ""
     paths: tuple[Path, Path] | None = None  # ORT rows: (encoder, decoder) files
+    conditional: bool = False
 
 
-def ort_contender(row: Row, enc_path: Path, dec_path: Path, threads: int) -> Contender:
-    enc = open_session(enc_path, "encoder", threads)
-    dec = open_session(dec_path, "decoder", threads)
+def ort_contender(
+    row: Row, enc_path: Path, dec_path: Path, threads: int, conditional: bool = False
+) -> Contender:
+    enc = open_session(enc_path, "encoder", threads, conditional)
+    dec = open_session(dec_path, "decoder", threads, conditional)
     row.size_kb = (enc_path.stat().st_size + dec_path.stat().st_size) / 1024
 
-    def encode(x):
-        mu, lv = enc.run(["mu", "logvar"], {"x": np.ascontiguousarray(x, np.float32)})
+    def encode(x, y=None):
+        mu, lv = enc.run(["mu", "logvar"], feeds("encoder", x, y))
         return mu, lv
 
-    def decode(z):
-        return dec.run(["logits"], {"z": np.ascontiguousarray(z, np.float32)})[0]
+    def decode(z, y=None):
+        return dec.run(["logits"], feeds("decoder", z, y))[0]
 
-    def timer(role, data):
-        sess, feed = (enc, {"x": data}) if role == "encoder" else (dec, {"z": data})
+    def timer(role, data, y=None):
+        sess, feed = (enc if role == "encoder" else dec), feeds(role, data, y)
         return lambda: sess.run(None, feed)
 
-    return Contender(row, encode, decode, timer, str(enc_path), (enc_path, dec_path))
+    return Contender(row, encode, decode, timer, str(enc_path), (enc_path, dec_path), conditional)
 
 
 def _load_or_fail(row: Row, load: Callable[[], Contender]) -> Contender:
@@ -65,7 +69,7 @@ def _load_or_fail(row: Row, load: Callable[[], Contender]) -> Contender:
 
 def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> list[Contender]:
     """ORT fp32 (the reference), ORT int8 (the recipe the export chose) and ORT int8 static
-    (the firmware decoder with the int8 encoder)."""
+    (the firmware pair: encoder.int8.static.onnx and decoder.int8.static.onnx)."""
     ref = Row(
         REFERENCE,
         "onnxruntime",
@@ -84,24 +88,32 @@ def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> li
         decoder_file="decoder.int8.onnx",
         note="the recipe the export chose",
     )
+    # The firmware pair; exports from before the static encoder pair it with the int8 one.
+    static_encoder = man.get("firmware_encoder")
     static = Row(
         "ORT int8 static",
         "onnxruntime",
         "int8",
         recipe=man.get("firmware_decoder") and "firmware",
-        encoder_file="encoder.int8.onnx",
+        encoder_file=static_encoder or "encoder.int8.onnx",
         decoder_file=man.get("firmware_decoder") or "decoder.int8.static.onnx",
-        note="firmware decoder (integer-only) with the int8 encoder",
+        note="firmware pair (integer-only encoder and decoder)"
+        if static_encoder
+        else "firmware decoder (integer-only) with the int8 encoder",
     )
     # No _load_or_fail for the reference: without it there is nothing to compare against.
-    out = [_ort_row(ref, export_dir, threads)]
-    out += [_load_or_fail(r, lambda r=r: _ort_row(r, export_dir, threads)) for r in (int8, static)]
+    cond = bool(man.get("classes"))
+    out = [_ort_row(ref, export_dir, threads, cond)]
+    out += [
+        _load_or_fail(r, lambda r=r: _ort_row(r, export_dir, threads, cond)) for r in (int8, static)
+    ]
     return out
 
 
-def _ort_row(row: Row, folder: Path, threads: int) -> Contender:
+def _ort_row(row: Row, folder: Path, threads: int, conditional: bool) -> Contender:
     """The ORT contender of a row whose encoder_file and decoder_file are in `folder`."""
-    return ort_contender(row, folder / row.encoder_file, folder / row.decoder_file, threads)
+    enc, dec = folder / row.encoder_file, folder / row.decoder_file
+    return ort_contender(row, enc, dec, threads, conditional)
 
 
 # --------------------------------------------------------------------------- torch fp32
@@ -142,22 +154,25 @@ def _torch_model_contender(row: Row, run_dir: Path) -> Contender:
     model, _ = load_model(run_dir)
     encode, decode, _gauss = torch_callables(model)
 
-    def timer(role, data):
+    def timer(role, data, y=None):
         t = torch.from_numpy(np.ascontiguousarray(data))
+        yt = None if y is None else torch.from_numpy(np.ascontiguousarray(y))
 
         if role == "encoder":
+            rows = t if yt is None else torch.cat((t, yt), dim=1)
 
             def run():
                 with torch.inference_mode():
-                    return model.encoder(t)
+                    return model.encoder(rows)
         else:
 
             def run():
-                return decoder_mean(model, t)
+                return decoder_mean(model, t, yt)
 
         return run
 
-    return Contender(row, encode, decode, timer, encoder_key="torch")
+    cond = bool(model.cfg.n_classes)
+    return Contender(row, encode, decode, timer, encoder_key="torch", conditional=cond)
 
 
 # --------------------------------------------------------------------------- other recipes
@@ -171,15 +186,18 @@ def recipe_contenders(
     names: list[str],
     threads: int,
     progress: Progress,
+    train_labels: np.ndarray | None = None,
 ) -> Iterator[Contender]:
-    """Every recipe in `names` re-created from the fp32 models with the export's calibration,
-    its files written under `work` (which must outlive the timing)."""
-    from ..quant import search as quantize
+    """Every recipe in `names` re-created from the fp32 models with the export's calibration
+    (a conditional model's with the images' one-hot `train_labels`), its files written under
+    `work` (which must outlive the timing)."""
+    from ..quant import apply
 
     cal = (man.get("quantization") or {}).get("calibration") or {}
     n_cal = int(cal.get("encoder_images", 5000))
     seed = int(cal.get("seed", 0))
-    x_cal, z_cal = quantize.calibration_sets(export_dir, train_images, n_cal, seed)
+    calib = apply.calibration_sets(export_dir, train_images, n_cal, seed, train_labels)
+    cond = train_labels is not None
     for i, name in enumerate(names):
         progress(f"quantizing {name}", i, len(names))
         recipe = RECIPES[name]
@@ -195,15 +213,10 @@ def recipe_contenders(
         )
 
         def load(row=row, recipe=recipe, name=name) -> Contender:
-            for role, data, io_ in (("encoder", x_cal, ENCODER_IO), ("decoder", z_cal, DECODER_IO)):
-                quantize.apply_recipe(
-                    recipe,
-                    export_dir / f"{role}.fp32.onnx",
-                    work / f"{role}.{name}.onnx",
-                    data,
-                    io_[0][0],
-                )
-            return _ort_row(row, work, threads)
+            for role, data in zip(("encoder", "decoder"), calib, strict=True):
+                src, dst = export_dir / f"{role}.fp32.onnx", work / f"{role}.{name}.onnx"
+                apply.apply_recipe(recipe, src, dst, data)
+            return _ort_row(row, work, threads, cond)
 
         yield _load_or_fail(row, load)
     progress("quantizing", len(names), len(names))

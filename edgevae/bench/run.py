@@ -2,19 +2,22 @@
 
 Rows: torch fp32 (when torch is importable and the run dir exists), ORT fp32 (the reference
 every delta and speedup is taken against), ORT int8 (the recipe the export chose), ORT int8
-static (the firmware decoder `decoder.int8.static.onnx` paired with the int8 encoder) and, with
+static (the firmware pair `encoder.int8.static.onnx` + `decoder.int8.static.onnx`; exports
+made before the static encoder pair the firmware decoder with the int8 encoder) and, with
 `all_recipes`, every other recipe re-created from the fp32 models with the export's calibration.
 
 Accuracy uses `metrics.evaluate` on the export's held-out test images (`heldout.npy`; with
-`data`, that data's test split) with the same seed for every row (common random numbers), so
-NLL deltas are much more precise than the NLLs themselves. Latency runs all rows interleaved in
-rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread
+`data`, that data's test split) with the same seed for every row (common random numbers), so NLL
+deltas are much more precise than the NLLs themselves; a conditional model's are on -log p(x|y)
+with the images' labels (its timing feeds one-hot labels too). Latency runs all rows interleaved
+in rounds (`timing.interleaved`), so drift on a busy machine hits them alike; the spread
 (IQR/median) says how far absolute times can be trusted. Each round is also timed in CPU time
 (the calling thread's clock with one thread), which does not grow while the process waits for a
 CPU: on an oversubscribed machine the CPU-time speedups stay right when wall-time ones do not,
-and the min_speedup gate uses them (with one thread). Achieved GMAC/s is compared with a peak
-measured by onnxruntime itself on a 1024x1024x1024 fp32 MatMul and a u8 x s8 MatMulInteger of
-the same size.
+and the min_speedup gate uses them (with one thread). Achieved GMAC/s is compared with the peak
+onnxruntime itself reaches on this CPU for the row's GEMM format (`peak`: fp32 MatMul and
+MatMulInteger per int8 format), and each int8 row's speedup with its format's ceiling (int8
+GMAC/s over fp32's): the share of what this CPU's int8 kernels can give.
 
 This module runs the bench in its phases - options, inputs, rows, accuracy, latency, report -
 and the parts live in `rows` (what each row runs), `accuracy`, `latency`, `peak` (the peak
@@ -31,10 +34,14 @@ all accuracies in nats per image, pixel differences on the 0-255 scale:
 - `cpu`: `arch`, `model`, `kind`, `flags`, `logical_cpus`, `loadavg` (1/5/15 min at start)
 - `versions`: edgevae, python, and those installed of numpy, onnxruntime, onnx, torch, pillow,
   matplotlib (from package metadata: nothing is imported)
-- `peak`: `fp32_gmac_per_s`, `int8_gmac_per_s` (median run; null if a probe failed, then
-  `fp32_error`/`int8_error` say why), `fp32_best_gmac_per_s`, `int8_best_gmac_per_s` (fastest
-  run), `fp32_cpu_gmac_per_s`, `int8_cpu_gmac_per_s` (median, CPU time), `shape` [M, K, N],
-  `threads`, `runs`
+- `peak` (`bench.peak`): `formats` ({format: `gmac_per_s` (median round, wall),
+  `best_gmac_per_s` (fastest round), `cpu_gmac_per_s` (median, CPU time), `calls_per_round`,
+  `error` when the probe failed}; formats fp32, u8s8, u8s8-7bit, u8u8, s8s8), `ceiling`
+  ({int8 format: its GMAC/s over fp32's in the same run, from CPU time with one thread, wall
+  time otherwise}), `fp32_gmac_per_s`, `int8_gmac_per_s` (median run, int8 = u8s8-7bit;
+  null if a probe failed, then `fp32_error`/`int8_error` say why), `fp32_best_gmac_per_s`,
+  `int8_best_gmac_per_s`, `fp32_cpu_gmac_per_s`, `int8_cpu_gmac_per_s`, `shape` [M, K, N],
+  `threads`, `runs`, `seconds` (the probe's wall time)
 - `macs_per_image`: `encoder`, `decoder` (sum of fan_in*fan_out over the layers)
 - `budget_nats`, `budget_from` ("max_delta_nats": given to the bench, "manifest" or "default")
 - `timing`: `rounds`, `round_ms`, `warmup`, `interleaved` (true), `clock` (wall clock used),
@@ -47,6 +54,8 @@ all accuracies in nats per image, pixel differences on the 0-255 scale:
 - `rows`: list, each with
   - `name`, `runtime` ("torch" | "onnxruntime"), `precision` (fp32 | int8 | int4 | fp16),
     `recipe` (null for fp32), `encoder_file`, `decoder_file`, `note`
+  - `format`: the int8 GEMM format the recipe runs on this CPU (`recipes.gemm_format`; null
+    for fp32, int4, fp16), `ceiling`: that format's entry of `peak.ceiling`
   - `status`: "passed" | "exported but failed validation" | "failed"; `reason` (null if passed)
   - `size_kb` (encoder + decoder file bytes / 1024; null for torch)
   - `neg_elbo`, `nll_iw`, `nll_delta` (vs the reference, same noise), `kl`, `active_units`,
@@ -60,7 +69,9 @@ all accuracies in nats per image, pixel differences on the 0-255 scale:
     of the row's own precision; null for int4/fp16), `speedup_vs_fp32` (reference p50 / p50),
     `cpu_p50_us` (median over rounds of the mean CPU time per call), `cpu_speedup_vs_fp32`,
     `cpu_pct_of_peak` (the same from CPU time, see `timing.cpu_clock_for`; immune to the process
-    being descheduled)
+    being descheduled), `share_of_ceiling` (`speedup_vs_fp32` / the row's `ceiling`: how much
+    of what the CPU's int8 GEMM can give the row reaches; null without a ceiling),
+    `cpu_share_of_ceiling` (the same from `cpu_speedup_vs_fp32`)
 """
 
 from __future__ import annotations
@@ -78,13 +89,14 @@ import numpy as np
 
 from ..data.runs import load_run_data
 from ..errors import EdgeVAEError, UsageError
-from ..quant.recipes import RECIPES, cpu_info
+from ..quant.recipes import RECIPES, cpu_info, gemm_format
 from ..runtime import heldout, timing
 from ..runtime import manifest as manifest_mod
+from ..runtime.labels import cycle_one_hot, match_one_hot
 from ..threads import set_torch_threads
-from .accuracy import accuracy_all, compare_to_reference
+from .accuracy import Labels, accuracy_all, compare_to_reference
 from .latency import layer_macs, noise_verdict, time_all
-from .peak import PEAK_SHAPE, peak_probe
+from .peak import empty_peak, peak_probe
 from .report import DIFF_Z, FAILED, REFERENCE, BenchReport
 from .rows import Contender, Progress, export_contenders, recipe_contenders, torch_contender
 
@@ -118,14 +130,23 @@ class _Inputs:
     data: str | None  # the data spec; None: the export's held-out images, else the run's
     budget: float
     budget_from: str
+    y: np.ndarray | None = None  # a conditional model's one-hot labels of x [N, C]
 
-    def train(self) -> np.ndarray:
-        """Training images, to calibrate re-created recipes: the run's data is needed here."""
-        return load_run_data(self.man["train"], self.man["image_shape"], self.data).train
+    def train(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Training images (and a conditional model's one-hot labels), to calibrate
+        re-created recipes: the run's data is needed here."""
+        ds = load_run_data(self.man["train"], self.man["image_shape"], self.data)
+        if not self.classes:
+            return ds.train, None
+        return ds.train, match_one_hot(self.classes, ds.classes, ds.labels("train"))
 
     @property
     def latent(self) -> int:
         return int(self.man["latent_dim"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.man.get("classes") or [])
 
 
 def _options(
@@ -248,14 +269,22 @@ def _inputs(
             raise EdgeVAEError(f"{export_dir}: {name} missing; run `edgevae export`")
     budget, budget_from = _budget(man, max_delta_nats)
     progress("loading data", 0, 1)
+    classes = man.get("classes") or []
     if data is None and man.get("heldout"):
         dim = int(man["image_shape"][0]) * int(man["image_shape"][1])
-        test = heldout.read(export_dir, man["heldout"], dim)
+        entry = man["heldout"]
+        test = heldout.read(export_dir, entry, dim)
+        found = (entry.get("classes"), entry.get("labels"))
     else:
-        test = load_run_data(man["train"], man["image_shape"], data).test
+        ds = load_run_data(man["train"], man["image_shape"], data)
+        test, found = ds.test, (ds.classes, ds.labels("test"))
     x = np.ascontiguousarray(test[:limit] if limit else test, dtype=np.float32)
+    y = None
+    if classes:  # a conditional model: the images' labels, in its classes
+        labels = None if found[1] is None else np.asarray(found[1])[: len(x)]
+        y = match_one_hot(classes, found[0], labels)
     progress("loading data", 1, 1)
-    return _Inputs(export_dir, man, x, data, budget, budget_from)
+    return _Inputs(export_dir, man, x, data, budget, budget_from, y)
 
 
 def _rows(
@@ -270,10 +299,12 @@ def _rows(
         contenders += [torch_c] if torch_c is not None else []
         notes += [skipped] if skipped else []
     contenders += export_contenders(inputs.export_dir, inputs.man, threads)
-    notes.append(
-        "ORT int8 static pairs decoder.int8.static.onnx (what the C firmware runs) with "
-        "encoder.int8.onnx; its encoder timing is the int8 row's"
-    )
+    static = next((c.row for c in contenders if c.row.name == "ORT int8 static"), None)
+    if static is not None:
+        notes.append(
+            f"ORT int8 static pairs {static.decoder_file} (what the C firmware runs) with "
+            f"{static.encoder_file}"
+        )
     return contenders, resolved_run
 
 
@@ -283,9 +314,10 @@ def _recipe_rows(
     """Every recipe but the two the export rows already show, re-created under `work`."""
     chosen = (inputs.man.get("quantization") or {}).get("chosen")
     names = [n for n in RECIPES if n not in (chosen, "firmware")]
+    train, train_y = inputs.train()
     rows = list(
         recipe_contenders(
-            inputs.export_dir, work, inputs.man, inputs.train(), names, threads, progress
+            inputs.export_dir, work, inputs.man, train, names, threads, progress, train_y
         )
     )
     notes.append(
@@ -304,12 +336,13 @@ def _accuracy(
     gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
     rng = np.random.default_rng(opts.seed)
     z_diff = rng.standard_normal((DIFF_Z, inputs.latent)).astype(np.float32)
+    labels = Labels(inputs.y, cycle_one_hot(DIFF_Z, len(inputs.classes)))
     live = [c for c in contenders if c.row.status != FAILED]
     workers = max(1, os.cpu_count() or 1)
     likelihood = man.get("likelihood", "bernoulli")
     means = accuracy_all(
         live, inputs.x, z_diff, likelihood, gauss, opts.k, opts.seed, workers, opts.threads,
-        progress,
+        progress, labels,
     )  # fmt: skip
     ref_row = next(c.row for c in contenders if c.row.name == REFERENCE)
     if ref_row.status == FAILED:
@@ -323,22 +356,21 @@ def _latency(
     """One peak probe (if asked), then every live row timed interleaved; returns the peak
     figures and the CPU clock used."""
     set_torch_threads(opts.threads)
-    peak_info: dict[str, Any] = {
-        "fp32_gmac_per_s": None,
-        "int8_gmac_per_s": None,
-        "shape": list(PEAK_SHAPE),
-        "threads": opts.threads,
-        "runs": 0,
-    }
+    peak_info = empty_peak(opts.threads)
     if peak:
         progress("peak probe", 0, 1)
         peak_info = peak_probe(opts.threads)
         progress("peak probe", 1, 1)
+    cpu = cpu_info()
+    for c in contenders:
+        recipe = RECIPES.get(c.row.recipe or "")
+        c.row.format = gemm_format(recipe, cpu) if recipe is not None else None
+        c.row.ceiling = (peak_info.get("ceiling") or {}).get(c.row.format or "")
     clock = timing.cpu_clock_for(opts.threads)
     timed = [c for c in contenders if c.row.status != FAILED and c.timer is not None]
     time_all(
         timed, opts.batch_sizes, inputs.x, inputs.latent, layer_macs(inputs.man), peak_info,
-        opts.rounds, opts.round_ms, opts.warmup, progress, clock,
+        opts.rounds, opts.round_ms, opts.warmup, progress, clock, len(inputs.classes),
     )  # fmt: skip
     return peak_info, clock
 

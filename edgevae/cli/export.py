@@ -32,37 +32,95 @@ def print_parity(exported: api.Exported) -> None:
     console.print(table)
 
 
+def _x(c, key: str) -> str:
+    """A speedup cell: '2.31' or, with the format's ceiling, '2.31 (68%)'."""
+    v = c.speedup.get(key)
+    if v is None:
+        return "-"
+    share = c.share.get(key)
+    return f"{v:.2f}" + (f" ({share:.0%})" if share is not None and key.endswith("@256") else "")
+
+
+def _status(c, report) -> str:
+    if c.error:  # errors name files: escaped, a path like "[/x]" is not markup
+        return f"[red]failed: {escape(c.error)}[/]"
+    if c.label == report.chosen_label:
+        return "[bold green]chosen[/]" + (" [yellow](forced)[/]" if report.forced else "")
+    if c.dropped:
+        return f"[yellow]{escape(c.dropped)}[/]" if not c.within_budget else escape(c.dropped)
+    return "" if c.within_budget else "[yellow]over budget[/]"
+
+
 def print_quant(report) -> None:
-    table = Table(title=f"Quantization candidates (budget {report.budget_nats:g} nats/image)")
-    columns = ("recipe", "ΔNLL pair", "Δ enc", "Δ dec", "dec x@1", "dec x@256", "enc x@1")
-    for col in (*columns, "enc x@256", "dec KB", ""):
+    ceil = report.ceiling.get("ceiling") or {}
+    title = f"Quantization candidates (budget {report.budget_nats:g} nats/image)"
+    table = Table(title=title)
+    columns = ("recipe", "ΔNLL pair", "± se", "images", "Δ enc", "Δ dec", "dec x@1")
+    for col in (*columns, "dec x@256", "enc x@1", "enc x@256", "dec KB", ""):
         table.add_column(col, justify="right" if col not in ("recipe", "") else "left")
     for c in report.candidates:
-        if c.error:  # errors name files: escaped, a path like "[/x]" is not markup
-            table.add_row(c.recipe, *[""] * 8, f"[red]failed: {escape(c.error)}[/]")
-            continue
-        mark = (
-            "[bold green]chosen[/]"
-            if c.recipe == report.chosen
-            else ("" if c.within_budget else "[yellow]over budget[/]")
-        )
-        s = c.speedup
-        table.add_row(
-            c.recipe,
-            f"{c.nll_delta:+.3f}",
-            f"{c.encoder_nll_delta:+.3f}",
-            f"{c.decoder_nll_delta:+.3f}",
-            *(f"{s[k]:.2f}" for k in ("decoder@1", "decoder@256", "encoder@1", "encoder@256")),
-            f"{c.bytes['decoder'] / 1024:.0f}",
-            mark,
-        )
+        nums = ("-",) * 5
+        if c.error is None:
+            nums = (
+                f"{c.nll_delta:+.3f}",
+                f"{c.nll_delta_se:.3f}",
+                str(c.nll_images),
+                "-"
+                if c.encoder_nll_delta != c.encoder_nll_delta
+                else f"{c.encoder_nll_delta:+.3f}",
+                "-"
+                if c.decoder_nll_delta != c.decoder_nll_delta
+                else f"{c.decoder_nll_delta:+.3f}",
+            )
+        keys = ("decoder@1", "decoder@256", "encoder@1", "encoder@256")
+        kb = f"{c.bytes['decoder'] / 1024:.0f}" if "decoder" in c.bytes else "-"
+        table.add_row(escape(c.label), *nums, *(_x(c, k) for k in keys), kb, _status(c, report))
     console.print(table)
+    shares = ", ".join(f"{f} {v:.2f}x" for f, v in ceil.items() if v)
+    chosen = report.chosen_candidate
     console.print(
-        f"chosen: [bold]{report.chosen}[/] ({RECIPES[report.chosen].description}); "
-        f"firmware decoder: {report.firmware_decoder} "
-        f"(ΔNLL {report.firmware_nll_delta:+.3f} nats with the fp32 encoder); "
-        f"CPU: {escape(report.cpu['model'])} [{report.cpu['kind']}]"
-        + (" [yellow](forced over budget)[/]" if report.forced else ""),
+        f"chosen: [bold]{escape(chosen.label)}[/] ({RECIPES[report.chosen].description}); "
+        f"int8 ceiling on this CPU (int8 GEMM GMAC/s over fp32's): {shares or 'not measured'}; "
+        f"x@256 (n%) = speedup and its share of the recipe's ceiling; "
+        f"firmware pair: {report.firmware_encoder} + {report.firmware_decoder} "
+        f"(ΔNLL {report.firmware_pair_nll_delta:+.3f} nats; decoder alone "
+        f"{report.firmware_nll_delta:+.3f}; with the 4-bit {report.firmware_decoder_int4} "
+        f"{report.firmware_int4_pair_nll_delta:+.3f}); CPU: {escape(report.cpu['model'])} "
+        f"[{report.cpu['kind']}]; {report.seconds:.1f} s",
+        highlight=False,
+    )
+    if report.mixed:
+        print_mixed(report.mixed)
+    if report.explain:
+        print_explain(report.explain, report.chosen)
+
+
+def print_explain(items, recipe: str) -> None:
+    """The nats each quantization costs alone (weights and activations of each node)."""
+    table = Table(title=f"Cost of each quantized node alone ({recipe}; nats/image, paired IWAE)")
+    for col in ("model", "node", "part", "tensor", "ΔNLL", "± se", "images"):
+        table.add_column(col, justify="right" if col in ("ΔNLL", "± se", "images") else "left")
+    for it in sorted(items, key=lambda i: -i.nll_delta):
+        table.add_row(
+            it.role, escape(it.node), it.part, escape(it.tensor),
+            f"{it.nll_delta:+.4f}", f"{it.nll_delta_se:.4f}", str(it.images),
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_mixed(mixed: dict) -> None:
+    """What mixed precision kept in float, and what that costs against all-int8."""
+    if "label" not in mixed:
+        console.print(f"[yellow]{escape(mixed.get('note', ''))}[/]", highlight=False)
+        return
+    kb = lambda b: sum(b.values()) / 1024  # noqa: E731
+    s, s0 = mixed["speedup"], mixed["speedup_all_int8"]
+    console.print(
+        f"mixed precision: {escape(mixed['label'])}: ΔNLL {mixed['nll_delta']:+.3f} nats "
+        f"(all int8 {mixed['nll_delta_all_int8']:+.3f}); {kb(mixed['bytes']):.0f} KB "
+        f"(all int8 {kb(mixed['bytes_all_int8']):.0f} KB); decoder speedup at 256 "
+        f"{s.get('decoder@256', 0):.2f}x (all int8 {s0.get('decoder@256', 0):.2f}x), at 1 "
+        f"{s.get('decoder@1', 0):.2f}x (all int8 {s0.get('decoder@1', 0):.2f}x)",
         highlight=False,
     )
 
@@ -115,6 +173,7 @@ def export(
     epilog=(
         "Examples:\n\n  edgevae quantize                      # measure this CPU's candidates\n\n"
         "  edgevae quantize --recipe static-pc --budget-nats 0.2\n\n"
+        "  edgevae quantize --explain            # which node costs the nats\n\n"
         "  edgevae quantize --also int4,fp16     # report opt-in formats too"
     )
 )
@@ -132,6 +191,9 @@ def quantize(
     seed: int = typer.Option(0, min=0, help="Seed for calibration sampling."),
     force: bool = typer.Option(False, help="Keep the closest recipe even if over budget."),
     also: str = typer.Option("", help="Extra recipes to measure, e.g. int4,fp16."),
+    explain: bool = typer.Option(
+        False, help="Also measure the nats each quantized node costs alone (a table)."
+    ),
 ) -> None:
     """Quantize the exported models to int8, choosing the fastest recipe within the budget."""
     quantize_with_output(
@@ -144,4 +206,5 @@ def quantize(
         seed=seed,
         force=force,
         also=[a.strip() for a in also.split(",") if a.strip()],
+        explain=explain,
     )

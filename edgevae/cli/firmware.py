@@ -1,7 +1,9 @@
-"""`edgevae firmware`: C weights and the C kernel for the int8 microcontroller decoder."""
+"""`edgevae firmware`: C weights and the C kernel for the int8 microcontroller decoder (and,
+with --score, the int8 encoder and the anomaly score)."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
 DEFAULT_OUT = Path("firmware")
 
 
+class WeightBits(str, Enum):
+    eight = "8"
+    four = "4"
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
@@ -26,14 +33,15 @@ def _plain(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _layers_table(report: FirmwareReport, out_dir: Path) -> Table:
-    layers = Table(title=f"{report.source} -> {out_dir}/", title_justify="left")
-    for column in ("layer", "shape", "scales", "activation", "input"):
+def _layers_table(source: str, rows: list[dict], out_dir: Path) -> Table:
+    layers = Table(title=f"{source} -> {out_dir}/", title_justify="left")
+    for column in ("layer", "shape", "weights", "scales", "activation", "input"):
         layers.add_column(column)
-    for item in report.layers:
+    for item in rows:
         layers.add_row(
             item["name"],
             f"{item['in']} -> {item['out']}",
+            f"{item['weight_bits']}-bit",
             item["scale"],
             item["activation"],
             item["input"],
@@ -53,9 +61,23 @@ def _sizes_table(report: FirmwareReport) -> Table:
         "RAM: activation buffers (+ ~200 B stack)", f"{report.ram_bytes} ({_kib(report.ram_bytes)})"
     )
     sizes.add_row("MACs per image", str(report.macs))
+    if report.score is not None:
+        sizes.add_row("MACs per score (encoder + decoder)", str(report.score["macs"]))
     fits = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in report.fits.items())
-    sizes.add_row("fits flash (model + 4 KiB kernel)", fits)
+    sizes.add_row(f"fits flash (model + {report.kernel_budget // 1024} KiB kernel)", fits)
     return sizes
+
+
+def _print_score(report: FirmwareReport) -> None:
+    """The score build's threshold and its host program's build and run lines."""
+    score = report.score
+    if score["threshold_nats"] is not None:
+        _plain(f"EDGEVAE_THRESHOLD_NATS = {score['threshold_nats']!r} (the manifest's, score elbo)")
+    else:
+        _plain(f"no EDGEVAE_THRESHOLD_NATS: {score['threshold_note']}")
+    _plain("and the host score program (raw images on stdin), scoring one all-black image:")
+    _plain(f"  {report.score_build_command}")
+    _plain(f"  {report.score_run_command}")
 
 
 @app.command(
@@ -64,6 +86,11 @@ def _sizes_table(report: FirmwareReport) -> Table:
         "  edgevae firmware --export-dir export --out firmware\n\n"
         "  cc -std=c99 -O2 -I firmware -o firmware/edgevae_decode firmware/edgevae_decode.c "
         "firmware/edgevae_kernel.c firmware/edgevae_weights.c\n\n"
+        "With the int8 encoder and the anomaly score (edgevae_score), and its host program "
+        "(raw images on stdin, one score per line):\n\n"
+        "  edgevae firmware --export-dir export --out firmware --score\n\n"
+        "4-bit weights (half the flash; after `edgevae train --resume --qat-bits 4`):\n\n"
+        "  edgevae firmware --export-dir export --out firmware --weight-bits 4\n\n"
         "In a clone, for firmware_demo/'s QEMU targets:\n\n"
         "  edgevae firmware --weights-only --out firmware_demo/generated\n\n"
         "  make -C firmware_demo run-host run-m4"
@@ -84,6 +111,19 @@ def firmware(
         "--weights-only",
         help="Write only the weights; the printed cc line takes the kernel from the package.",
     ),
+    score: bool = typer.Option(
+        False,
+        "--score",
+        help="Also the int8 encoder (encoder.int8.static.onnx) and the anomaly score "
+        "(edgevae_encode, edgevae_score), the manifest's threshold as EDGEVAE_THRESHOLD_NATS, "
+        "and the host score program.",
+    ),
+    weight_bits: WeightBits = typer.Option(
+        WeightBits.eight,
+        help="4: the 4-bit decoder (decoder.int4.static.onnx, written by `edgevae quantize`): "
+        "every layer but the first packs two weights per byte. Accurate after quantization-"
+        "aware fine-tuning (`edgevae train --resume --qat-bits 4`).",
+    ),
     print_kernel_dir: bool = typer.Option(
         False, "--print-kernel-dir", help="Print the folder of the packaged C kernel and exit."
     ),
@@ -94,7 +134,9 @@ def firmware(
     """Write C weights (edgevae_weights.h/.c) and the C kernel for the int8 decoder.
 
     Refuses nodes the kernel cannot run; stamps version, command and model sha256. Prints the
-    cc command that builds a host decoder (z on stdin, pixels on stdout) from the folder.
+    cc command that builds a host decoder (z on stdin, pixels on stdout; a conditional
+    decoder reads the label first) from the folder; with --score also the encoder, the
+    anomaly score and the host score program's cc command (unconditional models only).
     """
     from ..firmware.deploy import kernel_dir, write_firmware
 
@@ -105,19 +147,47 @@ def firmware(
         check_output_path(json_path, "--json")
     command = f"edgevae firmware --export-dir {export_dir} --out {out_dir}"
     command += " --weights-only" if weights_only else ""
-    report = write_firmware(export_dir, out_dir, sources=not weights_only, command=command)
+    command += " --score" if score else ""
+    command += " --weight-bits 4" if weight_bits is WeightBits.four else ""
+    report = write_firmware(
+        export_dir,
+        out_dir,
+        sources=not weights_only,
+        command=command,
+        score=score,
+        weight_bits=int(weight_bits.value),
+    )
     if json_path is not None:
         write_json(json_path, report.to_dict())
 
-    console.print(_layers_table(report, out_dir))
+    _render(report, out_dir, weights_only)
+
+
+def _render(report: FirmwareReport, out_dir: Path, weights_only: bool) -> None:
+    """The layer tables, sizes and fit, notes, and the build and run lines."""
+    console.print(_layers_table(report.source, report.layers, out_dir))
+    if report.score is not None:
+        console.print(
+            _layers_table(report.score["encoder"], report.score["encoder_layers"], out_dir)
+        )
     console.print(_sizes_table(report))
     console.print(report.suggestion)
-    if not report.fits["128 KB"]:
+    if not report.fits["256 KB" if report.score is not None else "128 KB"]:
         console.print("  e.g. edgevae train --preset mcu, or a smaller --hidden")
+        if report.weight_bits == 8:
+            console.print("  or 4-bit weights: edgevae firmware --weight-bits 4")
+    if report.classes:
+        _plain(
+            f"conditional decoder: edgevae_decode_label(z, label, pixels), labels "
+            f"0..{len(report.classes) - 1} ({', '.join(report.classes)})"
+        )
     for note in report.notes:
         console.print(f"note: {note}")
     if weights_only:
         _plain(f"kernel sources (packaged): {report.kernel_dir}")
-    _plain("next, build the host decoder and decode one latent vector:")
+    what = "the label and latent vector 0" if report.classes else "one latent vector"
+    _plain(f"next, build the host decoder and decode {what}:")
     _plain(f"  {report.build_command}")
     _plain(f"  {report.run_command}")
+    if report.score is not None:
+        _print_score(report)

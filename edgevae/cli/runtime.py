@@ -44,15 +44,29 @@ def _model(export_dir: Path, precision: Precision, threads: int):
 
 def _images(model, data: str | None, split: str = "test", seed: int = 0) -> np.ndarray:
     """`data`'s split as [N, D], or the export's held-out images when no data is given."""
+    return _labelled(model, data, split, seed)[0]
+
+
+def _labelled(model, data: str | None, split: str = "test", seed: int = 0):
+    """(images [N, D], labels or None): the labels as class names when a conditional model
+    needs them (from the data, or the export's held-out labels)."""
     if data is None:
-        return model.heldout().reshape(-1, model.input_dim)
-    from ..data.core import load_images
+        x = model.heldout().reshape(-1, model.input_dim)
+        return x, (model.heldout_labels() if model.conditional else None)
+    from ..data.core import load_dataset, load_images
     from .progress import fetch_named
 
     fetch_named(data)
+    if not model.conditional:
+        return load_images(data, split=split, seed=seed)[0], None
+    ds = load_dataset(data, seed=seed, labels=True)
+    names = np.asarray(ds.classes)[ds.labels(split)]
+    return getattr(ds, split), names
 
-    x, _ = load_images(data, split=split, seed=seed)
-    return x
+
+LABEL = typer.Option(
+    None, help="The class to draw, by name or position (a conditional model); 'all': each class."
+)
 
 
 @app.command(
@@ -61,9 +75,10 @@ def _images(model, data: str | None, split: str = "test", seed: int = 0) -> np.n
 )
 def sample(
     export_dir: Path = EXPORT_DIR,
-    n: int = typer.Option(16, min=1, max=100_000, help="Number of images."),
+    n: int = typer.Option(16, min=1, max=100_000, help="Number of images (per class with 'all')."),
     out: Path = typer.Option(Path("grid.png"), help="PNG to write."),
     seed: int = typer.Option(0, min=0, help="Seed for z ~ N(0, I)."),
+    label: str = LABEL,
     precision: Precision = PRECISION,
     nrow: int = typer.Option(None, min=1, help="Images per row (default ceil(sqrt(n)))."),
     temperature: float = typer.Option(
@@ -71,12 +86,20 @@ def sample(
     ),
     threads: int = THREADS,
 ) -> None:
-    """Decode random z from the prior into a PNG grid (int8 decoder by default)."""
+    """Decode random z from the prior into a PNG grid (int8 decoder by default); a
+    conditional model draws the class --label (default: one row per class)."""
     from ..runtime.images import save_grid
 
     check_suffix(out, (".png",))
-    images = _model(export_dir, precision, threads).sample(n, seed, temperature)
-    wrote(out, f"{n} samples from the {precision.value} decoder", save_grid(out, images, nrow))
+    model = _model(export_dir, precision, threads)
+    if model.conditional and label is None:
+        label = "all"
+    images = model.sample(n, seed, temperature, label=label)
+    if label == "all" and model.conditional:
+        what, nrow = f"{n} samples of each of {len(model.classes)} classes, a row each", n
+    else:
+        what = f"{n} samples" + (f" of class {label}" if label is not None else "")
+    wrote(out, f"{what} from the {precision.value} decoder", save_grid(out, images, nrow))
 
 
 @app.command(
@@ -97,8 +120,9 @@ def reconstruct(
 
     check_suffix(out, (".png",))
     model = _model(export_dir, precision, threads)
-    x = _images(model, data, seed=seed)[:n]
-    recon = model.reconstruct(x)  # checks the images first
+    x, labels = _labelled(model, data, seed=seed)
+    x, labels = x[:n], (None if labels is None else labels[:n])
+    recon = model.reconstruct(x, labels)  # checks the images first
     grid = np.concatenate([model.images(model.as_input(x)), recon])
     size = save_grid(out, grid, nrow=len(x))
     wrote(out, f"{len(x)} originals (top) and reconstructions (bottom)", size)
@@ -121,11 +145,12 @@ def interpolate(
 
     check_suffix(out, (".png",))
     model = _model(export_dir, precision, threads)
-    x = _images(model, data)
+    x, labels = _labelled(model, data)
     for name, index in (("--a", a), ("--b", b)):
         if index >= len(x):
             raise UsageError(f"{name}: {index} is past the last test image ({len(x) - 1})")
-    size = save_grid(out, model.interpolate(x[a], x[b], steps), nrow=steps)
+    pair = None if labels is None else (labels[a], labels[b])
+    size = save_grid(out, model.interpolate(x[a], x[b], steps, labels=pair), nrow=steps)
     wrote(out, f"{steps} steps from test image {a} to {b}", size)
 
 
@@ -139,6 +164,7 @@ def manifold(
     steps: int = typer.Option(20, min=2, max=1000, help="Grid size per side."),
     dims: str = typer.Option("0,1", help="The two latent dims to vary (others are 0)."),
     out: Path = typer.Option(Path("manifold.png"), help="PNG to write."),
+    label: str = typer.Option(None, help="The class to decode with (a conditional model)."),
     precision: Precision = PRECISION,
     threads: int = THREADS,
 ) -> None:
@@ -150,9 +176,35 @@ def manifold(
     if len(pair) != 2:
         raise UsageError("--dims takes exactly two latent dims, e.g. 0,1")
     check_suffix(out, (".png",))
-    images = _model(export_dir, precision, threads).manifold(steps, (pair[0], pair[1]))
+    images = _model(export_dir, precision, threads).manifold(steps, (pair[0], pair[1]), label)
     size = save_grid(out, images, nrow=steps)
     wrote(out, f"{steps}x{steps} manifold over dims {pair[0]},{pair[1]}", size)
+
+
+@app.command(
+    epilog="Example:\n\n  edgevae analogies --n 8 --out analogies.png\n\n"
+    "Each row: a test image, then its z decoded with every class (style kept, class changed; "
+    "Kingma et al. 2014, Fig. 1). Needs a model trained with --conditional."
+)
+def analogies(
+    export_dir: Path = EXPORT_DIR,
+    data: str = DATA,
+    n: int = typer.Option(8, min=1, max=1000, help="Test images (rows)."),
+    out: Path = typer.Option(Path("analogies.png"), help="PNG to write."),
+    precision: Precision = PRECISION,
+    threads: int = THREADS,
+) -> None:
+    """Encode test images with their labels, decode each z with every class."""
+    from ..runtime.images import save_grid
+
+    check_suffix(out, (".png",))
+    model = _model(export_dir, precision, threads)
+    x, labels = _labelled(model, data)
+    x, labels = x[:n], (None if labels is None else labels[:n])
+    grid = model.analogies(x, labels)  # [N, C, H, W]
+    rows = np.concatenate([model.images(model.as_input(x))[:, None], grid], axis=1)
+    size = save_grid(out, rows.reshape(-1, *model.image_shape), nrow=rows.shape[1])
+    wrote(out, f"{len(x)} test images (left), each decoded as every class", size)
 
 
 @app.command(epilog="Example:\n\n  edgevae encode --data digits.npy --out z.npy")

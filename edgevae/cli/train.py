@@ -35,6 +35,11 @@ class Binarize(str, Enum):
     dynamic = "dynamic"
 
 
+class QatBits(str, Enum):
+    off = "0"
+    four = "4"
+
+
 class Split(str, Enum):
     train = "train"
     valid = "valid"
@@ -50,10 +55,13 @@ class Split(str, Enum):
         "  edgevae train --data fashion-mnist --classes Trouser,Bag\n\n"
         "  edgevae train --data frey:faces/frey_rawface.mat --latent-dim 2\n\n"
         "  edgevae train --preset mcu                      # 8-128-784: fits 128 KB of flash\n\n"
-        "  edgevae train --run-dir runs/mnist --resume --epochs 20"
+        "  edgevae train --run-dir runs/mnist --resume --epochs 20\n\n"
+        "  edgevae train --run-dir runs/mcu --resume --epochs 14 --qat-bits 4"
+        "   # 4-bit firmware decoder"
     )
 )
 def train(
+    ctx: typer.Context,
     data: str = typer.Option(
         None,
         help="Data path (kind detected from content), KIND:PATH, or a named set downloaded "
@@ -64,6 +72,13 @@ def train(
         None,
         help="Train on these classes only: positions in the data's class list or class names, "
         "comma-separated (0,3,8 or Trouser,Bag). Needs labelled data.",
+    ),
+    conditional: bool = typer.Option(
+        False,
+        help="Condition encoder and decoder on the label (labelled data), so `edgevae sample "
+        "--label 7` draws a 7. Its default latent size is 4, not 20: with more dims z also "
+        "carries the class and ~1 sample in 4 shows another digit (20 dims; 4 dims: 1 in 26), "
+        "at the cost of ~21 nats of likelihood (see docs/conditional.md).",
     ),
     epochs: int = typer.Option(
         10, min=1, max=1_000_000, help="Epochs in total (with --resume: the new total)."
@@ -90,7 +105,7 @@ def train(
     ),
     hidden: str = typer.Option(None, help="Hidden layer sizes, e.g. 400 or 500,500."),
     latent_dim: int = typer.Option(
-        None, min=1, help="Latent dimension (default 20; mcu preset 8)."
+        None, min=1, help="Latent dimension (default 20; mcu preset 8; --conditional 4)."
     ),
     activation: Activation = typer.Option(Activation.relu, help="Hidden-layer activation."),
     binarize: Binarize = typer.Option(
@@ -104,6 +119,13 @@ def train(
         "the same thread count; on a shared machine 1 is often fastest for this small model.",
     ),
     max_minutes: float = typer.Option(None, help="Stop after the epoch that passes this time."),
+    qat_bits: QatBits = typer.Option(
+        QatBits.off,
+        help="Quantization-aware training for the 4-bit firmware decoder (`edgevae firmware "
+        "--weight-bits 4`): the decoder's weights after its first layer are rounded to 4 bits "
+        "per channel in every step, with learned scales. Best as a fine-tune: --resume a "
+        "trained run for a few more epochs (kept on a resumed run once on).",
+    ),
     run_dir: Path = typer.Option(Path("runs/default"), help="Where checkpoints and metrics go."),
     resume: bool = typer.Option(False, help="Continue the run in --run-dir."),
     overwrite: bool = typer.Option(False, help="Start over in an existing --run-dir."),
@@ -116,32 +138,22 @@ def train(
     extras.require("training", "train", extras.TRAIN)  # one line, before any progress display
     if export:
         check_dir_option(export_dir, "--export-dir")
-    class_list = _parse_classes(classes) if classes is not None else None
+    given = _given(
+        ctx,
+        data=data, preset=preset, latent_dim=latent_dim, activation=activation,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, binarize=binarize,
+        lr_patience=lr_patience, kl_warmup=kl_warmup, seed=seed, conditional=conditional,
+        hidden=parse_int_list(hidden, "--hidden") if hidden else None,
+        classes=_parse_classes(classes) if classes is not None else None,
+    )  # fmt: skip
     if not resume:
         fetch_named(data)
-    with TrainProgress(err_console) as reporter, _resume_hint(run_dir):
+    with TrainProgress(err_console) as reporter, _resume_hint(run_dir), _flags(train):
         run = api.train(
-            data,
-            run_dir=run_dir,
-            epochs=epochs,
-            preset=preset.value,
-            hidden=parse_int_list(hidden, "--hidden") if hidden else None,
-            latent_dim=latent_dim,
-            activation=activation.value,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer.value,
-            binarize=binarize.value,
-            lr_patience=lr_patience,
-            kl_warmup=kl_warmup,
-            seed=seed,
-            threads=threads,
-            max_minutes=max_minutes,
-            classes=class_list,
-            resume=resume,
-            overwrite=overwrite,
-            reporter=reporter,
-        )
+            **given, run_dir=run_dir, epochs=epochs, threads=threads, max_minutes=max_minutes,
+            qat_bits=int(qat_bits.value),
+            resume=resume, overwrite=overwrite, reporter=reporter,
+        )  # fmt: skip
     console.print(
         f"trained {run.epochs} epochs in {run.seconds:.1f} s: valid -ELBO "
         f"{run.valid_neg_elbo:.2f} nats, test -ELBO {run.test_neg_elbo:.2f} nats -> {run_dir}",
@@ -152,6 +164,37 @@ def train(
         from .export import export_and_quantize
 
         export_and_quantize(run_dir, export_dir)
+
+
+def _given(ctx: typer.Context, **values) -> dict:
+    """The API's options: what the command line set, None for what it left at its default
+    (a resume keeps the run's own options, and refuses only those given that differ)."""
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        out[name] = None if source is not None and source.name == "DEFAULT" else value
+        out[name] = getattr(out[name], "value", out[name])  # an Enum choice: its value
+    return out
+
+
+@contextlib.contextmanager
+def _flags(command) -> Iterator[None]:
+    """A resume's conflicting options named as this command's flags, in one line."""
+    from ..training.options import ResumeConflict
+    from .common import option_name
+
+    try:
+        yield
+    except ResumeConflict as exc:
+        listed = "; ".join(
+            f"{option_name(command, p)} {_show(g)} (the run's: {_show(s)})"
+            for p, g, s in exc.conflicts
+        )
+        raise UsageError(f"a resume keeps the run's options; these differ: {listed}") from None
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _parse_classes(text: str) -> list[str]:

@@ -1,5 +1,6 @@
 """The fixed inputs of the cross-CPU check: encoder images `x` and decoder latents `z` that
-are the same bits on every CPU for a given seed and numpy version."""
+are the same bits on every CPU for a given seed and numpy version, and for a conditional
+model the one-hot labels of those rows, `y_x` and `y_z` (fed as each model's `y`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def make_inputs(
     latent_dim: int = 20,
     image_shape: tuple[int, int] | None = None,
     n_random: int = 24,
+    n_classes: int = 0,
 ) -> dict[str, np.ndarray]:
     """Deterministic encoder inputs `x` [N, D] in [0, 1] and decoder inputs `z` [N, L].
 
@@ -29,9 +31,13 @@ def make_inputs(
     noise. `z` holds N(0, 1) draws rounded to multiples of 1/1024 plus extremes: 0, +4, -4,
     alternating +-4 and one-hot +-4 rows. Only +, -, *, / and rounding touch the random draws,
     so the same seed gives the same bits on every platform with the same numpy version.
+    With `n_classes` (a conditional model), `y_x` and `y_z` are one-hot rows, row i of class
+    i mod n_classes, beside `x` and `z` (exact 0s and 1s: the same bits everywhere).
     """
     if seed < 0:
         raise UsageError(f"must be >= 0, got {seed}", param="seed")
+    if n_classes < 0:
+        raise UsageError(f"must be >= 0, got {n_classes}", param="n_classes")
     if image_shape is None:
         side = int(round(input_dim**0.5))
         image_shape = (side, side) if side * side == input_dim else (1, input_dim)
@@ -73,4 +79,9 @@ def make_inputs(
         zrows.append(one_hot)
     normal = np.round(rng.standard_normal((n_random, latent_dim)) * 1024.0) / 1024.0
     z = np.concatenate([np.stack(zrows), normal]).astype(np.float32)
-    return {"x": np.ascontiguousarray(x), "z": np.ascontiguousarray(z)}
+    out = {"x": np.ascontiguousarray(x), "z": np.ascontiguousarray(z)}
+    if n_classes:
+        for name in ("x", "z"):
+            rows_of = np.arange(len(out[name])) % n_classes
+            out[f"y_{name}"] = np.eye(n_classes, dtype=np.float32)[rows_of]
+    return out

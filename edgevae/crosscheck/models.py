@@ -98,7 +98,8 @@ def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
 
 
 def model_dims(export_dir: str | os.PathLike) -> dict:
-    """input_dim, latent_dim and image_shape from manifest.json, else from the model inputs."""
+    """input_dim, latent_dim, image_shape and n_classes (0: not conditional) from
+    manifest.json, else from the model inputs."""
     export_dir = Path(export_dir)
     dims: dict = {}
     manifest_path = export_dir / "manifest.json"
@@ -109,6 +110,8 @@ def model_dims(export_dir: str | os.PathLike) -> dict:
             raise CrosscheckError(f"{manifest_path}: not valid JSON ({exc})") from None
         if isinstance(manifest.get("latent_dim"), int):
             dims["latent_dim"] = manifest["latent_dim"]
+        if isinstance(manifest.get("classes"), list | None):
+            dims["n_classes"] = len(manifest.get("classes") or [])
         shape = manifest.get("image_shape")
         if isinstance(shape, str):
             shape = [int(s) for s in shape.replace("x", ",").split(",") if s.strip()]
@@ -116,16 +119,19 @@ def model_dims(export_dir: str | os.PathLike) -> dict:
             dims["image_shape"] = (int(shape[-2]), int(shape[-1]))
             dims["input_dim"] = int(np.prod(shape))
     for path in sorted(export_dir.glob("*.onnx")):
-        if "input_dim" in dims and "latent_dim" in dims:
+        if all(k in dims for k in ("input_dim", "latent_dim", "n_classes")):
             break
         try:
             inp = open_session(path).get_inputs()
         except Exception:  # noqa: BLE001 - a broken model is reported by run_models
             continue
-        if len(inp) == 1 and _feature_dim(inp[0].shape):
-            key = {"x": "input_dim", "z": "latent_dim"}.get(inp[0].name)
-            if key:
-                dims.setdefault(key, _feature_dim(inp[0].shape))
+        for arg in inp:
+            key = {"x": "input_dim", "z": "latent_dim", "y": "n_classes"}.get(arg.name)
+            if key and _feature_dim(arg.shape):
+                dims.setdefault(key, _feature_dim(arg.shape))
+        if inp and "y" not in [a.name for a in inp]:
+            dims.setdefault("n_classes", 0)
     dims.setdefault("input_dim", 784)
     dims.setdefault("latent_dim", 20)
+    dims.setdefault("n_classes", 0)
     return dims

@@ -27,15 +27,32 @@ from .results import FORMAT, MAX_RESULTS_BYTES, Results, load_results, results_s
 SAMPLE_ARGS = ("--n", "16", "--seed", "0", "--precision", "int8")
 
 
+def model_feeds(names: list[str], inputs: Mapping[str, np.ndarray]) -> dict | None:
+    """The feeds of a model whose inputs are `names`: `x` or `z` from `inputs`, and for a
+    conditional model (inputs [x, y] or [z, y]) `y` = the labels of those rows (`y_x` or
+    `y_z`); None when `inputs` cannot feed the model."""
+    main = [n for n in names if n != "y"]
+    if len(main) != 1 or main[0] not in inputs:
+        return None
+    feeds = {main[0]: np.ascontiguousarray(inputs[main[0]], dtype=np.float32)}
+    if "y" in names:
+        labels = inputs.get(f"y_{main[0]}")
+        if labels is None or len(labels) != len(feeds[main[0]]):
+            return None
+        feeds["y"] = np.ascontiguousarray(labels, dtype=np.float32)
+    return feeds
+
+
 def run_models(
     export_dir: str | os.PathLike, inputs: Mapping[str, np.ndarray], *, single_rows: int = 4
 ) -> dict[str, np.ndarray]:
-    """Run every model of the export dir on `inputs` ({"x": ..., "z": ...}).
+    """Run every model of the export dir on `inputs` ({"x": ..., "z": ...}; a conditional
+    export's also "y_x", "y_z", see `model_feeds`).
 
     Keys are "<model stem>/<output name>" (e.g. "decoder.int8/x_mean") for the whole batch and
     "<model stem>/<output name>@b1" for the first `single_rows` rows run one at a time (batch 1
-    takes other kernels, and dynamic quantization picks scales per batch). A model whose input
-    is neither `x` nor `z` is skipped; `describe_models` still lists it.
+    takes other kernels, and dynamic quantization picks scales per batch). A model that the
+    inputs cannot feed is skipped; `describe_models` still lists it.
     """
     outputs: dict[str, np.ndarray] = {}
     for path in sorted(Path(export_dir).glob("*.onnx")):
@@ -44,16 +61,17 @@ def run_models(
             sess = open_session(path)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise CrosscheckError(f"{path}: onnxruntime cannot load it: {exc}") from None
-        model_inputs = sess.get_inputs()
-        if len(model_inputs) != 1 or model_inputs[0].name not in inputs:
+        feeds = model_feeds([i.name for i in sess.get_inputs()], inputs)
+        if feeds is None:
             continue
-        name = model_inputs[0].name
-        data = np.ascontiguousarray(inputs[name], dtype=np.float32)
         out_names = [o.name for o in sess.get_outputs()]
-        for out_name, value in zip(out_names, sess.run(out_names, {name: data}), strict=True):
+        for out_name, value in zip(out_names, sess.run(out_names, feeds), strict=True):
             outputs[f"{stem}/{out_name}"] = np.asarray(value)
         if single_rows:
-            singles = [sess.run(out_names, {name: data[i : i + 1]}) for i in range(single_rows)]
+            singles = [
+                sess.run(out_names, {k: v[i : i + 1] for k, v in feeds.items()})
+                for i in range(single_rows)
+            ]
             for k, out_name in enumerate(out_names):
                 outputs[f"{stem}/{out_name}@b1"] = np.concatenate([s[k] for s in singles])
     return outputs
@@ -164,6 +182,7 @@ def run(
             input_dim=dims["input_dim"],
             latent_dim=dims["latent_dim"],
             image_shape=dims.get("image_shape"),
+            n_classes=dims.get("n_classes", 0),
         )
     outputs = run_models(export_dir, inputs)
     for stem, info in models.items():

@@ -22,6 +22,7 @@ def load_run_data(
         seed=int(train.get("seed", 0)),
         binarize="static" if binarize == "dynamic" else binarize,
         classes=train.get("classes"),
+        labels=bool(train.get("conditional", False)),
     )
     want = int(image_shape[0]) * int(image_shape[1])
     if ds.train.shape[1] != want:

@@ -2,8 +2,9 @@
 
 The numbers come from `intmodel.load_int_model`, so the C kernel and the numpy reference
 consume the same integers. This module only chooses the memory layout (weights interleaved
-for the SMLAD inner loop, rows padded to blocks of 4, columns to chunks of 4), checks that
-everything fits the kernel's types, and writes C with a provenance stamp.
+for the SMLAD inner loop, int8 or 4-bit, rows padded to blocks of 4, columns to chunks of 4),
+checks that everything fits the kernel's types and reports sizes; `csource` writes the C
+text with a provenance stamp.
 """
 
 from __future__ import annotations
@@ -14,22 +15,29 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..errors import ModelFileError
-from ..fsio import write_text
+from .csource import FORMAT, HEADER, SOURCE, write_weights
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer, IntModel, load_int_model
 
-FORMAT = 4  # must equal EDGEVAE_TYPES_FORMAT in kernel/edgevae_types.h
+NIBBLE_OFFSET = 8  # EDGEVAE_NIBBLE_OFFSET: 4-bit weights are stored as w + 8
 ROW_BLOCK = 4
 COL_CHUNK = 4
-KERNEL_CODE_BUDGET = 4096  # bytes of flash reserved for the kernel's code in the fit check
-FLASH_SIZES = {"128 KB": 128 * 1024, "256 KB": 256 * 1024, "512 KB": 512 * 1024, "1 MB": 1 << 20}
+# bytes of flash reserved for the kernel's code in the fit check: decoder builds measure up to
+# 4.0 KB on Cortex-M4 (4-bit path included), score builds up to 5.1 KB (firmware_demo/README.md)
+KERNEL_CODE_BUDGET = 4096
+SCORE_KERNEL_CODE_BUDGET = 6144
+FLASH_SIZES = {
+    "64 KB": 64 * 1024,
+    "128 KB": 128 * 1024,
+    "256 KB": 256 * 1024,
+    "512 KB": 512 * 1024,
+    "1 MB": 1 << 20,
+}
 LAYER_STRUCT_BYTES = 44  # sizeof(edgevae_layer_t) on 32-bit targets
 TABLE_SIZE = 2 * SATURATED + 1  # requantized values -512..512
 SHIFT_RANGE = (17, 47)  # the kernel's 32-bit requantization path needs 1 <= shift - 16 <= 31
-HEADER = "edgevae_weights.h"
-SOURCE = "edgevae_weights.c"
+__all__ = ["FORMAT", "HEADER", "SOURCE", "FirmwareReport", "generate_firmware", "write_weights"]
 
 
 @dataclass
@@ -52,29 +60,53 @@ class FirmwareReport:
     kernel_dir: str = ""
     build_command: str = ""
     run_command: str = ""
+    # score builds (`edgevae firmware --score`) only: the encoder and the score, and how to
+    # build and run the host score program; absent from to_dict() otherwise
+    score: dict | None = None
+    score_build_command: str = ""
+    score_run_command: str = ""
+    weight_bits: int = 8  # what was asked: 4 stores the layers whose weights fit as 4-bit
+    classes: list[str] = field(default_factory=list)  # a conditional decoder's labels
+    kernel_budget: int = KERNEL_CODE_BUDGET  # bytes of kernel code counted in `fits`
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.score is None:
+            for key in ("score", "score_build_command", "score_run_command"):
+                del d[key]
+        return d
 
 
-def find_firmware_decoder(export_dir: Path) -> Path:
-    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names."""
+INT4_DECODER = "decoder.int4.static.onnx"  # the int4 recipe's decoder (quant/int4.py)
+
+
+def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
+    """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names;
+    with `weight_bits` 4 the int4 recipe's (manifest firmware_decoder_int4)."""
     export_dir = Path(export_dir)
     if export_dir.is_file():
         return export_dir
     if not export_dir.is_dir():
         raise ModelFileError(f"{export_dir}: no such export directory (run `edgevae export`)")
+    key = "firmware_decoder_int4" if weight_bits == 4 else "firmware_decoder"
     manifest = export_dir / "manifest.json"
     if manifest.is_file():
         try:
-            name = json.loads(manifest.read_text(encoding="utf-8")).get("firmware_decoder")
+            name = json.loads(manifest.read_text(encoding="utf-8")).get(key)
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
             raise ModelFileError(f"{manifest}: not valid JSON ({exc})") from None
         if name:
             path = export_dir / name
-            if not path.is_file():
-                raise ModelFileError(f"{manifest}: firmware_decoder {name!r} does not exist")
+            if not isinstance(name, str) or Path(name).name != name or not path.is_file():
+                raise ModelFileError(f"{manifest}: {key} {name!r:.60} does not exist")
             return path
+    if weight_bits == 4:
+        if (export_dir / INT4_DECODER).is_file():
+            return export_dir / INT4_DECODER
+        raise ModelFileError(
+            f"{export_dir}: no {INT4_DECODER} (`edgevae quantize` writes it; fine-tune the run "
+            "with 4-bit quantization-aware training first for accuracy)"
+        )
     for name in ("decoder.int8.static.onnx", "decoder.int8.onnx"):
         if (export_dir / name).is_file():
             return export_dir / name
@@ -102,6 +134,25 @@ def interleave_weights(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(tiles).view(np.uint8).reshape(-1, 4).astype(np.uint32) @ (
         np.array([1, 1 << 8, 1 << 16, 1 << 24], np.uint32)
     )
+
+
+# nibble i of a 4-bit word: (row within the pair, column within the chunk); edgevae_types.h
+_NIBBLE_ROW = [0, 0, 1, 1, 0, 0, 1, 1]
+_NIBBLE_COL = [0, 2, 0, 2, 1, 3, 1, 3]
+
+
+def interleave_nibbles(weight: np.ndarray) -> np.ndarray:
+    """4-bit weights (int8 values -8..7) [out, in] -> uint32 words in the kernel's order:
+    two words per row block and column chunk, each weight stored as w + 8."""
+    out_dim, in_dim = weight.shape
+    padded = np.zeros((_ceil(out_dim, ROW_BLOCK), _ceil(in_dim, COL_CHUNK)), np.int64)
+    padded[:out_dim, :in_dim] = weight
+    blocks, chunks = padded.shape[0] // ROW_BLOCK, padded.shape[1] // COL_CHUNK
+    tiles = padded.reshape(blocks, 2, 2, chunks, COL_CHUNK).transpose(0, 3, 1, 2, 4)
+    nibbles = tiles[..., _NIBBLE_ROW, _NIBBLE_COL] + NIBBLE_OFFSET  # [block, chunk, pair, 8]
+    shifts = np.arange(8, dtype=np.uint64) * 4
+    words = (nibbles.astype(np.uint64) << shifts).sum(axis=-1)
+    return words.reshape(-1).astype(np.uint32)
 
 
 def output_table(model: IntModel, index: int) -> tuple[np.ndarray, int]:
@@ -143,201 +194,96 @@ class _LayerArrays:
         )
 
 
-def _arrays(model: IntModel) -> list[_LayerArrays]:
-    result = []
-    for index, layer in enumerate(model.layers):
-        label = f"{model.source}: node {layer.name!r}"
-        for what, dim in (("inputs", layer.in_dim), ("outputs", layer.out_dim)):
-            if not 0 < _ceil(dim, 4) <= 65532:
-                raise ModelFileError(f"{label} has {dim} {what}; the kernel supports 1..65532")
-        used = layer.shift[layer.multiplier != 0]
-        if used.size and (used.min() < SHIFT_RANGE[0] or used.max() > SHIFT_RANGE[1]):
-            raise ModelFileError(
-                f"{label}: requantization scale outside the kernel's range 2**-24 .. 2**7 "
-                "(input_scale * weight_scale / output_scale); recalibrate the model"
-            )
-        per_channel = bool(np.unique(layer.multiplier).size > 1 or np.unique(layer.shift).size > 1)
-        out_padded = _ceil(layer.out_dim, ROW_BLOCK)
-        bias = np.zeros(out_padded, np.int32)
-        bias[: layer.out_dim] = layer.bias
-        # one word per row even for per-tensor scales: the kernel then needs no index logic
-        mult = layer.multiplier.astype(np.uint32)
-        shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
-        requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
-        requant[: layer.out_dim] = mult | (shift - 16) << 24
-        table, offset = output_table(model, index)
-        result.append(
-            _LayerArrays(
-                layer,
-                interleave_weights(layer.weight),
-                bias,
-                requant,
-                per_channel,
-                table,
-                offset,
-                _ceil(layer.in_dim, COL_CHUNK),
-                out_padded,
-            )
+def layer_arrays(layer: IntLayer, table: np.ndarray, offset: int, label: str) -> _LayerArrays:
+    """One layer in the kernel's layout, with its output table; refuses what does not fit."""
+    for what, dim in (("inputs", layer.in_dim), ("outputs", layer.out_dim)):
+        if not 0 < _ceil(dim, 4) <= 65532:
+            raise ModelFileError(f"{label} has {dim} {what}; the kernel supports 1..65532")
+    used = layer.shift[layer.multiplier != 0]
+    if used.size and (used.min() < SHIFT_RANGE[0] or used.max() > SHIFT_RANGE[1]):
+        raise ModelFileError(
+            f"{label}: requantization scale outside the kernel's range 2**-24 .. 2**7 "
+            "(input_scale * weight_scale / output_scale); recalibrate the model"
         )
-    return result
+    per_channel = bool(np.unique(layer.multiplier).size > 1 or np.unique(layer.shift).size > 1)
+    out_padded = _ceil(layer.out_dim, ROW_BLOCK)
+    bias = np.zeros(out_padded, np.int32)
+    bias[: layer.out_dim] = layer.bias
+    # one word per row even for per-tensor scales: the kernel then needs no index logic
+    mult = layer.multiplier.astype(np.uint32)
+    shift = np.where(mult == 0, SHIFT_RANGE[0], layer.shift).astype(np.uint32)
+    requant = np.full(out_padded, SHIFT_RANGE[0] - 16 << 24, np.uint32)
+    requant[: layer.out_dim] = mult | (shift - 16) << 24
+    four = layer.weight_bits == 4
+    return _LayerArrays(
+        layer,
+        interleave_nibbles(layer.weight) if four else interleave_weights(layer.weight),
+        bias,
+        requant,
+        per_channel,
+        table,
+        offset,
+        _ceil(layer.in_dim, COL_CHUNK),
+        out_padded,
+    )
 
 
-# ------------------------------------------------------------------------------- C text
-
-
-def _c_comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ").replace("\r", " ")
-
-
-def _c_string(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 32 <= ord(ch) < 127 and ch != "?":  # '?' could start a trigraph
-            out.append(ch)
-        else:
-            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
-    return '"' + "".join(out) + '"'
-
-
-def _c_float(value: float) -> str:
-    """Exact float32 literal (hex float, C99)."""
-    return float(np.float32(value)).hex() + "f"
-
-
-def _c_array(ctype: str, name: str, values: np.ndarray, fmt: str, per_line: int) -> str:
-    items = [fmt.format(int(v)) for v in values.reshape(-1)]
-    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
-    body = ",\n    ".join(lines)
-    return f"const {ctype} {name}[{len(items)}] = {{\n    {body}\n}};\n"
-
-
-def _header(model: IntModel, arrays: list[_LayerArrays], stamp: str, provenance: str) -> str:
-    q = model.input_q
-    max_in = max(a.in_padded for a in arrays)
-    max_hidden = max([a.layer.out_dim for a in arrays[:-1]], default=0)
-    ztype = "int8_t" if q.signed else "uint8_t"
-    return f"""/* {HEADER} - GENERATED, do not edit.
-{stamp}
- */
-#ifndef EDGEVAE_WEIGHTS_H
-#define EDGEVAE_WEIGHTS_H
-
-#include <stdint.h>
-
-#include "edgevae_types.h"
-
-#define EDGEVAE_WEIGHTS_FORMAT {FORMAT}
-#define EDGEVAE_LATENT_DIM {model.latent_dim}
-#define EDGEVAE_IMAGE_H {model.image_shape[0]}
-#define EDGEVAE_IMAGE_W {model.image_shape[1]}
-#define EDGEVAE_OUTPUT_DIM {model.output_dim}
-#define EDGEVAE_NUM_LAYERS {len(arrays)}
-#define EDGEVAE_MAX_WIDTH {max_hidden} /* widest hidden layer */
-#define EDGEVAE_MAX_IN_PADDED {max_in} /* widest layer input, padded: sizes the buffers */
-#define EDGEVAE_MACS {model.macs}L /* multiply-accumulates per decode */
-
-/* input quantization: zq = clamp(round_half_even(z / scale) + zero_point) */
-#define EDGEVAE_INPUT_SCALE {_c_float(q.scale)} /* {q.scale!r} */
-#define EDGEVAE_INPUT_ZERO_POINT {q.zero_point}
-#define EDGEVAE_INPUT_QMIN {q.qmin}
-#define EDGEVAE_INPUT_QMAX {q.qmax}
-typedef {ztype} edgevae_zq_t;
-
-#define EDGEVAE_MODEL_SHA256 "{model.sha256}"
-#define EDGEVAE_PROVENANCE {_c_string(provenance)}
-
-extern const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS];
-extern const char edgevae_provenance[];
-
-#endif
-"""
-
-
-def _source(model: IntModel, arrays: list[_LayerArrays], stamp: str) -> str:
-    parts = [
-        f"/* {SOURCE} - GENERATED, do not edit.\n{stamp}\n */\n",
-        f'#include <stddef.h>\n\n#include "{HEADER}"\n\n',
-        "const char edgevae_provenance[] = EDGEVAE_PROVENANCE;\n\n",
+def decoder_arrays(model: IntModel) -> list[_LayerArrays]:
+    return [
+        layer_arrays(layer, *output_table(model, i), f"{model.source}: node {layer.name!r}")
+        for i, layer in enumerate(model.layers)
     ]
-    structs = []
-    for i, a in enumerate(arrays):
-        layer = a.layer
-        parts.append(
-            f"/* layer {i}: {_c_comment(layer.name)}: {layer.in_dim} -> {layer.out_dim}, "
-            f"{'per-channel' if a.per_channel else 'per-tensor'} scale, "
-            f"activation {layer.activation} */\n"
-        )
-        parts.append(_c_array("uint32_t", f"edgevae_l{i}_weights", a.weights, "0x{:08x}u", 8))
-        parts.append(_c_array("int32_t", f"edgevae_l{i}_bias", a.bias, "{}", 8))
-        parts.append("/* requantization: multiplier | (shift - 16) << 24 */\n")
-        parts.append(_c_array("uint32_t", f"edgevae_l{i}_requant", a.requant, "0x{:08x}u", 8))
-        what = (
-            "grey level = round(255 * sigmoid(dequantized logit))"
-            if i + 1 == len(arrays)
-            else "next layer's input - table_offset"
-        )
-        parts.append(f"/* requantized value + 512 -> {what} */\n")
-        parts.append(_c_array("uint8_t", f"edgevae_l{i}_table", a.table, "{}", 16))
-        parts.append("\n")
-        mid = "NULL, 0, 0, 0, 0, 0"
-        if layer.mid_bias is not None:
-            mid_bias = np.zeros(a.out_padded, np.int32)
-            mid_bias[: layer.out_dim] = layer.mid_bias
-            parts.append("/* MatMul -> Q -> DQ -> Add: the Add's bias in 2^-mid_shift steps */\n")
-            parts.append(_c_array("int32_t", f"edgevae_l{i}_mid_bias", mid_bias, "{}", 8))
-            q = layer.mid_q
-            mid = (
-                f"edgevae_l{i}_mid_bias, {layer.mid_mult}, {layer.mid_shift}, "
-                f"{q.zero_point}, {q.qmin}, {q.qmax}"
-            )
-        structs.append(
-            f"    {{edgevae_l{i}_weights, edgevae_l{i}_bias, edgevae_l{i}_requant, "
-            f"edgevae_l{i}_table,\n"
-            f"     {layer.in_dim}, {a.in_padded}, {layer.out_dim}, {a.out_padded}, "
-            f"{a.table_offset},\n"
-            f"     {mid}}},\n"
-        )
-    parts.append("const edgevae_layer_t edgevae_layers[EDGEVAE_NUM_LAYERS] = {\n")
-    parts.append("".join(structs))
-    parts.append("};\n")
-    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------- entry point
 
 
-def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> FirmwareReport:
-    flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+def layer_dict(a: _LayerArrays) -> dict:
+    """One row of the report's layer table."""
+    return {
+        "name": a.layer.name,
+        "in": a.layer.in_dim,
+        "out": a.layer.out_dim,
+        "scale": "per-channel" if a.per_channel else "per-tensor",
+        "weight_bits": a.layer.weight_bits,
+        "activation": a.layer.activation,
+        "input": "int8" if a.layer.in_q.signed else "uint8",
+    }
+
+
+def report(
+    model: IntModel,
+    arrays: list[_LayerArrays],
+    files: list[str],
+    flash: int | None = None,
+    ram: int | None = None,
+    kernel_budget: int | None = None,
+) -> FirmwareReport:
+    """Sizes and flash fit; `flash` / `ram` / `kernel_budget` (the kernel's code in the fit)
+    override the decoder's own (score builds)."""
+    if flash is None:
+        flash = sum(a.flash_bytes for a in arrays) + 256  # + provenance string
+        flash += model.classes * (4 * arrays[0].out_padded + 8)  # class bias rows and names
+    if ram is None:
+        ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
     weight_bytes = sum(4 * a.weights.size for a in arrays)
-    ram = 2 * 2 * max(a.in_padded for a in arrays)  # two int16 activation buffers
-    fits = {name: flash + KERNEL_CODE_BUDGET <= size for name, size in FLASH_SIZES.items()}
+    budget = KERNEL_CODE_BUDGET if kernel_budget is None else kernel_budget
+    fits = {name: flash + budget <= size for name, size in FLASH_SIZES.items()}
     if fits["128 KB"]:
-        suggestion = "fits a 128 KB flash part"
+        suggestion = f"fits a {next(name for name, ok in fits.items() if ok)} flash part"
     else:
         suggestion = (
             "does not fit 128 KB of flash; train a smaller decoder: the 'mcu' preset "
             "(8-128-784) or fewer/narrower hidden layers"
+            + ("" if _bits(arrays) == 4 else ", or store 4-bit weights")
         )
-    layers = [
-        {
-            "name": a.layer.name,
-            "in": a.layer.in_dim,
-            "out": a.layer.out_dim,
-            "scale": "per-channel" if a.per_channel else "per-tensor",
-            "activation": a.layer.activation,
-            "input": "int8" if a.layer.in_q.signed else "uint8",
-        }
-        for a in arrays
-    ]
     return FirmwareReport(
         model.source,
         model.sha256,
         files,
         model.latent_dim,
         model.image_shape,
-        layers,
+        [layer_dict(a) for a in arrays],
         model.macs,
         flash,
         weight_bytes,
@@ -345,32 +291,21 @@ def _report(model: IntModel, arrays: list[_LayerArrays], files: list[str]) -> Fi
         fits,
         suggestion,
         list(model.notes),
+        weight_bits=_bits(arrays),
+        classes=list(model.class_names) if model.classes else [],
+        kernel_budget=budget,
     )
 
 
-def generate_firmware(onnx_path: Path, out_dir: Path, *, command: str) -> FirmwareReport:
-    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit."""
-    onnx_path = Path(onnx_path)
-    out_dir = Path(out_dir)
-    model = load_int_model(onnx_path)
-    arrays = _arrays(model)
-    dims = [a.layer.out_dim for a in arrays]
-    provenance = (
-        f"edgevae {__version__}; command: {command}; source: {model.source}; sha256: {model.sha256}"
-    )
-    stamp = "\n".join(
-        f" * {_c_comment(line)}"
-        for line in (
-            f"generated by edgevae {__version__}",
-            f"command: {command}",
-            f"source: {model.source}",
-            f"sha256: {model.sha256}",
-            "layers: " + " -> ".join(str(d) for d in [model.latent_dim, *dims]),
-        )
-    )
-    source_text = _source(model, arrays, stamp)
-    header_text = _header(model, arrays, stamp, provenance)
-    write_text(out_dir / SOURCE, source_text)
-    write_text(out_dir / HEADER, header_text)
-    files = [str(out_dir / HEADER), str(out_dir / SOURCE)]
-    return _report(model, arrays, files)
+def _bits(arrays: list[_LayerArrays]) -> int:
+    return 4 if any(a.layer.weight_bits == 4 for a in arrays) else 8
+
+
+def generate_firmware(
+    onnx_path: Path, out_dir: Path, *, command: str, weight_bits: int = 8
+) -> FirmwareReport:
+    """Write edgevae_weights.h/.c for `onnx_path` into `out_dir`; return sizes and fit.
+    With `weight_bits` 4 the layers whose weights fit -8..7 are stored as 4-bit."""
+    model = load_int_model(Path(onnx_path), weight_bits)
+    arrays = decoder_arrays(model)
+    return report(model, arrays, write_weights(model, arrays, Path(out_dir), command=command))

@@ -97,7 +97,7 @@ def _round_shift(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     return (x + half_minus_one + odd) >> k
 
 
-def _keep_24_bits(x: np.ndarray) -> np.ndarray:
+def keep_24_bits(x: np.ndarray) -> np.ndarray:
     """Round to 24 significant bits, half to even: what storing into a float32 does."""
     drop = _bit_length(x).astype(np.int64) - 24
     k = np.maximum(drop, 1).astype(np.uint64)
@@ -108,11 +108,11 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np
     """round_half_even(float32(float32(acc) * scale)), saturated to +-512, in integers only."""
     acc = np.asarray(acc, np.int64)
     negative = acc < 0
-    u = _keep_24_bits(np.abs(acc).astype(np.uint64))
+    u = keep_24_bits(np.abs(acc).astype(np.uint64))
     m = u * np.asarray(multiplier, np.uint64)
     shift = np.broadcast_to(np.asarray(shift, np.uint64), m.shape)
     saturated = (m >> (shift + np.uint64(9))) != 0
-    r = _round_shift(_keep_24_bits(m), shift).astype(np.int64)
+    r = _round_shift(keep_24_bits(m), shift).astype(np.int64)
     r = np.where(saturated, SATURATED, r)
     return np.where(negative, -r, r)
 

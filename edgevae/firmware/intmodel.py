@@ -5,10 +5,18 @@ folded into the bias, each output's requantization scale as a 24-bit multiplier 
 the ReLU floor, activation tables between layers and the pixel table of the last layer. The
 model is refused (ModelFileError naming the node) when the kernel's int32 arithmetic cannot
 hold it. intref.decode_int runs the model; codegen writes it as C.
+
+4-bit weights: a layer whose int8 weights all lie in -8..7 (what the int4 recipe writes,
+`quant/int4.py`) is stored as 4-bit when asked (`weight_bits=4`); the arithmetic is the same.
+Conditional decoders (Concat(z, y) before the first Gemm, y one-hot): the label's columns of
+the first layer become one int32 bias row per class (`IntModel.class_bias`), since a one-hot
+y contributes exactly one column times its quantized 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +24,19 @@ import numpy as np
 
 from ..errors import ModelFileError
 from ..fsio import sha256_file
-from .fixedpoint import INT32_MAX, activation_lut, requant_scale, sigmoid_pixel_lut, split_scale
-from .qdq import FcStep, LutStep, QType, read_qdq_chain
+from .fixedpoint import (
+    INT32_MAX,
+    activation_lut,
+    quantize_linear,
+    requant_scale,
+    sigmoid_pixel_lut,
+    split_scale,
+)
+from .qdq import FcStep, LutStep, QdqChain, QType, read_qdq_chain
 
 MAX_SHIFT = 54  # keeps shift + 9 < 64 in the kernel's uint64 arithmetic
+WEIGHT_BITS = (8, 4)
+NIBBLE_RANGE = (-8, 7)  # 4-bit weights; the kernel stores w + 8 and multiplies by it
 
 
 @dataclass
@@ -41,6 +58,7 @@ class IntLayer:
     mid_mult: int = 0
     mid_shift: int = 0
     mid_bias: np.ndarray | None = None  # int32 [out]
+    weight_bits: int = 8  # 4: stored two per byte (every weight in NIBBLE_RANGE)
 
     @property
     def in_dim(self) -> int:
@@ -61,12 +79,22 @@ class IntModel:
     input_q: QType
     layers: list[IntLayer]
     pixel_lut: np.ndarray  # uint8 [256], last layer's output value - qmin -> pixel
+    logit_q: QType  # quantization of the Sigmoid's input: the logits the likelihood uses
+    logit_lut: np.ndarray | None  # int16 [256], last layer's value - qmin -> logit value
     metadata: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # conditional decoders: the first layer's bias (zero points folded) plus the label's
+    # column times its quantized 1, int32 [classes, out]; layers[0] holds z's columns only
+    class_bias: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
 
     @property
     def macs(self) -> int:
         return sum(layer.in_dim * layer.out_dim for layer in self.layers)
+
+    @property
+    def classes(self) -> int:
+        return 0 if self.class_bias is None else int(self.class_bias.shape[0])
 
 
 # ------------------------------------------------------------------------------ model loading
@@ -115,14 +143,7 @@ def _int_layer(step: FcStep, label: str) -> IntLayer:
         )
     w = step.weight.astype(np.int64)
     bias = step.bias.astype(np.int64) - step.in_q.zero_point * w.sum(axis=1)
-    # exact per-row accumulator range over every possible input: every partial sum lies inside
-    hi = bias + np.maximum(w * step.in_q.qmin, w * step.in_q.qmax).sum(axis=1)
-    lo = bias + np.minimum(w * step.in_q.qmin, w * step.in_q.qmax).sum(axis=1)
-    if hi.max(initial=0) > INT32_MAX or lo.min(initial=0) < -INT32_MAX:
-        raise ModelFileError(
-            f"{label}: node {step.name!r}: fan-in {w.shape[1]} with these weights and bias can "
-            "overflow the kernel's int32 accumulator"
-        )
+    check_accumulator(w, bias, step.in_q, f"{label}: node {step.name!r}")
     floor = max(step.out_q.qmin, step.out_q.zero_point) if step.relu_floor else step.out_q.qmin
     mid_mult, mid_shift, mid_bias = _mid_stage(step, label) if step.mid_q else (0, 0, None)
     return IntLayer(
@@ -144,7 +165,28 @@ def _int_layer(step: FcStep, label: str) -> IntLayer:
     )
 
 
-def _image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple[int, int]:
+def check_accumulator(w: np.ndarray, bias: np.ndarray, in_q: QType, where: str) -> None:
+    """Refuse a layer whose int32 accumulator could overflow: the exact per-row range over
+    every possible input, so every partial sum lies inside; for 4-bit weights also the
+    kernel's form bias - 8 * sum(x) + sum((w + 8) * x)."""
+    hi = bias + np.maximum(w * in_q.qmin, w * in_q.qmax).sum(axis=1)
+    lo = bias + np.minimum(w * in_q.qmin, w * in_q.qmax).sum(axis=1)
+    x_max = max(-in_q.qmin, in_q.qmax)
+    nibble = np.abs(bias) + 23 * x_max * w.shape[1]  # |8 * sum(x)| + |sum((w + 8) * x)|
+    if hi.max(initial=0) > INT32_MAX or lo.min(initial=0) < -INT32_MAX:
+        raise ModelFileError(
+            f"{where}: fan-in {w.shape[1]} with these weights and bias can overflow the "
+            "kernel's int32 accumulator"
+        )
+    if fits_nibbles(w) and nibble.max(initial=0) > INT32_MAX:
+        raise ModelFileError(f"{where}: the 4-bit form of this layer can overflow int32")
+
+
+def fits_nibbles(w: np.ndarray) -> bool:
+    return bool(w.size) and NIBBLE_RANGE[0] <= int(w.min()) and int(w.max()) <= NIBBLE_RANGE[1]
+
+
+def image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple[int, int]:
     text = metadata.get("edgevae.image_shape", "")
     if text:
         try:
@@ -158,16 +200,19 @@ def _image_shape(metadata: dict[str, str], output_dim: int, label: str) -> tuple
     return (side, side) if side * side == output_dim else (1, output_dim)
 
 
-def load_int_model(onnx_path: Path) -> IntModel:
-    """Read a QDQ int8 decoder and turn it into the kernel's integer model."""
-    path = Path(onnx_path)
-    chain = read_qdq_chain(path)
-    label = path.name
+Tail = tuple[np.ndarray, QType]  # element-wise steps after the last FC: table, output q
+
+
+def int_layers(steps: list, label: str) -> tuple[list[IntLayer], list[str], Tail | None]:
+    """FC steps -> IntLayers; element-wise steps between two FCs become the earlier layer's
+    table. Returns the layers, their notes and the tail (the table of the element-wise steps
+    after the last FC and their output quantization), which the caller places."""
     layers: list[IntLayer] = []
     notes: list[str] = []
     pending: np.ndarray | None = None
     pending_kinds: list[str] = []
-    for step in chain.steps:
+    last_lut: LutStep | None = None
+    for step in steps:
         if isinstance(step, FcStep):
             if layers:
                 prev = layers[-1]
@@ -180,19 +225,89 @@ def load_int_model(onnx_path: Path) -> IntModel:
                         f"{label}: node {step.name!r} expects {step.weight.shape[1]} inputs but "
                         f"the previous layer has {prev.out_dim} outputs"
                     )
-            pending, pending_kinds = None, []
+            pending, pending_kinds, last_lut = None, [], None
             layers.append(_int_layer(step, label))
             notes.extend(step.notes)
         else:
             pending = _compose(pending, step)
             pending_kinds.append(step.kind)
+            last_lut = step
     for layer in layers[:-1]:
         if layer.activation == "none" and layer.out_q.zero_point == layer.out_q.qmin:
             layer.activation = "relu"  # a [0, max] range: the clamp at qmin is the ReLU
+    tail = None if pending is None or last_lut is None else (pending, last_lut.out_q)
+    return layers, notes, tail
+
+
+def _split_label(step: FcStep, chain: QdqChain, label: str) -> tuple[FcStep, np.ndarray, list]:
+    """A conditional decoder's first Gemm: (the step on z's columns, the label's columns
+    times the quantized one-hot 1 as int64 [classes, out], the class names)."""
+    declared = chain.metadata.get("edgevae.latent_dim", "")
+    if not declared.isdigit() or not 0 < int(declared) < step.weight.shape[1]:
+        raise ModelFileError(
+            f"{label}: a conditional decoder needs edgevae.latent_dim metadata below the first "
+            f"layer's {step.weight.shape[1]} inputs (found {declared!r:.20})"
+        )
+    latent = int(declared)
+    classes = step.weight.shape[1] - latent
+    try:
+        names = [str(n) for n in json.loads(chain.metadata.get("edgevae.classes", "[]"))]
+    except (json.JSONDecodeError, TypeError):
+        names = []
+    if len(names) != classes:
+        names = [str(c) for c in range(classes)]
+    one = int(quantize_linear(np.ones(1, np.float32), step.in_q)[0]) - step.in_q.zero_point
+    label_cols = step.weight[:, latent:].astype(np.int64).T * one
+    return dataclasses.replace(step, weight=step.weight[:, :latent]), label_cols, names
+
+
+def _first_step(chain: QdqChain, label: str):
+    """The first FC step (split for a conditional decoder) and the label's bias terms."""
+    first = chain.steps[0]
+    if chain.label_name is None:
+        return chain.steps, None, []
+    step, label_cols, names = _split_label(first, chain, label)
+    return [step, *chain.steps[1:]], label_cols, names
+
+
+def _class_bias(layer: IntLayer, label_cols: np.ndarray, label: str) -> np.ndarray:
+    rows = layer.bias.astype(np.int64)[None, :] + label_cols
+    for row in rows:
+        check_accumulator(layer.weight.astype(np.int64), row, layer.in_q, f"{label}: {layer.name}")
+    return rows.astype(np.int32)
+
+
+def _choose_bits(layers: list[IntLayer], weight_bits: int, label: str) -> None:
+    """Mark the layers stored as 4-bit: with weight_bits 4, every layer whose weights fit."""
+    if weight_bits not in WEIGHT_BITS:
+        raise ModelFileError(f"{label}: weight bits must be 8 or 4, got {weight_bits}")
+    if weight_bits == 8:
+        return
+    for layer in layers:
+        if fits_nibbles(layer.weight):
+            layer.weight_bits = 4
+    if not any(layer.weight_bits == 4 for layer in layers):
+        raise ModelFileError(
+            f"{label}: no layer has 4-bit weights (all in -8..7); 4-bit firmware needs the "
+            "decoder the int4 recipe writes (decoder.int4.static.onnx)"
+        )
+
+
+def load_int_model(onnx_path: Path, weight_bits: int = 8) -> IntModel:
+    """Read a QDQ int8 decoder and turn it into the kernel's integer model; with
+    `weight_bits` 4 the layers whose weights fit -8..7 are stored as 4-bit."""
+    path = Path(onnx_path)
+    chain = read_qdq_chain(path)
+    label = path.name
+    steps, label_cols, names = _first_step(chain, label)
+    layers, notes, tail = int_layers(steps, label)
+    _choose_bits(layers, weight_bits, label)
     last = layers[-1]
-    pixel_lut = sigmoid_pixel_lut(chain.steps[-1].out_q, chain.sigmoid_q)
-    if pending is not None:  # a rescale between the last FC and the sigmoid
-        pixel_lut = pixel_lut[pending.astype(np.int64) - chain.steps[-1].out_q.qmin]
+    # the Sigmoid's input, after any rescale between the last FC and it
+    logit_lut, logit_q = tail if tail is not None else (None, last.out_q)
+    pixel_lut = sigmoid_pixel_lut(logit_q, chain.sigmoid_q)
+    if logit_lut is not None:
+        pixel_lut = pixel_lut[logit_lut.astype(np.int64) - logit_q.qmin]
     latent_dim = layers[0].in_dim
     declared = chain.metadata.get("edgevae.latent_dim")
     if declared and declared.isdigit() and int(declared) != latent_dim:
@@ -204,10 +319,14 @@ def load_int_model(onnx_path: Path) -> IntModel:
         sha256=sha256_file(path, ModelFileError),
         latent_dim=latent_dim,
         output_dim=last.out_dim,
-        image_shape=_image_shape(chain.metadata, last.out_dim, label),
+        image_shape=image_shape(chain.metadata, last.out_dim, label),
         input_q=chain.input_q,
         layers=layers,
         pixel_lut=pixel_lut,
+        logit_q=logit_q,
+        logit_lut=logit_lut,
         metadata=chain.metadata,
         notes=notes,
+        class_bias=None if label_cols is None else _class_bias(layers[0], label_cols, label),
+        class_names=names,
     )

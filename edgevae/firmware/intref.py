@@ -19,6 +19,10 @@ reproduce it bit for bit:
 4. ReLU is a clamp at the output zero point; a float activation between two quantized tensors
    (Relu or Tanh that onnxruntime runs as DQ -> op -> Q) is a 256-entry table computed with the
    same float32 operations onnxruntime uses.
+   4-bit layers (weights -8..7, stored as w + 8, two per byte) give the same accumulator:
+   the kernel adds sum((w + 8) * a) and subtracts 8 * sum(a) once per row.
+   A conditional decoder's first layer starts from its label's bias row (`class_bias`):
+   the one-hot label's only non-zero column times its quantized 1.
 5. The last layer's uint8/int8 logit indexes a 256-entry table:
    pixel = round_half_even(255 * sigmoid(dequantized logit)) (through the Sigmoid's own
    quantization when the model quantizes it too).
@@ -38,9 +42,11 @@ activations without reduce_range on CPUs whose u8 x s8 dot product saturates in 
 (AVX2 without VNNI), and MatMul -> Q -> DQ -> Add graphs, whose float bias Add is done here in
 2**-16 (or finer) fixed point and can land on the other side of a tie.
 Measured (ORT 1.32, AVX2): 0 of 4.7 M pixels differ for edgevae-trained 784-400-20 and
-784-128-8 decoders (firmware recipe); the test variants, Tanh and MatMul + Add included, show
-no difference either, except s8 (ORT leaves a Gemm unfused: ~1e-6 of pixels) and full-range
-uint8 weights on this AVX2 CPU (ORT itself saturates: ~5% of pixels).
+784-128-8 decoders (firmware recipe); (AVX-512 VNNI) 0 of 2.0 M for their 4-bit decoders
+(firmware-int4 recipe) and 0 of 1.1 M for a conditional 784-128-8 decoder; the test variants,
+Tanh and MatMul + Add included, show no difference either, except s8 (ORT leaves a Gemm
+unfused: ~1e-6 of pixels) and full-range uint8 weights on this AVX2 CPU (ORT itself
+saturates: ~5% of pixels).
 
 The pieces live in two modules: `fixedpoint` (the float32 and integer arithmetic of steps 1-5)
 and `intmodel` (reading a QDQ decoder into an IntModel); this module runs the model and keeps
@@ -62,7 +68,10 @@ __all__ = [
     "decode_q",
     "demo_latents",
     "fnv1a32",
+    "forward",
+    "label_bias",
     "load_int_model",
+    "logits_q",
     "quantize_input",
 ]
 
@@ -85,13 +94,18 @@ def quantize_input(model: IntModel, z: np.ndarray) -> np.ndarray:
     return quantize_linear(z, model.input_q)
 
 
-def decode_q(model: IntModel, zq: np.ndarray) -> np.ndarray:
-    """Already-quantized latent values [N, L] -> uint8 pixels [N, D]."""
-    x = np.asarray(zq, np.int64)
-    for layer in model.layers:
+def forward(
+    layers: list[IntLayer], x: np.ndarray, first_bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Raw input values [N, in] -> the last layer's output values (int64, its table applied
+    if it has one), exactly as the kernel's chain of layers computes them. `first_bias`
+    [N, out] replaces the first layer's bias per row (a conditional decoder's label rows)."""
+    x = np.asarray(x, np.int64)
+    for i, layer in enumerate(layers):
         # float64 BLAS is exact here: every product and partial sum is an integer < 2**53
         dot = x.astype(np.float64) @ layer.weight.T.astype(np.float64)
-        acc = dot.astype(np.int64) + layer.bias.astype(np.int64)
+        bias = layer.bias if first_bias is None or i else first_bias
+        acc = dot.astype(np.int64) + np.asarray(bias, np.int64)
         if np.abs(acc).max(initial=0) > INT32_MAX:  # load_int_model's bound makes this impossible
             raise AssertionError(f"int32 accumulator overflow in {layer.name}")
         value = requantize(acc, layer.multiplier, layer.shift)
@@ -100,12 +114,49 @@ def decode_q(model: IntModel, zq: np.ndarray) -> np.ndarray:
         value = value + layer.out_q.zero_point
         q = np.clip(value, layer.floor, layer.out_q.qmax)
         x = layer.lut[q - layer.out_q.qmin].astype(np.int64) if layer.lut is not None else q
+    return x
+
+
+def label_bias(model: IntModel, labels, n: int) -> np.ndarray | None:
+    """The first layer's bias rows for `labels` (a conditional decoder), None otherwise."""
+    if model.class_bias is None:
+        if labels is not None:
+            raise ValueError(f"{model.source} is not conditional; labels must be None")
+        return None
+    if labels is None:
+        raise ValueError(f"{model.source} is conditional: pass one label per latent vector")
+    labels = np.broadcast_to(np.asarray(labels), (n,))
+    if (
+        labels.dtype.kind not in "iu"
+        or labels.min(initial=0) < 0
+        or labels.max(initial=0) >= len(model.class_bias)
+    ):
+        raise ValueError(f"labels must be integers 0..{len(model.class_bias) - 1}")
+    return model.class_bias[labels.astype(np.int64)]
+
+
+def decode_q(model: IntModel, zq: np.ndarray, labels=None) -> np.ndarray:
+    """Already-quantized latent values [N, L] (and, conditional, labels [N]) -> uint8
+    pixels [N, D]."""
+    zq = np.asarray(zq, np.int64)
+    x = forward(model.layers, zq, label_bias(model, labels, len(zq)))
     return model.pixel_lut[x - model.layers[-1].out_q.qmin]
 
 
-def decode_int(model: IntModel, z: np.ndarray) -> np.ndarray:
-    """z float32 [N, L] -> uint8 pixels [N, D], bit-identical to edgevae_decode() in C."""
-    return decode_q(model, quantize_input(model, z))
+def logits_q(model: IntModel, zq: np.ndarray, labels=None) -> np.ndarray:
+    """Already-quantized latent values [N, L] -> the quantized logits (values of
+    model.logit_q, int64 [N, D]) that the decoder's Sigmoid dequantizes."""
+    zq = np.asarray(zq, np.int64)
+    x = forward(model.layers, zq, label_bias(model, labels, len(zq)))
+    if model.logit_lut is not None:
+        x = model.logit_lut[x - model.layers[-1].out_q.qmin].astype(np.int64)
+    return x
+
+
+def decode_int(model: IntModel, z: np.ndarray, labels=None) -> np.ndarray:
+    """z float32 [N, L] -> uint8 pixels [N, D], bit-identical to edgevae_decode() in C
+    (edgevae_decode_label() with `labels` for a conditional decoder)."""
+    return decode_q(model, quantize_input(model, z), labels)
 
 
 # ------------------------------------------------------------------------- demo mirror helpers

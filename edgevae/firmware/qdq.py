@@ -5,17 +5,24 @@ x_mean to z and returns the decoder as a chain of int8 fully connected steps and
 steps, refusing, by name, any node the kernel cannot run. The graph it accepts:
 
     z -> Q -> [FC -> Q -> (DQ -> act -> Q)*]* -> DQ -> Sigmoid [-> Q -> DQ] -> x_mean
+
+or, for a conditional decoder (inputs z and the one-hot label y), Concat(z, y) -> Q -> ...
+
+`ChainReader.walk` (one quantized tensor back to the graph input) is shared with the encoder
+reader in `encoder.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ModelFileError
 from ..onnxio.graph import Graph, Node, load_graph
+from .steps import FcStep, LutStep, QdqChain, QType
+
+__all__ = ["ChainReader", "FcStep", "LutStep", "QType", "QdqChain", "read_qdq_chain"]
 
 _FC_OPS = ("Gemm", "MatMul", "Add")
 _ELEMENTWISE_OPS = ("Relu", "Tanh", "Identity")
@@ -32,76 +39,14 @@ _HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class QType:
-    """Quantization of one activation tensor: real = (q - zero_point) * scale."""
+class ChainReader:
+    """Walks a QDQ graph from an output back to its input, refusing what the kernel cannot run."""
 
-    tensor: str
-    scale: float  # a float32 value, kept exact
-    zero_point: int
-    signed: bool
-
-    @property
-    def qmin(self) -> int:
-        return -128 if self.signed else 0
-
-    @property
-    def qmax(self) -> int:
-        return 127 if self.signed else 255
-
-    def same_as(self, other: QType) -> bool:
-        return (
-            np.float32(self.scale) == np.float32(other.scale)
-            and self.zero_point == other.zero_point
-            and self.signed == other.signed
-        )
-
-
-@dataclass
-class FcStep:
-    """One int8 fully connected node (Gemm, or MatMul [+ Add]) as written in the graph."""
-
-    name: str
-    op: str
-    weight: np.ndarray  # int8 [out, in]
-    weight_scale: np.ndarray  # float32 [out] (per-tensor broadcast)
-    per_channel: bool
-    bias: np.ndarray  # int32 [out], in units of in_scale * weight_scale
-    in_q: QType
-    out_q: QType
-    relu_floor: bool  # a Relu sits between the FC and its QuantizeLinear
-    notes: list[str] = field(default_factory=list)
-    # MatMul -> Q(mid_q) -> DQ -> Add(post_bias) -> Q(out_q): the product is rounded to int8
-    # before a float bias is added (what quantize_static makes of MatMul + Add)
-    mid_q: QType | None = None
-    post_bias: np.ndarray | None = None  # float64 [out], the values the float Add sees
-
-
-@dataclass
-class LutStep:
-    """A float element-wise op between two quantized tensors: q_in -> DQ -> op -> Q -> q_out."""
-
-    name: str
-    kind: str  # relu | tanh | none
-    in_q: QType
-    out_q: QType
-
-
-@dataclass
-class QdqChain:
-    input_name: str
-    output_name: str
-    input_q: QType
-    steps: list  # FcStep | LutStep, input to output order
-    metadata: dict[str, str]
-    sigmoid_q: QType | None = None  # the Sigmoid's output is quantized too (x_mean = DQ(q))
-
-
-class _ChainReader:
     def __init__(self, graph: Graph, label: str):
         self.g = graph
         self.label = label
         self.prod = graph.producer()
+        self.label_name: str | None = None  # set by walk() at a Concat(z, y) input
 
     def refuse(self, node: Node, why: str = "is not supported by the firmware kernel") -> None:
         raise ModelFileError(f"{self.label}: {node.label()} {why}{_HINTS.get(node.op_type, '')}")
@@ -313,8 +258,8 @@ class _ChainReader:
             if node.op_type in _HINTS:
                 self.refuse(node)
         out = "x_mean" if "x_mean" in self.g.outputs else self.g.outputs[0]
-        if len(self.g.inputs) != 1:
-            self.fail(f"expected one graph input (z), found {self.g.inputs}")
+        if len(self.g.inputs) not in (1, 2):
+            self.fail(f"expected the graph input z (and a label y), found {self.g.inputs}")
         sig = self.prod.get(out)
         if sig is None:
             self.fail(f"output {out!r} has no producer")
@@ -335,6 +280,33 @@ class _ChainReader:
                 "a Sigmoid of the last layer)",
             )
         qname, q_seen = self.dequantized(sig.inputs[0], sig)
+        src, input_q, steps = self.walk(qname, q_seen)
+        if len(self.g.inputs) == 2 and self.label_name is None:
+            self.fail(f"input {self.g.inputs[1]!r} is not used as a label (Concat(z, y))")
+        return QdqChain(src, out, input_q, steps, dict(self.g.metadata), sigmoid_q, self.label_name)
+
+    def concatenated(self, src: str, qnode: Node) -> str | None:
+        """A conditional decoder's quantized input Concat(z, y) on axis 1: z's name, with y's
+        kept in `label_name`; None when `src` is something else."""
+        node = self.prod.get(src)
+        if node is None or node.op_type != "Concat":
+            return None
+        if int(self.number(node, "axis", 1)) not in (1, -1):
+            self.refuse(node, "concatenates along an axis other than 1")
+        if len(node.inputs) != 2 or not all(name in self.g.inputs for name in node.inputs):
+            self.refuse(
+                node,
+                "is not supported by the firmware kernel (a Concat must join the graph "
+                "inputs z and the one-hot label y, in that order)",
+            )
+        if qnode.op_type != "QuantizeLinear":
+            self.refuse(qnode)
+        self.label_name = node.inputs[1]
+        return node.inputs[0]
+
+    def walk(self, qname: str, q_seen: QType) -> tuple[str, QType, list]:
+        """From quantized tensor `qname` back to the graph input: (input name, its
+        quantization, the FC and element-wise steps in input-to-output order)."""
         steps: list = []
         for _ in range(10_000):
             qnode = self.prod.get(qname)
@@ -347,11 +319,12 @@ class _ChainReader:
             if not qt.same_as(q_seen):
                 self.refuse(qnode, "is dequantized with different parameters than it was quantized")
             src = qnode.inputs[0]
+            src = self.concatenated(src, qnode) or src
             if src in self.g.inputs:
                 steps.reverse()
                 if not steps or not isinstance(steps[0], FcStep):
                     self.fail("the quantized input must feed a Gemm/MatMul first")
-                return QdqChain(src, out, qt, steps, dict(self.g.metadata), sigmoid_q)
+                return src, qt, steps
             p = self.producer_of(src, qnode)
             relu_floor = False
             if (
@@ -380,4 +353,4 @@ class _ChainReader:
 def read_qdq_chain(path: Path) -> QdqChain:
     """The int8 decoder as a chain of FC and element-wise steps; ModelFileError otherwise."""
     path = Path(path)
-    return _ChainReader(load_graph(path), path.name).read()
+    return ChainReader(load_graph(path), path.name).read()

@@ -117,6 +117,18 @@ _R = [
 ]
 RECIPES: dict[str, Recipe] = {r.name: r for r in _R}
 FIRMWARE = RECIPES["firmware"]
+# The 4-bit firmware decoder (quant/int4.py writes it with these quantize_static options):
+# the firmware recipe with every Gemm but the first on -8..7 per channel. Not a search
+# candidate: it is written beside the int8 firmware pair.
+FIRMWARE_INT4 = Recipe(
+    "firmware-int4",
+    "static",
+    "as firmware, with 4-bit per-channel weights (-8..7 in int8 tensors) in every Gemm but "
+    "the first: the C kernel packs them two per byte",
+    per_channel=True,
+    reduce_range=True,
+    float_output=False,
+)
 
 
 @dataclass
@@ -177,6 +189,25 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
         elif key in ("model name", "cpu model") and model in (arch, ""):
             model = value.strip()
     return CpuInfo(arch, model, frozenset(flags))
+
+
+def gemm_format(recipe: Recipe, cpu: CpuInfo) -> str | None:
+    """The integer GEMM kind onnxruntime runs for `recipe` on `cpu`, as the peak probe names
+    it (`bench.peak.FORMATS`); None for int4/fp16, which have no int8 ceiling.
+
+    Dynamic recipes quantize activations to u8. On x86 onnxruntime shifts the s8 activations
+    of a QDQ graph with float Gemm outputs to u8 (measured: static-s8-pc runs as fast as
+    static-pc here, while an s8 x s8 MatMulInteger runs at a fifth of fp32's speed); the
+    baseline static-default quantizes its outputs too and keeps s8 x s8.
+    """
+    if recipe.method not in ("static", "dynamic"):
+        return None
+    if recipe.weight == "u8":
+        return "u8u8"
+    activation = "u8" if recipe.method == "dynamic" else recipe.activation
+    if activation == "s8" and (recipe.defaults or cpu.arch in ("aarch64", "arm64")):
+        return "s8s8"
+    return "u8s8-7bit" if recipe.reduce_range else "u8s8"
 
 
 def auto_candidates(cpu: CpuInfo) -> list[str]:

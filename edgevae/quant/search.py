@@ -1,16 +1,28 @@
 """Choosing the int8 recipe under an accuracy budget, and writing the winners into the export.
 
-Each candidate recipe (`recipes.auto_candidates` for this CPU, or the one asked for) is applied
-(`apply`), then measured: accuracy on held-out images in nats with common random numbers
-against fp32, speed interleaved with fp32. The fastest within the budget wins; the firmware
-decoder (fixed scales everywhere) is always written too. Files move into the export dir
-atomically, the manifest last.
+The search, in order:
+1. calibration data, and this CPU's int8 ceilings (`bench.peak`, the formats the candidates
+   use; a fraction of a second);
+2. each candidate recipe (`recipes.auto_candidates` for this CPU, or the one asked for) is
+   applied to both models and its accuracy scored (`paired`): chunk by chunk until it is
+   clearly within or over the budget; one clearly over is dropped there;
+3. the rest are timed against fp32 together (`measure.time_candidates`); one clearly slower
+   after the first rounds is dropped;
+4. the best score within the budget wins (`measure.Candidate.score`: the fastest); its
+   accuracy is then scored on `REPORT_IMAGES` images, with the encoder's and decoder's parts;
+5. when none fits, mixed precision: the closest candidate with its costliest Gemm nodes kept
+   in float (`explain`), fewest first; `BudgetError` when even that fails (unless forced);
+6. the firmware pair (`decoder.int8.static.onnx`, `encoder.int8.static.onnx`: fixed scales
+   everywhere) and the 4-bit firmware decoder (`decoder.int4.static.onnx`, `int4.py`) are
+   always written too, and with `explain` the chosen recipe's per-node costs.
+Files move into the export dir atomically, the manifest last.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,35 +30,22 @@ from typing import Any
 
 import numpy as np
 
-from .. import fsio
 from ..errors import EdgeVAEError, ModelFileError, UsageError
-from ..runtime import manifest, metrics, timing
-from ..runtime.session import DECODER_IO, ENCODER_IO, open_session
+from ..runtime import manifest
+from . import int4, measure
 from .apply import apply_recipe, calibration_sets
-from .recipes import FIRMWARE, RECIPES, Recipe, auto_candidates, cpu_info
+from .explain import ExplainItem, explain_models
+from .measure import Candidate, Context
+from .mixed import mixed_precision
+from .paired import EVAL_K
+from .recipes import FIRMWARE, RECIPES, Recipe, auto_candidates, cpu_info, gemm_format
 
 Progress = Callable[[str, int, int], None]
-EVAL_K = 64
-EVAL_IMAGES = 1000
+EVAL_IMAGES = 1000  # held-out images at most (the report's; decisions stop earlier)
+REPORT_IMAGES = 1000  # the chosen candidate's and the firmware pair's figures
+STATIC = {"encoder": "encoder.int8.static.onnx", "decoder": "decoder.int8.static.onnx"}
 
-
-@dataclass
-class Candidate:
-    recipe: str
-    nll_delta: float = math.nan  # int8 encoder + int8 decoder vs fp32, nats per image
-    encoder_nll_delta: float = math.nan
-    decoder_nll_delta: float = math.nan
-    speedup: dict[str, float] = field(default_factory=dict)  # "decoder@1" -> fp32/int8 p50
-    p50_us: dict[str, float] = field(default_factory=dict)
-    bytes: dict[str, int] = field(default_factory=dict)
-    within_budget: bool = False
-    error: str | None = None
-
-    @property
-    def score(self) -> float:
-        """Geometric mean speedup over encoder/decoder at batch 1 and 256."""
-        vals = [v for v in self.speedup.values() if v > 0]
-        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else 0.0
+__all__ = ["BudgetError", "Candidate", "QuantReport", "calibration_sets", "quantize_export"]
 
 
 @dataclass
@@ -57,82 +56,44 @@ class QuantReport:
     calibration: dict[str, Any]
     cpu: dict[str, Any]
     firmware_decoder: str
-    firmware_nll_delta: float
+    firmware_nll_delta: float  # fp32 encoder + static decoder
+    firmware_encoder: str = STATIC["encoder"]
+    firmware_pair_nll_delta: float = math.nan  # static encoder + static decoder
+    firmware_decoder_int4: str = int4.NAME
+    firmware_int4_pair_nll_delta: float = math.nan  # static encoder + 4-bit static decoder
+    ceiling: dict[str, Any] = field(default_factory=dict)
+    mixed: dict[str, Any] | None = None
+    explain: list[ExplainItem] | None = None
     forced: bool = False
+    seconds: float = 0.0
+
+    @property
+    def chosen_candidate(self) -> Candidate:
+        return next(c for c in self.candidates if c.label == self.chosen_label)
+
+    @property
+    def chosen_label(self) -> str:
+        kept = (self.mixed or {}).get("label")
+        return kept or self.chosen
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for c, cand in zip(d["candidates"], self.candidates, strict=True):
             c["score"] = cand.score
+            c["label"] = cand.label
         return d
 
 
 class BudgetError(EdgeVAEError):
     """No recipe keeps the NLL increase within the budget (and force was not given)."""
 
-    def __init__(self, budget_nats: float, closest: Candidate):
+    def __init__(self, budget_nats: float, closest: Candidate, mixed_note: str = ""):
         self.budget_nats = budget_nats
         self.closest = closest
         super().__init__(
             f"no recipe keeps the NLL increase within {budget_nats:g} nats; closest is "
-            f"{closest.recipe} at +{closest.nll_delta:.3f} nats"
+            f"{closest.label} at +{closest.nll_delta:.3f} nats{mixed_note}"
         )
-
-
-def _callables(enc, dec):
-    def encode(x):
-        mu, lv = enc.run(["mu", "logvar"], {"x": x})
-        return mu, lv
-
-    def decode(z):
-        return dec.run(["logits"], {"z": z})[0]
-
-    return encode, decode
-
-
-def nll(enc, dec, x, likelihood, gauss, k=EVAL_K, seed=0) -> float:
-    e, d = _callables(enc, dec)
-    return metrics.evaluate(x, e, d, likelihood, k=k, seed=seed, gauss_logvar=gauss).nll_iw
-
-
-def measure(
-    recipe: str,
-    work: Path,
-    fp32: dict[str, Any],
-    heldout: np.ndarray,
-    likelihood: str,
-    gauss,
-    base_nll: float,
-    budget: float,
-    rounds: int = 6,
-) -> Candidate:
-    """Accuracy (common random numbers with fp32) and speed (interleaved with fp32)."""
-    cand = Candidate(recipe)
-    enc = open_session(work / f"encoder.{recipe}.onnx", "encoder")
-    dec = open_session(work / f"decoder.{recipe}.onnx", "decoder")
-    cand.nll_delta = nll(enc, dec, heldout, likelihood, gauss) - base_nll
-    cand.encoder_nll_delta = nll(enc, fp32["decoder"], heldout, likelihood, gauss) - base_nll
-    cand.decoder_nll_delta = nll(fp32["encoder"], dec, heldout, likelihood, gauss) - base_nll
-    cand.within_budget = cand.nll_delta <= budget
-    rng = np.random.default_rng(0)
-    for role, sess, ref in (("encoder", enc, fp32["encoder"]), ("decoder", dec, fp32["decoder"])):
-        name = "x" if role == "encoder" else "z"
-        width = heldout.shape[1] if role == "encoder" else fp32["latent_dim"]
-        for bs in (1, 256):
-            feed = {name: rng.random((bs, width), dtype=np.float32)}
-            t = timing.interleaved(
-                {
-                    "fp32": lambda s=ref, f=feed: s.run(None, f),
-                    "int8": lambda s=sess, f=feed: s.run(None, f),
-                },
-                rounds=rounds,
-                reps=40 if bs == 1 else 4,
-            )
-            cand.speedup[f"{role}@{bs}"] = t["fp32"].p50_us / t["int8"].p50_us
-            cand.p50_us[f"{role}@{bs}"] = t["int8"].p50_us
-    for role in ("encoder", "decoder"):
-        cand.bytes[role] = (work / f"{role}.{recipe}.onnx").stat().st_size
-    return cand
 
 
 def quantize_export(
@@ -140,15 +101,24 @@ def quantize_export(
     train_images: np.ndarray,
     heldout_images: np.ndarray,
     *,
+    train_labels: np.ndarray | None = None,
+    heldout_labels: np.ndarray | None = None,
     recipe: str = "auto",
     budget_nats: float = 0.1,
     calib: int = 5000,
     seed: int = 0,
     force: bool = False,
     extra_candidates: list[str] | None = None,
+    explain: bool = False,
     progress: Progress | None = None,
 ) -> QuantReport:
-    """Quantize encoder.fp32.onnx/decoder.fp32.onnx into *.int8.onnx under the budget."""
+    """Quantize encoder.fp32.onnx/decoder.fp32.onnx into *.int8.onnx under the budget, and
+    write the firmware pair (*.int8.static.onnx). With `explain`, the chosen recipe's cost per
+    quantized node goes into the report and the manifest. A conditional model (the manifest
+    lists `classes`) needs the images' one-hot labels in its classes, `train_labels` and
+    `heldout_labels` ([N, C], `runtime.labels.match_one_hot`): calibration feeds them beside
+    the images and latents, and the NLL is the conditional -log p(x | y)."""
+    start = time.perf_counter()
     progress = progress or (lambda stage, done, total: None)
     check_options(recipe, budget_nats, calib, extra_candidates)
     names = auto_candidates(cpu_info()) if recipe == "auto" else [recipe]
@@ -157,38 +127,47 @@ def quantize_export(
     for role in ("encoder", "decoder"):
         if not (export_dir / f"{role}.fp32.onnx").exists():
             raise ModelFileError(f"{export_dir}: {role}.fp32.onnx missing; export the run first")
-    ctx = _Context.open(export_dir, man, heldout_images)
+    _check_labels(man, train_images, train_labels, heldout_images, heldout_labels)
+    fp32 = manifest.digests(export_dir, ("encoder.fp32.onnx", "decoder.fp32.onnx"))
+    heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
+    heldout_y = None if heldout_labels is None else heldout_labels[:EVAL_IMAGES]
+    ctx = Context.open(export_dir, man, heldout, cpu_info(), heldout_y)
     progress("calibrating", 0, 1)
-    x_cal, z_cal = calibration_sets(export_dir, train_images, calib, seed)
+    enc_cal, dec_cal = calibration_sets(export_dir, train_images, calib, seed, train_labels)
+    cal = {"encoder": enc_cal, "decoder": dec_cal}
+    ctx.peak = _probe(ctx, names)
     progress("calibrating", 1, 1)
     with tempfile.TemporaryDirectory(dir=export_dir, prefix=".quantize-") as tmp:
         work = Path(tmp)
-        results = _measure_all(ctx, names, work, x_cal, z_cal, budget_nats, progress)
-        chosen, forced = _choose(results, budget_nats, force)
-        fw_delta = _firmware_decoder(ctx, work, z_cal, progress)
-        for role in ("encoder", "decoder"):
-            fsio.move_into(work / f"{role}.{chosen.recipe}.onnx", export_dir / f"{role}.int8.onnx")
-        fsio.move_into(work / "decoder.int8.static.onnx", export_dir / "decoder.int8.static.onnx")
-    report = QuantReport(
-        chosen=chosen.recipe,
-        budget_nats=budget_nats,
-        candidates=results,
-        calibration={
-            "encoder_images": len(x_cal),
-            "decoder_z": len(z_cal),
-            "decoder_z_from": "posterior means of the encoder images + N(0, I) draws",
-            "seed": seed,
-            "heldout_images": len(ctx.heldout),
-            "heldout_split": "valid",
-            "eval_k": EVAL_K,
-            "fp32_nll": ctx.base_nll,
-        },
-        cpu=ctx.cpu.to_dict(),
-        firmware_decoder="decoder.int8.static.onnx",
-        firmware_nll_delta=fw_delta,
-        forced=forced,
-    )
-    _record(export_dir, report, chosen)
+        search = _Search(ctx, work, cal, budget_nats, progress)
+        results = search.run(names)
+        chosen, forced, mixed = search.choose(results, force)
+        fw = _firmware(ctx, work, cal, progress)
+        items = None
+        if explain:
+            items = explain_models(
+                ctx, RECIPES[chosen.recipe].method, search.paths(chosen), work,
+                progress=progress,
+            )  # fmt: skip
+        moves = [(path, export_dir / f"{r}.int8.onnx") for r, path in search.paths(chosen).items()]
+        moves += [(work / name, export_dir / name) for name in (*STATIC.values(), int4.NAME)]
+        report = QuantReport(
+            chosen=chosen.recipe,
+            budget_nats=budget_nats,
+            candidates=results,
+            calibration=_calibration_info(ctx, cal, seed),
+            cpu=ctx.cpu.to_dict(),
+            firmware_decoder=STATIC["decoder"],
+            firmware_nll_delta=fw["decoder"],
+            firmware_pair_nll_delta=fw["pair"],
+            firmware_int4_pair_nll_delta=fw["int4_pair"],
+            ceiling=_ceiling_info(ctx.peak),
+            mixed=mixed,
+            explain=items,
+            forced=forced,
+        )
+        report.seconds = time.perf_counter() - start
+        manifest.commit(export_dir, moves, lambda man: _record(man, report, chosen), fp32)
     return report
 
 
@@ -205,106 +184,170 @@ def check_options(recipe: str, budget_nats: float, calib: int, also: list[str] |
             raise UsageError(f"unknown recipe {name!r} ({', '.join(RECIPES)})", param="also")
 
 
-@dataclass
-class _Context:
-    """What every candidate is measured against: the fp32 pair and its held-out NLL."""
+def _probe(ctx: Context, names: list[str]) -> dict[str, Any]:
+    """The int8 ceilings of the formats these candidates run (and the firmware's)."""
+    from ..bench.peak import peak_probe
 
-    export_dir: Path
-    fp32: dict[str, Any]
-    heldout: np.ndarray
-    likelihood: str
-    gauss: np.ndarray | None
-    base_nll: float
-    cpu: Any
-
-    @classmethod
-    def open(cls, export_dir: Path, man: dict[str, Any], heldout_images: np.ndarray) -> _Context:
-        fp32 = {
-            "encoder": open_session(export_dir / "encoder.fp32.onnx", "encoder"),
-            "decoder": open_session(export_dir / "decoder.fp32.onnx", "decoder"),
-            "latent_dim": int(man["latent_dim"]),
-        }
-        likelihood = man.get("likelihood", "bernoulli")
-        gauss = np.asarray(man["gaussian_logvar"]) if man.get("gaussian_logvar") else None
-        heldout = np.ascontiguousarray(heldout_images[:EVAL_IMAGES], dtype=np.float32)
-        base = nll(fp32["encoder"], fp32["decoder"], heldout, likelihood, gauss)
-        return cls(export_dir, fp32, heldout, likelihood, gauss, base, cpu_info())
+    formats = {gemm_format(RECIPES[n], ctx.cpu) for n in (*names, FIRMWARE.name)}
+    return peak_probe(1, formats=tuple(sorted(f for f in formats if f)), runs=9)
 
 
-def _measure_all(
-    ctx: _Context,
-    names: list[str],
-    work: Path,
-    x_cal: np.ndarray,
-    z_cal: np.ndarray,
-    budget_nats: float,
-    progress: Progress,
-) -> list[Candidate]:
-    """Apply and measure every candidate in `work`; a recipe that fails is kept with its error."""
-    results: list[Candidate] = []
-    for i, name in enumerate(names):
-        progress(f"measuring {name}", i, len(names))
-        try:
-            for role, data, io_ in (("encoder", x_cal, ENCODER_IO), ("decoder", z_cal, DECODER_IO)):
-                src = ctx.export_dir / f"{role}.fp32.onnx"
-                apply_recipe(RECIPES[name], src, work / f"{role}.{name}.onnx", data, io_[0][0])
-            results.append(
-                measure(
-                    name,
-                    work,
-                    ctx.fp32,
-                    ctx.heldout,
-                    ctx.likelihood,
-                    ctx.gauss,
-                    ctx.base_nll,
-                    budget_nats,
-                )
+def _ceiling_info(peak: dict[str, Any]) -> dict[str, Any]:
+    keep = ("ceiling", "shape", "threads", "runs", "seconds")
+    info = {k: peak.get(k) for k in keep}
+    info["formats"] = {f: v.get("cpu_gmac_per_s") for f, v in (peak.get("formats") or {}).items()}
+    return info
+
+
+def _check_labels(man: dict[str, Any], train, train_y, heldout, heldout_y) -> None:
+    """A conditional model needs one-hot labels in its classes, row for row; an
+    unconditional one takes none."""
+    n_classes = len(man.get("classes") or [])
+    for images, y, param in (
+        (train, train_y, "train_labels"),
+        (heldout, heldout_y, "heldout_labels"),
+    ):
+        if not n_classes:
+            if y is not None:
+                raise UsageError("the model is not conditional: it takes no labels", param=param)
+            continue
+        if y is None:
+            raise UsageError(
+                f"the model is conditional ({n_classes} classes): give the images' labels",
+                param=param,
             )
+        if y.shape != (len(images), n_classes):
+            raise UsageError(
+                f"must be one-hot rows [{len(images)}, {n_classes}], got {list(y.shape)}",
+                param=param,
+            )
+
+
+def _calibration_info(ctx: Context, cal: dict[str, dict], seed: int) -> dict[str, Any]:
+    base = ctx.paired.base(REPORT_IMAGES)
+    labels = " (each with its image's label)" if ctx.conditional else ""
+    return {
+        "encoder_images": len(cal["encoder"]["x"]),
+        "decoder_z": len(cal["decoder"]["z"]),
+        "decoder_z_from": f"posterior means of the encoder images + N(0, I) draws{labels}",
+        "conditional": ctx.conditional,
+        "seed": seed,
+        "heldout_images": ctx.paired.n_images,
+        "heldout_split": "valid",
+        "eval_k": EVAL_K,
+        "fp32_nll": float(base.mean()),
+        "fp32_nll_images": len(base),
+    }
+
+
+class _Search:
+    """The candidates' files, sessions and per-image NLLs while the search runs."""
+
+    def __init__(self, ctx: Context, work: Path, cal, budget: float, progress: Progress):
+        self.ctx, self.work, self.cal, self.budget = ctx, work, cal, budget
+        self.progress = progress
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.nll: dict[str, np.ndarray] = {}
+        self.tags: dict[str, str] = {}
+
+    def paths(self, cand: Candidate) -> dict[str, Path]:
+        tag = self.tags.get(cand.label, "")
+        return {r: self.work / f"{r}.{cand.recipe}{tag}.onnx" for r in ("encoder", "decoder")}
+
+    def add(self, cand: Candidate, keep_float=None, tag: str = "") -> bool:
+        """Apply and score one candidate; False when it failed or is clearly over budget."""
+        try:
+            sess = measure.apply_candidate(self.ctx, cand, self.work, self.cal, keep_float, tag)
+            self.nll[cand.label] = measure.score_accuracy(self.ctx, cand, sess, self.budget)
         except EdgeVAEError as exc:
-            results.append(Candidate(name, error=str(exc)))
-    progress("measuring", len(names), len(names))
-    return results
+            cand.error = str(exc)
+            return False
+        self.sessions[cand.label], self.tags[cand.label] = sess, tag
+        if not cand.within_budget:
+            cand.dropped = f"over budget after {cand.nll_images} images"
+        return cand.within_budget
 
+    def run(self, names: list[str]) -> list[Candidate]:
+        results = [Candidate(n) for n in names]
+        live = []
+        for i, cand in enumerate(results):
+            self.progress(f"measuring {cand.recipe}", i, len(results))
+            if self.add(cand):
+                live.append(cand)
+        for cand in results:
+            cand.score_ceiling = max([c.ceiling or 1.0 for c in results] + [1.0])
+        self.progress("timing", 0, 1)
+        self.time(live)
+        self.progress("timing", 1, 1)
+        return results
 
-def _choose(results: list[Candidate], budget_nats: float, force: bool) -> tuple[Candidate, bool]:
-    """The best-scoring candidate within the budget; else the closest one when forced."""
-    ok = [c for c in results if c.error is None and c.within_budget]
-    if ok:
-        return max(ok, key=lambda c: c.score), False
-    measured = [c for c in results if c.error is None]
-    if not measured:
-        raise EdgeVAEError(
-            "no recipe could be applied: " + "; ".join(f"{c.recipe}: {c.error}" for c in results)
+    def time(self, cands: list[Candidate]) -> None:
+        width = self.ctx.paired.x.shape[1]
+        measure.time_candidates(self.ctx, [(c, self.sessions[c.label]) for c in cands], width)
+
+    def choose(self, results: list[Candidate], force: bool):
+        """(chosen, forced, mixed-precision record or None); the chosen one's accuracy is
+        then scored on REPORT_IMAGES images."""
+        ok = [c for c in results if c.error is None and c.within_budget and c.dropped is None]
+        mixed = None
+        if ok:
+            chosen, forced = max(ok, key=lambda c: c.score), False
+        else:
+            measured = [c for c in results if c.error is None]
+            if not measured:
+                raise EdgeVAEError(
+                    "no recipe could be applied: "
+                    + "; ".join(f"{c.recipe}: {c.error}" for c in results)
+                )
+            closest = min(measured, key=lambda c: c.nll_delta)
+            chosen, mixed = mixed_precision(self, closest, results)
+            forced = chosen is None
+            if chosen is None:
+                note = (mixed or {}).get("note", "")
+                if not force:
+                    raise BudgetError(self.budget, closest, f"; {note}" if note else "")
+                chosen = closest
+                if not closest.speedup:
+                    self.time([closest])
+        self.progress("scoring the choice", 0, 1)
+        measure.report_accuracy(
+            self.ctx, chosen, self.sessions[chosen.label], REPORT_IMAGES, self.nll[chosen.label]
         )
-    closest = min(measured, key=lambda c: c.nll_delta)
-    if not force:
-        raise BudgetError(budget_nats, closest)
-    return closest, True
+        self.progress("scoring the choice", 1, 1)
+        return chosen, forced, mixed
 
 
-def _firmware_decoder(ctx: _Context, work: Path, z_cal: np.ndarray, progress: Progress) -> float:
-    """The firmware needs fixed scales everywhere, logits included: always written."""
-    progress("firmware decoder", 0, 1)
-    path = work / "decoder.int8.static.onnx"
-    apply_recipe(FIRMWARE, ctx.export_dir / "decoder.fp32.onnx", path, z_cal, "z")
-    dec = open_session(path, "decoder")
-    delta = nll(ctx.fp32["encoder"], dec, ctx.heldout, ctx.likelihood, ctx.gauss) - ctx.base_nll
-    progress("firmware decoder", 1, 1)
-    return delta
+def _firmware(ctx: Context, work: Path, cal, progress: Progress) -> dict[str, float]:
+    """The firmware pair: fixed scales everywhere, logits and the encoder's heads included."""
+    progress("firmware pair", 0, 1)
+    sess = {}
+    for role, name in STATIC.items():
+        apply_recipe(FIRMWARE, ctx.export_dir / f"{role}.fp32.onnx", work / name, cal[role])
+        sess[role] = ctx.session(work / name, role)
+    dec, _ = ctx.paired.delta(ctx.fp32["encoder"], sess["decoder"], REPORT_IMAGES)
+    pair, _ = ctx.paired.delta(sess["encoder"], sess["decoder"], REPORT_IMAGES)
+    int4.write_int4_decoder(ctx.export_dir / "decoder.fp32.onnx", work / int4.NAME, cal["decoder"])
+    four = ctx.session(work / int4.NAME, "decoder")
+    int4_pair, _ = ctx.paired.delta(sess["encoder"], four, REPORT_IMAGES)
+    progress("firmware pair", 1, 1)
+    return {"decoder": dec.mean, "pair": pair.mean, "int4_pair": int4_pair.mean}
 
 
-def _record(export_dir: Path, report: QuantReport, chosen: Candidate) -> None:
-    """The quantization's outcome into the manifest, with the new files' sha256."""
-    man = manifest.read(export_dir)
+def _record(man: dict[str, Any], report: QuantReport, chosen: Candidate) -> None:
+    """The quantization's outcome into the manifest (`manifest.commit` adds the sha256)."""
     rec = RECIPES[chosen.recipe]
     man["quantization"] = report.to_dict()
     man["recipe"] = rec.to_dict()
-    man["firmware_decoder"] = "decoder.int8.static.onnx"
-    man["int8_vs_fp32"] = {"nll_delta_nats": chosen.nll_delta, "speedup": chosen.speedup}
+    man["firmware_decoder"] = STATIC["decoder"]
+    man["firmware_encoder"] = STATIC["encoder"]
+    man["firmware_decoder_int4"] = int4.NAME
+    man["int8_vs_fp32"] = {
+        "nll_delta_nats": chosen.nll_delta,
+        "speedup": chosen.speedup,
+        "kept_float": chosen.kept_float,  # mixed precision: role -> Gemm nodes left in float
+    }
     man["cpu_specific"] = None if rec.exact_across_cpus else _why_cpu_specific(rec)
-    manifest.refresh_files(export_dir, man)
     man["versions"] = manifest.versions()
-    manifest.write(export_dir, man)
 
 
 def _why_cpu_specific(rec: Recipe) -> str:

@@ -9,6 +9,7 @@ import datetime as _dt
 import json
 import math
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ def new_manifest(
     }
     if gauss_logvar is not None:
         man["gaussian_logvar"] = gauss_logvar
+    if model.get("classes"):
+        man["classes"] = list(model["classes"])  # a conditional model: y's one-hot order
     refresh_files(export_dir, man)
     return man
 
@@ -106,11 +109,53 @@ def write(export_dir: Path, man: dict[str, Any]) -> None:
     fsio.write_json(export_dir / NAME, man)
 
 
+def digests(export_dir: Path, names: tuple[str, ...]) -> dict[str, str | None]:
+    """sha256 of each named file of the export (None when absent)."""
+    return {
+        n: fsio.sha256_file(export_dir / n, ModelFileError) if (export_dir / n).exists() else None
+        for n in names
+    }
+
+
+def commit(
+    export_dir: Path,
+    moves: list[tuple[Path, Path]],
+    update: Callable[[dict[str, Any]], None],
+    expect: dict[str, str | None] | None = None,
+    *,
+    fresh: dict[str, Any] | None = None,
+    remove: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A writer's last step, under the export's exclusive lock: check that the files it worked
+    from are still those it read (`expect`: name -> sha256, from `digests` at its start), move
+    its finished files in (after deleting `remove`), apply `update` to the manifest (or to
+    `fresh`, a new one), record every model file's sha256 and write the manifest. Readers
+    take the shared lock (`Model`), so no reader sees files of two writers, or a manifest that
+    does not match its files."""
+    with fsio.dir_lock(export_dir):
+        if expect is not None and digests(export_dir, tuple(expect)) != expect:
+            raise ModelFileError(
+                f"{export_dir}: its models changed while this command worked from them "
+                "(another export or quantization?); run it again"
+            )
+        man = read(export_dir) if fresh is None else fresh
+        for name in remove:
+            (export_dir / name).unlink(missing_ok=True)
+        for src, dst in moves:
+            fsio.move_into(src, dst)
+        update(man)
+        refresh_files(export_dir, man)
+        write(export_dir, man)
+    return man
+
+
 #: A manifest is a few kB; anything far larger is not one (and is not read into memory).
 MAX_MANIFEST_BYTES = 16 << 20
 #: Largest latent size and image side a manifest may declare (the runtime sizes arrays by them).
 MAX_LATENT = 4096
 MAX_SIDE = 4096
+#: Most classes a conditional model may declare (its label is one-hot over them).
+MAX_CLASSES = 10_000
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
@@ -154,6 +199,14 @@ def _check(path: Path, man: Any) -> dict[str, Any]:
             )
         ):
             raise ModelFileError(f"{path}: gaussian_logvar must be {n} finite numbers")
+    classes = man.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list)
+        or not 2 <= len(classes) <= MAX_CLASSES
+        or not all(isinstance(c, str) and 0 < len(c) <= 200 for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise ModelFileError(f"{path}: classes must be 2 to {MAX_CLASSES} distinct names")
     return man
 
 

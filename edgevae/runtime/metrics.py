@@ -77,20 +77,28 @@ def per_image(
     k: int,
     rng: np.random.Generator | None,
     gauss_logvar: np.ndarray | None = None,
+    yb: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-image terms in nats for one batch [B, D]: `kl`, `recon_mu` (-log p(x | z = mu)) and
     `mu`; with `rng`, also `recon1` (-log p(x | z) at one sample z) and `nll_iw` (the k-sample
-    importance-weighted -log p(x)). Decodes B * k rows at once: callers bound B."""
-    mu, logvar = encode(xb.astype(np.float32))
+    importance-weighted -log p(x)). Decodes B * k rows at once: callers bound B. With one-hot
+    labels `yb` [B, C] the model is conditional: encode(x, y), decode(z, y), and every term is
+    conditioned on y (-log p(x | y))."""
+    enc = encode if yb is None else (lambda x: encode(x, yb))
+    dec = decode if yb is None else (lambda z, y: decode(z, y))
+    mu, logvar = enc(xb.astype(np.float32))
     mu64, lv64 = mu.astype(np.float64), logvar.astype(np.float64)
     x64 = xb.astype(np.float64)
     out = {"mu": mu64, "kl": kl_to_standard_normal(mu64, lv64)}
-    out["recon_mu"] = -log_px_given_z(x64, decode(mu.astype(np.float32)), likelihood, gauss_logvar)
+    logits_mu = decode(mu.astype(np.float32)) if yb is None else dec(mu.astype(np.float32), yb)
+    out["recon_mu"] = -log_px_given_z(x64, logits_mu, likelihood, gauss_logvar)
     if rng is None:
         return out
     eps = rng.standard_normal((len(xb), k, mu.shape[1]))
     z = mu64[:, None, :] + np.exp(0.5 * lv64)[:, None, :] * eps
-    logits = decode(z.reshape(-1, mu.shape[1]).astype(np.float32)).reshape(len(xb), k, -1)
+    flat = z.reshape(-1, mu.shape[1]).astype(np.float32)
+    out_flat = decode(flat) if yb is None else dec(flat, np.repeat(yb, k, axis=0))
+    logits = out_flat.reshape(len(xb), k, -1)
     lpx = log_px_given_z(x64[:, None, :], logits, likelihood, gauss_logvar)
     log_w = (
         lpx
@@ -114,11 +122,13 @@ def evaluate(
     gauss_logvar: np.ndarray | None = None,
     max_decode_rows: int = 65536,
     progress: Callable[[int], None] | None = None,
+    y: np.ndarray | None = None,
 ) -> Bounds:
     """-ELBO (one sample, and at z = mu), its parts, the IWAE bound with k samples, active units.
 
     Decoding is chunked to at most `max_decode_rows` rows so memory stays bounded for any k.
-    `progress(n_done_images)` is called after every batch of images.
+    `progress(n_done_images)` is called after every batch of images. With one-hot labels `y`
+    [N, C] the bounds are on the conditional -log p(x | y) (see `per_image`).
     """
     if x.ndim != 2 or len(x) == 0:
         raise ValueError("evaluate needs a non-empty [N, D] array")
@@ -127,7 +137,10 @@ def evaluate(
     tot = {"elbo1": 0.0, "elbo_mu": 0.0, "recon": 0.0, "kl": 0.0, "iw": 0.0}
     mus = []
     for sl in _batches(n, max(1, max_decode_rows // max(k, 1))):
-        t = per_image(x[sl], encode, decode, likelihood, k=k, rng=rng, gauss_logvar=gauss_logvar)
+        yb = None if y is None else y[sl]
+        t = per_image(
+            x[sl], encode, decode, likelihood, k=k, rng=rng, gauss_logvar=gauss_logvar, yb=yb
+        )
         mus.append(t["mu"])
         tot["elbo1"] += float((t["kl"] + t["recon1"]).sum())
         tot["elbo_mu"] += float((t["kl"] + t["recon_mu"]).sum())

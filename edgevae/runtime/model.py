@@ -2,7 +2,9 @@
 
 What `edgevae.load()` returns and every runtime command (sample, reconstruct, interpolate,
 manifold, encode, decode) calls. Images go in as [N, H, W] or [N, H*W], float in [0, 1] or
-uint8 0-255; images come out as float32 [N, H, W] in [0, 1].
+uint8 0-255; images come out as float32 [N, H, W] in [0, 1]. A conditional model (`classes`
+not empty) takes labels wherever it encodes or decodes: one label for all, or one per image,
+each a class position or name.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from .. import fsio
 from ..errors import ModelFileError, UsageError
 from . import heldout, metrics
 from . import manifest as manifest_mod
 from .generate import manifold_z, prior_z
+from .labels import class_index, one_hot
 from .session import open_session, run_session
 
 PRECISIONS = ("int8", "fp32")
@@ -37,13 +41,19 @@ class Model:
         self.export_dir = Path(export_dir)
         self.precision = precision
         self.threads = threads
-        self.manifest: dict[str, Any] = manifest_mod.read(self.export_dir)
+        with fsio.dir_lock(self.export_dir, shared=True):  # not while a writer commits
+            self.manifest: dict[str, Any] = manifest_mod.read(self.export_dir)
         self.latent_dim = int(self.manifest["latent_dim"])
         h, w = self.manifest["image_shape"]
         self.image_shape = (int(h), int(w))
         self.likelihood: str = self.manifest.get("likelihood", "bernoulli")
         gl = self.manifest.get("gaussian_logvar")
         self.gauss_logvar = np.asarray(gl, dtype=np.float64) if gl is not None else None
+        self.classes: list[str] = list(self.manifest.get("classes") or [])
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.classes)
 
     def __repr__(self) -> str:
         return (
@@ -63,7 +73,9 @@ class Model:
 
     def _session(self, role: str):
         path = self.path(role)
-        sess = open_session(path, role, self.threads)
+        with fsio.dir_lock(self.export_dir, shared=True):
+            sess = open_session(path, role, self.threads, self.conditional)  # vetted first
+            self._check_unchanged(path)
         width_in, width_out = (
             (self.input_dim, self.latent_dim)
             if role == "encoder"
@@ -80,6 +92,16 @@ class Model:
                 )
         return sess
 
+    def _check_unchanged(self, path: Path) -> None:
+        """The file is the one the manifest read at load time lists: an export rewritten since
+        (another export or quantize) is refused, never mixed with the manifest it replaced."""
+        want = (self.manifest.get("files") or {}).get(path.name, {}).get("sha256")
+        if want is not None and fsio.sha256_file(path, ModelFileError) != want:
+            raise ModelFileError(
+                f"{path}: its sha256 is not the one in the manifest loaded with it (the export "
+                "was rewritten since, or the file edited); load the export again"
+            )
+
     @cached_property
     def encoder(self):
         """The encoder's onnxruntime session (vetted, shapes checked against the manifest)."""
@@ -92,50 +114,109 @@ class Model:
 
     # ------------------------------------------------------------------ the two networks
 
-    def encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior q(z|x) of each image: (mu, logvar), float32 [N, latent_dim] each."""
+    def encode(self, x: np.ndarray, labels=None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior q(z|x) (q(z|x, y) with labels) of each image: (mu, logvar), float32
+        [N, latent_dim] each."""
         x = self.as_input(x)
+        feeds = {"x": x, **self._y(labels, len(x))}
         return tuple(  # type: ignore[return-value]
             run_session(
-                self.encoder, self.path("encoder"), ["mu", "logvar"], {"x": x}, self.latent_dim
+                self.encoder, self.path("encoder"), ["mu", "logvar"], feeds, self.latent_dim
             )
         )
 
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        """Mean image of p(x|z) for each z, flat: float32 [N, H*W] in [0, 1] (`x_mean`)."""
-        feeds = {"z": self._z(z)}
-        return run_session(self.decoder, self.path("decoder"), ["x_mean"], feeds, self.input_dim)[0]
+    def decode(self, z: np.ndarray, labels=None) -> np.ndarray:
+        """Mean image of p(x|z) (p(x|z, y)) for each z, flat: float32 [N, H*W] in [0, 1]."""
+        return self._decoder_output(z, labels, "x_mean")
 
-    def decode_logits(self, z: np.ndarray) -> np.ndarray:
+    def decode_logits(self, z: np.ndarray, labels=None) -> np.ndarray:
         """The decoder's logits [N, H*W] (likelihoods are computed from these)."""
-        feeds = {"z": self._z(z)}
-        return run_session(self.decoder, self.path("decoder"), ["logits"], feeds, self.input_dim)[0]
+        return self._decoder_output(z, labels, "logits")
+
+    def _decoder_output(self, z: np.ndarray, labels, name: str) -> np.ndarray:
+        z = self._z(z)
+        feeds = {"z": z, **self._y(labels, len(z))}
+        return run_session(self.decoder, self.path("decoder"), [name], feeds, self.input_dim)[0]
+
+    def _y(self, labels, n: int) -> dict[str, np.ndarray]:
+        """The `y` feed: one-hot labels for a conditional model, nothing otherwise."""
+        if not self.conditional:
+            if labels is not None:
+                raise UsageError(
+                    "this model is not conditional: it takes no labels", param="labels"
+                )
+            return {}
+        if labels is None:
+            raise UsageError(
+                f"this model is conditional: give a label ({', '.join(self.classes)})",
+                param="labels",
+            )
+        if isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.dtype == np.float32:
+            return {"y": np.ascontiguousarray(labels)}  # already one-hot (or soft) rows
+        return {"y": one_hot(self.classes, labels, n)}
 
     # ------------------------------------------------------------------ what users make
 
-    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
-        """n images decoded from z ~ N(0, temperature^2 I): [n, H, W] in [0, 1].
-        A temperature below 1 gives cleaner, less varied images."""
-        return self.images(self.decode(prior_z(n, self.latent_dim, seed, temperature)))
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, label=None) -> np.ndarray:
+        """n images decoded from z ~ N(0, temperature^2 I): [n, H, W] in [0, 1]. A
+        temperature below 1 gives cleaner, less varied images. A conditional model draws the
+        class `label` (a position or name); `label="all"` draws n of every class, one class
+        after the other: [n * C, H, W] (the same z for every class)."""
+        if not self.conditional and label is not None:
+            raise UsageError("this model is not conditional: it takes no label", param="label")
+        z = prior_z(n, self.latent_dim, seed, temperature)
+        if self.conditional and label not in (None, "all"):
+            label = class_index(self.classes, label, "label")
+        if self.conditional and label == "all":
+            rows = [self.decode(z, c) for c in range(len(self.classes))]
+            return self.images(np.concatenate(rows))
+        return self.images(self.decode(z, label))
 
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+    def reconstruct(self, x: np.ndarray, labels=None) -> np.ndarray:
         """Each image encoded and decoded through z = mu: [N, H, W]."""
-        mu, _ = self.encode(x)
-        return self.images(self.decode(mu))
+        mu, _ = self.encode(x, labels)
+        return self.images(self.decode(mu, labels))
 
-    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 10) -> np.ndarray:
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 10, labels=None) -> np.ndarray:
         """The decoded straight line between the posterior means of images a and b, ends
-        included: [steps, H, W]."""
+        included: [steps, H, W]. A conditional model takes `labels=(label_a, label_b)`; the
+        path decodes with the one-hot labels blended along it."""
         if steps < 2:
             raise UsageError(f"must be >= 2, got {steps}", param="steps")
-        mu, _ = self.encode(np.stack([self.as_input(a)[0], self.as_input(b)[0]]))
+        pair = np.stack([self.as_input(a)[0], self.as_input(b)[0]])
+        y = self._y(labels, 2).get("y")
+        mu, _ = self.encode(pair, y)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        return self.images(self.decode((1 - t) * mu[0] + t * mu[1]))
+        path_y = None if y is None else ((1 - t) * y[0] + t * y[1]).astype(np.float32)
+        return self.images(self.decode((1 - t) * mu[0] + t * mu[1], path_y))
 
-    def manifold(self, steps: int = 20, dims: tuple[int, int] = (0, 1)) -> np.ndarray:
+    def manifold(self, steps: int = 20, dims: tuple[int, int] = (0, 1), label=None) -> np.ndarray:
         """The paper's Fig. 4: a steps x steps grid over two latent dims through the inverse
         Gaussian CDF, other dims 0: [steps * steps, H, W], row-major (top row = high dims[1])."""
-        return self.images(self.decode(manifold_z(self.latent_dim, steps, dims)))
+        return self.images(self.decode(manifold_z(self.latent_dim, steps, dims), label))
+
+    def analogies(self, x: np.ndarray, labels) -> np.ndarray:
+        """Style kept, class changed (Kingma et al. 2014, Fig. 1): each image is encoded with
+        its label, and its z = mu decoded with every class: [N, C, H, W]."""
+        if not self.conditional:
+            raise UsageError("analogies need a conditional model", param="model")
+        x = self.as_input(x)
+        mu, _ = self.encode(x, labels)
+        rows = [self.images(self.decode(mu, c)) for c in range(len(self.classes))]
+        return np.stack(rows, axis=1)
+
+    def heldout_labels(self) -> np.ndarray | None:
+        """The held-out images' labels as positions in `classes` (a conditional model) or in
+        the data's classes; None when the data had no labels."""
+        entry = self.manifest.get("heldout") or {}
+        labels = entry.get("labels")
+        if labels is None:
+            return None
+        names = entry.get("classes") or []
+        if self.conditional and names:
+            index = {name: i for i, name in enumerate(self.classes)}
+            return np.array([index.get(names[i], -1) for i in labels], dtype=np.int64)
+        return np.asarray(labels, dtype=np.int64)
 
     def heldout(self) -> np.ndarray:
         """The test images shipped in the export (a few hundred): [N, H, W] in [0, 1]."""
@@ -147,18 +228,21 @@ class Model:
             )
         return self.images(heldout.read(self.export_dir, entry, self.input_dim))
 
-    def evaluate(self, x: np.ndarray, k: int = 64, seed: int = 0) -> metrics.Bounds:
-        """Bounds on -log p(x) in nats per image: -ELBO, its parts, the k-sample IWAE NLL."""
+    def evaluate(self, x: np.ndarray, k: int = 64, seed: int = 0, labels=None) -> metrics.Bounds:
+        """Bounds on -log p(x) in nats per image: -ELBO, its parts, the k-sample IWAE NLL;
+        for a conditional model, on -log p(x | y) with the images' `labels`."""
         if k < 1:
             raise UsageError(f"must be >= 1, got {k}", param="k")
+        x = self.as_input(x)
         return metrics.evaluate(
-            self.as_input(x),
+            x,
             self.encode,
             self.decode_logits,
             self.likelihood,
             k=k,
             seed=seed,
             gauss_logvar=self.gauss_logvar,
+            y=self._y(labels, len(x)).get("y"),
         )
 
     # ------------------------------------------------------------------ anomalies

@@ -18,6 +18,17 @@ ENCODER_IO = (["x"], ["mu", "logvar"])
 DECODER_IO = (["z"], ["x_mean", "logits"])
 
 
+def feeds(role: str, data: np.ndarray, y: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The inputs of one encoder or decoder run: `data` as `x` (images, encoder) or `z`
+    (latents, decoder), float32 and contiguous; a conditional model's one-hot labels `y`
+    [N, C] beside it (None: an unconditional model, which takes no `y`)."""
+    name = (ENCODER_IO if role == "encoder" else DECODER_IO)[0][0]
+    out = {name: np.ascontiguousarray(data, dtype=np.float32)}
+    if y is not None:
+        out["y"] = np.ascontiguousarray(y, dtype=np.float32)
+    return out
+
+
 def create_session(model: Path | bytes, threads: int = 1):
     """An onnxruntime CPU session with edgevae's options, for a file or serialized bytes.
     It checks nothing: an edgevae encoder or decoder goes through `open_session`, which vets
@@ -100,10 +111,11 @@ def run_session(
     return results
 
 
-def open_session(path: Path, role: str, threads: int = 1):
-    """A session for a vetted model file; never hand onnxruntime a file we have not checked."""
-
+def open_session(path: Path, role: str, threads: int = 1, conditional: bool = False):
+    """A session for a vetted model file; never hand onnxruntime a file we have not checked.
+    A conditional model's encoder and decoder also take the one-hot label `y`."""
     io = ENCODER_IO if role == "encoder" else DECODER_IO
+    io = (io[0] + ["y"], io[1]) if conditional else io
     onnxcheck.vet(path, role, io[0], io[1][:1])
     try:
         sess = create_session(path, threads)
@@ -112,5 +124,5 @@ def open_session(path: Path, role: str, threads: int = 1):
     # vet() looks at the declared graph; the session says what run() will require.
     required = [i.name for i in sess.get_inputs()]
     if required != io[0]:
-        raise ModelFileError(f"{path}: requires inputs {required}, the {role} takes only {io[0]}")
+        raise ModelFileError(f"{path}: requires inputs {required}, the {role} takes {io[0]}")
     return sess

@@ -15,8 +15,6 @@ complete checkpoint in place.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import math
 import os
@@ -54,29 +52,20 @@ class RunLock:
     def __enter__(self) -> RunLock:
         try:  # e.g. a parent that is a file: one line, not a NotADirectoryError traceback
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = fsio.try_lock_file(self.path)
         except OSError as exc:
             raise TrainingError(
                 f"{self.path.parent}: cannot create the run dir ({exc.strerror or exc})"
             ) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self.fd)
-            self.fd = None
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise TrainingError(
-                    f"{self.path.parent}: another training is writing to this run dir"
-                ) from None
-            raise
+        if self.fd is None:
+            raise TrainingError(f"{self.path.parent}: another training is writing to this run dir")
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+            os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
 
 
@@ -125,7 +114,10 @@ def check_state(
         rng = tensors.get("rng.torch")
         if rng is None or rng.dtype != ref_rng.dtype or rng.shape != ref_rng.shape:
             raise ModelFileError(f"{path}: corrupt resume state (random generator state)")
-    _check_state_tensors(path, tensors, ModelConfig.from_dict(cfg["model"]))
+    train = cfg.get("train") if isinstance(cfg.get("train"), dict) else {}
+    _check_state_tensors(
+        path, tensors, ModelConfig.from_dict(cfg["model"]), bool(train.get("qat_bits"))
+    )
     return saved
 
 
@@ -154,21 +146,26 @@ def _resume_json(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         and is_number(schedule.get("lr", 1.0))
         and math.isfinite(schedule.get("lr", 1.0))
         and schedule.get("lr", 1.0) > 0
-        and is_number(schedule.get("best", 0.0))
+        and (schedule.get("best") is None or is_number(schedule.get("best")))
         and is_int(schedule.get("bad_epochs", 0))
     ):
         raise ModelFileError(f"{path}: corrupt resume metadata (lr_schedule)")
     return saved
 
 
-def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConfig) -> None:
+def _check_state_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConfig, qat_run: bool = False
+) -> None:
     """Model tensors as the config implies them (finite floats), optimizer tensors shaped like
-    their parameters, nothing else but the generator state."""
+    their parameters (a QAT run's steps after the model's), nothing else but the generator
+    state and QAT's steps (qat.*, checked when loaded)."""
+    from . import qat
     from .model import VAE
 
     model = VAE(cfg)
     expected = {f"model.{k}": v for k, v in model.state_dict().items()}
-    params = list(model.parameters())
+    params = [tuple(p.shape) for p in model.parameters()]
+    params += qat.step_shapes(cfg) if qat_run else []
     where = f"{path}: mismatched with {path.parent / CONFIG}"
     for name, ref in expected.items():  # in the model's order: the first layer is named first
         tensor = tensors.get(name)
@@ -182,7 +179,7 @@ def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: Mode
         if not tensor.dtype.is_floating_point or not torch.isfinite(tensor).all():
             raise ModelFileError(f"{path}: corrupt resume state ({name} is not finite floats)")
     for name, tensor in tensors.items():
-        if name in expected or name == "rng.torch":
+        if name in expected or name == "rng.torch" or name.startswith(qat.PREFIX):
             continue
         parts = name.split(".", 2)
         if not name.startswith("optim.") or len(parts) != 3 or not parts[1].isdigit():
@@ -191,7 +188,7 @@ def _check_state_tensors(path: Path, tensors: dict[str, torch.Tensor], cfg: Mode
             raise ModelFileError(
                 f"{where}: optimizer state for parameter {parts[1]} of {len(params)}"
             )
-        shape = () if parts[2] == "step" else tuple(params[int(parts[1])].shape)
+        shape = () if parts[2] == "step" else params[int(parts[1])]
         if (tensor.numel() != 1) if parts[2] == "step" else (tuple(tensor.shape) != shape):
             raise ModelFileError(
                 f"{where}: {name} has shape {tuple(tensor.shape)}, the config implies {shape}"
@@ -243,5 +240,5 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    text = "".join(fsio.to_json(r, indent=None) + "\n" for r in rows)
     fsio.write_text(run_dir / METRICS, text)

@@ -27,14 +27,23 @@ def load_model(run_dir: Path) -> tuple[VAE, dict]:
 
 
 def torch_callables(model: VAE):
+    """(encode, decode, gaussian log-variance) as numpy callables; a conditional model's take
+    the one-hot labels as a second argument."""
+
+    def rows(a: np.ndarray, y: np.ndarray | None) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        return t if y is None else torch.cat((t, torch.from_numpy(y)), dim=1)
+
     @torch.no_grad()
-    def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, logvar = model.encoder(torch.from_numpy(x))
+    def encode(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        mu, logvar = model.encoder(rows(x, y))
         return mu.numpy(), logvar.numpy()
 
     @torch.no_grad()
-    def decode(z: np.ndarray) -> np.ndarray:
-        return model.decoder(torch.from_numpy(z)).numpy()
+    def decode(z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        return model.decoder(
+            torch.from_numpy(z), None if y is None else torch.from_numpy(y)
+        ).numpy()
 
     gauss = None
     if model.cfg.likelihood == "gaussian":
@@ -42,24 +51,45 @@ def torch_callables(model: VAE):
     return encode, decode, gauss
 
 
-def decoder_mean(model: VAE, z: torch.Tensor) -> torch.Tensor:
-    """The mean image sigmoid(decoder(z)): what the exported decoders output as x_mean."""
+def decoder_mean(model: VAE, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean image sigmoid(decoder(z, y)): what the exported decoders output as x_mean."""
     with torch.inference_mode():
-        return torch.sigmoid(model.decoder(z))
+        return torch.sigmoid(model.decoder(z, y))
 
 
-def decode_mean(model: VAE, z: np.ndarray) -> np.ndarray:
-    """`decoder_mean` for numpy z: mean images [N, D] in [0, 1]."""
-    return decoder_mean(model, torch.from_numpy(z)).numpy()
+def decode_mean(model: VAE, z: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """`decoder_mean` for numpy z (and one-hot y): mean images [N, D] in [0, 1]."""
+    return decoder_mean(
+        model, torch.from_numpy(z), None if y is None else torch.from_numpy(y)
+    ).numpy()
 
 
-def split_images(cfg: dict, data: str | None, split: str) -> np.ndarray:
-    """The images of one split, from `data` or else from the run's own data spec and seed."""
+def one_hot_labels(model: VAE, classes, labels: np.ndarray | None) -> np.ndarray:
+    """The one-hot labels [N, C] of a conditional model's evaluation images, their class
+    names matched to the model's."""
+    if labels is None:
+        raise UsageError("a conditional model is evaluated on labelled data", param="data")
+    names = list(classes or [])
+    index = {name: i for i, name in enumerate(model.cfg.classes)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise UsageError(
+            f"the data has classes {missing} that the model does not know ({model.cfg.classes})",
+            param="data",
+        )
+    mapped = np.array([index[n] for n in names], dtype=np.int64)[labels]
+    return np.eye(model.cfg.n_classes, dtype=np.float32)[mapped]
+
+
+def split_images(cfg: dict, data: str | None, split: str):
+    """(images, labels, class names) of one split, from `data` or else from the run's own
+    data spec and seed; labels are None when the data has none."""
     from ..data.runs import load_run_data
 
     if split not in SPLITS:
         raise UsageError(f"must be one of {', '.join(SPLITS)}", param="split")
-    return getattr(load_run_data(cfg["train"], cfg["model"]["image_shape"], data), split)
+    ds = load_run_data(cfg["train"], cfg["model"]["image_shape"], data)
+    return getattr(ds, split), ds.labels(split), ds.classes
 
 
 def evaluate_run(
@@ -80,14 +110,15 @@ def evaluate_run(
 
     set_torch_threads(threads)
     model, cfg = load_model(run_dir)
-    x = split_images(cfg, data, split)
+    x, labels, classes = split_images(cfg, data, split)
     if x.shape[1] != model.cfg.input_dim:
         raise UsageError(
             f"images have {x.shape[1]} pixels, the model expects {model.cfg.input_dim}",
             param="data",
         )
+    y = one_hot_labels(model, classes, labels) if model.cfg.n_classes else None
     if limit is not None:
-        x = x[:limit]
+        x, y = x[:limit], (None if y is None else y[:limit])
     encode, decode, gauss = torch_callables(model)
     total = len(x)
     return metrics.evaluate(
@@ -99,4 +130,5 @@ def evaluate_run(
         seed=seed,
         gauss_logvar=gauss,
         progress=(lambda done: progress(done, total)) if progress else None,
+        y=y,
     )

@@ -39,6 +39,7 @@ class HandGradStep:
         self.decoder = [*_linears(model.decoder.body), model.decoder.out]
         self.mu, self.logvar = model.encoder.mu, model.encoder.logvar
         self.relu = model.cfg.activation == "relu"
+        self.split = model.split
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:
         return h.relu_() if self.relu else h.tanh_()
@@ -76,17 +77,20 @@ class HandGradStep:
 
     @torch.no_grad()
     def __call__(
-        self, x: torch.Tensor, eps: torch.Tensor, beta: float = 1.0
+        self, rows: torch.Tensor, eps: torch.Tensor, beta: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`rows` as `VAE.split` reads them: images, or images and one-hot labels."""
+        x, y = self.split(rows)
         n = x.shape[0]
-        enc = [x]
+        enc = [rows]
         for lin in self.encoder:
             enc.append(self._act(torch.addmm(lin.bias, enc[-1], lin.weight.t())))
         head_w = torch.cat((self.mu.weight, self.logvar.weight))
         head_b = torch.cat((self.mu.bias, self.logvar.bias))
         mu, logvar = torch.addmm(head_b, enc[-1], head_w.t()).chunk(2, dim=1)
         std = torch.exp(0.5 * logvar)
-        dec = [torch.addcmul(mu, std, eps)]
+        z = torch.addcmul(mu, std, eps)
+        dec = [z if y is None else torch.cat((z, y), dim=1)]
         for lin in self.decoder[:-1]:
             dec.append(self._act(torch.addmm(lin.bias, dec[-1], lin.weight.t())))
         out = self.decoder[-1]
@@ -99,7 +103,8 @@ class HandGradStep:
         kl = 0.5 * (mu * mu + var - 1.0 - logvar).sum() / n
 
         grad = torch.sigmoid(logits).sub_(x).div_(n)
-        grad_z = self._through(self.decoder, dec, grad, last_activated=False, need_input=True)
+        grad_in = self._through(self.decoder, dec, grad, last_activated=False, need_input=True)
+        grad_z = grad_in if y is None else grad_in[:, : mu.shape[1]]
         grad_mu = torch.add(grad_z, mu, alpha=beta / n)
         grad_logvar = (grad_z * eps).mul_(0.5 * std).add_(var - 1.0, alpha=0.5 * beta / n)
         grad_head = torch.cat((grad_mu, grad_logvar), dim=1)

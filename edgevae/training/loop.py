@@ -156,7 +156,13 @@ def train(
     data = (
         None
         if resume
-        else load_dataset(cfg.data, seed=cfg.seed, binarize=cfg.binarize, classes=cfg.classes)
+        else load_dataset(
+            cfg.data,
+            seed=cfg.seed,
+            binarize=cfg.binarize,
+            classes=cfg.classes,
+            labels=cfg.conditional,
+        )  # fmt: skip
     )
     with checkpoint.RunLock(run_dir), _StopFlag() as stop:
         state.remove_stale_temp_files(run_dir)
@@ -181,7 +187,7 @@ def _epoch_images(run: Run, epoch: int) -> torch.Tensor:
     from ..data.core import binarize_dynamic
 
     rng = np.random.default_rng(_epoch_seed(run.cfg.seed, epoch, 1))
-    return torch.from_numpy(binarize_dynamic(run.data.train, rng))
+    return run.input_rows("train", binarize_dynamic(run.data.train, rng))
 
 
 def _train_epoch(run: Run, epoch: int, stop: _StopFlag, reporter: Reporter) -> Totals:
@@ -242,7 +248,7 @@ def _save_interrupted(
         "optimizer": run.cfg.optimizer,
         "lr_schedule": run.lr_state,
     }
-    state.save(run.run_dir, run.model, run.opt, meta, rng_state)
+    state.save(run.run_dir, run.model, run.opt, meta, rng_state, _extra(run))
     raise Interrupted(
         f"interrupted in epoch {epoch + 1} at step {batch}; state saved to {run.run_dir}, "
         "from which the run resumes"
@@ -268,6 +274,8 @@ def _end_epoch(run: Run, epoch: int, totals: Totals) -> dict[str, Any]:
         "samples_seen": run.samples_seen,
         "lr": run.lr_state["lr"],
     }
+    if run.qat_state is not None:
+        row["qat_bits"] = run.qat_state.bits  # the bounds are the fake-quantized decoder's
     if not all(math.isfinite(v) for v in (valid["neg_elbo"], test["neg_elbo"])):
         raise TrainingError(f"validation -ELBO is not finite after epoch {epoch + 1}")
     run.rows.append(row)
@@ -289,5 +297,15 @@ def _checkpoint(run: Run, epochs_done: int) -> None:
         "lr_schedule": run.lr_state,
     }
     checkpoint.write_metrics(run.run_dir, run.rows)
-    state.save(run.run_dir, run.model, run.opt, meta, None)
-    checkpoint.save_weights(run.run_dir / runconfig.MODEL, run.model.state_dict(), {})
+    state.save(run.run_dir, run.model, run.opt, meta, None, _extra(run))
+    weights = (
+        run.model.state_dict()
+        if run.qat_state is None
+        else run.qat_state.quantized_state_dict(run.model)
+    )
+    checkpoint.save_weights(run.run_dir / runconfig.MODEL, weights, {})
+
+
+def _extra(run: Run) -> dict[str, torch.Tensor]:
+    """Resume-state tensors beyond the model and optimizer: QAT's steps."""
+    return {} if run.qat_state is None else run.qat_state.tensors()

@@ -31,11 +31,11 @@ def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
 
 
 class Encoder(nn.Module):
-    """x [N, D] -> (mu, logvar), each [N, L]."""
+    """x [N, D] -> (mu, logvar), each [N, L]; a conditional model reads [x, y] [N, D + C]."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.body = _mlp([cfg.input_dim, *cfg.hidden], cfg.activation)
+        self.body = _mlp([cfg.input_dim + cfg.n_classes, *cfg.hidden], cfg.activation)
         self.mu = nn.Linear(cfg.hidden[-1], cfg.latent_dim)
         self.logvar = nn.Linear(cfg.hidden[-1], cfg.latent_dim)
 
@@ -45,29 +45,40 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """z [N, L] -> logits [N, D]; the hidden sizes mirror the encoder's."""
+    """z [N, L] (with y [N, C] for a conditional model) -> logits [N, D]; the hidden sizes
+    mirror the encoder's."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.body = _mlp([cfg.latent_dim, *reversed(cfg.hidden)], cfg.activation)
+        self.body = _mlp([cfg.latent_dim + cfg.n_classes, *reversed(cfg.hidden)], cfg.activation)
         self.out = nn.Linear(cfg.hidden[0], cfg.input_dim)
         self.likelihood = cfg.likelihood
         if cfg.likelihood == "gaussian":
             self.logvar = nn.Parameter(torch.full((cfg.input_dim,), -4.0))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(z))
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.body(z if y is None else torch.cat((z, y), dim=1)))
 
     def gaussian_logvar(self) -> torch.Tensor:
         return self.logvar.clamp(GAUSS_LOGVAR_MIN, GAUSS_LOGVAR_MAX)
 
 
 class VAE(nn.Module):
+    """The whole model. Its input rows are images x [N, D], or for a conditional model the
+    images and their one-hot labels side by side, [x, y] [N, D + C] (`split` separates them):
+    one tensor, so batching, shuffling and resuming treat both models alike."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
+
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x, y) of input rows; y is None for an unconditional model."""
+        if not self.cfg.n_classes:
+            return rows, None
+        return rows[:, : self.cfg.input_dim], rows[:, self.cfg.input_dim :]
 
     def log_px_given_z(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """log p(x|z) summed over pixels, [N] (broadcasts x over leading sample axes)."""
@@ -81,12 +92,14 @@ class VAE(nn.Module):
         return -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar)).sum(-1)
 
     def loss(
-        self, x: torch.Tensor, eps: torch.Tensor
+        self, rows: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean -ELBO over the batch, and its reconstruction and KL parts (per image)."""
-        mu, logvar = self.encoder(x)
+        """Mean -ELBO over the batch, and its reconstruction and KL parts (per image); for a
+        conditional model the bound is on log p(x | y)."""
+        x, y = self.split(rows)
+        mu, logvar = self.encoder(rows)
         z = mu + torch.exp(0.5 * logvar) * eps
-        recon = -self.log_px_given_z(x, self.decoder(z))
+        recon = -self.log_px_given_z(x, self.decoder(z, y))
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
         return (recon + kl).mean(), recon.mean(), kl.mean()
 

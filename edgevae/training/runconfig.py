@@ -57,6 +57,7 @@ _TRAIN_TYPES: dict[str, tuple[type, ...]] = {
     "max_minutes": (int, float, type(None)),
     "lr_patience": (int,),
     "kl_warmup": (int,),
+    "qat_bits": (int,),
 }
 
 

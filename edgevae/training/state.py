@@ -85,11 +85,14 @@ def save(
     opt: torch.optim.Optimizer,
     meta: dict[str, Any],
     rng_state: torch.Tensor | None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Weights, optimizer tensors and (mid-epoch) the torch generator state in one file, with
-    the JSON `meta` in its header; state.json repeats the JSON for people and tools."""
+    """Weights, optimizer tensors, `extra` (QAT's steps, named qat.*) and (mid-epoch) the
+    torch generator state in one file, with the JSON `meta` in its header; state.json
+    repeats the JSON for people and tools."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(_optimizer_tensors(opt))
+    tensors.update(extra or {})
     if rng_state is not None:
         tensors["rng.torch"] = rng_state
     checkpoint.save_weights(run_dir / runconfig.STATE, tensors, {"state": dumps(meta)})

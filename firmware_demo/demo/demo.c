@@ -6,8 +6,16 @@
  * images as a PGM grid when given a path; bare-metal builds also report the decode's stack
  * high-water mark, and builds with EDGEVAE_DEMO_ICOUNT its instruction count (meaningful
  * only under `qemu -icount`, where SysTick counts executed instructions).
+ *
+ * A conditional decoder (EDGEVAE_NUM_CLASSES) decodes latent i with label i % classes.
+ *
+ * With weights from `edgevae firmware --score` it then scores the decoded images and their
+ * negatives (255 - p, anomalies for a model of digits) and prints "score checksum:" (FNV-1a
+ * over the scores' float32 bits, little-endian), the mean scores, and the score's stack and
+ * instruction count.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "edgevae_kernel.h"
 #include "platform.h"
@@ -54,6 +62,93 @@ static uint32_t fnv1a(uint32_t h, const uint8_t *p, unsigned n)
         h = (h ^ *p++) * 0x01000193u;
     return h;
 }
+
+#ifdef EDGEVAE_DEMO_ICOUNT
+/* instructions per call from SysTick ticks (under qemu -icount, see platform_calibrate) */
+static void print_icount(const char *what, uint32_t ticks, uint32_t calls, uint32_t cal_ticks,
+                         uint32_t cal_insns, long macs)
+{
+    unsigned long insns, per_mac_x1000;
+    if (!cal_ticks || !ticks)
+        return;
+    insns = (unsigned long)((uint64_t)ticks * cal_insns / cal_ticks / calls);
+    per_mac_x1000 = (unsigned long)((uint64_t)insns * 1000u / (uint64_t)macs);
+    printf("icount: %lu ticks per %lu calibration instructions, %lu ticks per %s\n",
+           (unsigned long)cal_ticks, (unsigned long)cal_insns, (unsigned long)(ticks / calls),
+           what);
+    printf("icount: %lu instructions per %s, %lu MACs, %lu.%03lu instructions/MAC\n", insns, what,
+           (unsigned long)macs, per_mac_x1000 / 1000u, per_mac_x1000 % 1000u);
+}
+#endif
+
+#ifdef EDGEVAE_HAS_SCORE
+static uint8_t inverted[EDGEVAE_OUTPUT_DIM];
+
+static uint32_t fnv1a_float(uint32_t h, float f)
+{
+    uint32_t bits;
+    uint8_t le[4];
+    memcpy(&bits, &f, sizeof bits);
+    le[0] = (uint8_t)bits;
+    le[1] = (uint8_t)(bits >> 8);
+    le[2] = (uint8_t)(bits >> 16);
+    le[3] = (uint8_t)(bits >> 24);
+    return fnv1a(h, le, 4);
+}
+
+static void print_nats(const char *label, float value)
+{
+    long milli = (long)(value * 1000.0f);
+    const char *sign = milli < 0 ? "-" : "";
+    milli = milli < 0 ? -milli : milli;
+    printf("%s%s%ld.%03ld nats", label, sign, milli / 1000, milli % 1000);
+}
+
+/* Scores the decoded images, then their negatives; prints the checksum line. */
+static int run_scores(uint32_t cal_ticks, uint32_t cal_insns)
+{
+    uint32_t h = 0x811C9DC5u, ticks = 0, used;
+    float sum[2] = {0.0f, 0.0f};
+    uintptr_t top = platform_stack_paint();
+    int i, k;
+    for (i = 0; i < 2 * DEMO_COUNT; i++) {
+        const uint8_t *image = pixels[i % DEMO_COUNT];
+        float score;
+        uint32_t t0;
+        int rc;
+        if (i >= DEMO_COUNT) {
+            for (k = 0; k < EDGEVAE_OUTPUT_DIM; k++)
+                inverted[k] = (uint8_t)(255 - image[k]);
+            image = inverted;
+        }
+        platform_timer_start();
+        t0 = platform_timer_ticks();
+        rc = edgevae_score(image, &score);
+        ticks += platform_timer_ticks() - t0;
+        if (rc != EDGEVAE_OK) {
+            printf("edgevae_score failed: %d\n", rc);
+            return 1;
+        }
+        sum[i >= DEMO_COUNT] += score;
+        h = fnv1a_float(h, score);
+    }
+    used = platform_stack_used(top);
+    if (used)
+        printf("score stack: %lu bytes used by edgevae_score (painted high-water mark)\n",
+               (unsigned long)used);
+#ifdef EDGEVAE_DEMO_ICOUNT
+    print_icount("score", ticks, 2 * DEMO_COUNT, cal_ticks, cal_insns, EDGEVAE_SCORE_MACS);
+#else
+    (void)cal_ticks;
+    (void)cal_insns;
+    (void)ticks;
+#endif
+    print_nats("scores: decoded images, mean ", sum[0] / DEMO_COUNT);
+    print_nats("; their negatives, mean ", sum[1] / DEMO_COUNT);
+    printf("\nscore checksum: 0x%08lx\n", (unsigned long)h);
+    return 0;
+}
+#endif
 
 #ifdef EDGEVAE_HOSTED
 uintptr_t platform_stack_paint(void) { return 0; }
@@ -102,7 +197,11 @@ int main(int argc, char **argv)
         demo_latent(&state, z, i);
         platform_timer_start();
         t0 = platform_timer_ticks();
+#ifdef EDGEVAE_NUM_CLASSES
+        rc = edgevae_decode_label(z, (unsigned)(i % EDGEVAE_NUM_CLASSES), pixels[i]);
+#else
         rc = edgevae_decode(z, pixels[i]);
+#endif
         ticks += platform_timer_ticks() - t0;
         if (rc != EDGEVAE_OK) {
             printf("edgevae_decode failed: %d\n", rc);
@@ -115,22 +214,8 @@ int main(int argc, char **argv)
         printf("stack: %lu bytes used by edgevae_decode (painted high-water mark)\n",
                (unsigned long)used);
 #ifdef EDGEVAE_DEMO_ICOUNT
-    if (cal_ticks && ticks) {
-        /* instructions = ticks * (calibration instructions / calibration ticks); only
-         * meaningful under qemu -icount, where the clock advances per instruction */
-        unsigned long insns =
-            (unsigned long)((uint64_t)ticks * cal_insns / cal_ticks / DEMO_COUNT);
-        unsigned long per_mac_x1000 =
-            (unsigned long)((uint64_t)insns * 1000u / (uint64_t)EDGEVAE_MACS);
-        printf("icount: %lu ticks per %lu calibration instructions, %lu ticks per decode\n",
-               (unsigned long)cal_ticks, (unsigned long)cal_insns,
-               (unsigned long)(ticks / DEMO_COUNT));
-        printf("icount: %lu instructions per decode, %lu MACs, %lu.%03lu instructions/MAC\n",
-               insns, (unsigned long)EDGEVAE_MACS, per_mac_x1000 / 1000u, per_mac_x1000 % 1000u);
-    }
+    print_icount("decode", ticks, DEMO_COUNT, cal_ticks, cal_insns, EDGEVAE_MACS);
 #else
-    (void)cal_ticks;
-    (void)cal_insns;
     (void)ticks;
 #endif
 #ifdef EDGEVAE_HOSTED
@@ -143,5 +228,11 @@ int main(int argc, char **argv)
     }
 #endif
     printf("checksum: 0x%08lx\n", (unsigned long)h);
+#ifdef EDGEVAE_HAS_SCORE
+    return run_scores(cal_ticks, cal_insns);
+#else
+    (void)cal_ticks;
+    (void)cal_insns;
     return 0;
+#endif
 }

@@ -30,6 +30,8 @@ ROW_KEYS = {
     "encoder_file",
     "decoder_file",
     "note",
+    "format",
+    "ceiling",
     "status",
     "reason",
     "size_kb",
@@ -59,6 +61,8 @@ LATENCY_KEYS = {
     "cpu_p50_us",
     "cpu_speedup_vs_fp32",
     "cpu_pct_of_peak",
+    "share_of_ceiling",
+    "cpu_share_of_ceiling",
 }
 TOP_KEYS = {
     "schema",
@@ -116,8 +120,21 @@ def test_json_has_the_documented_keys(report):
             assert set(lat) == LATENCY_KEYS
     assert d["rows"][1]["nll_delta"] == 0.0
     assert d["rows"][1]["decoder"]["4"]["speedup_vs_fp32"] == 1.0
-    for key in ("fp32_gmac_per_s", "int8_gmac_per_s", "shape", "threads"):
+    for key in ("fp32_gmac_per_s", "int8_gmac_per_s", "shape", "threads", "formats", "ceiling"):
         assert key in d["peak"]
+    # Each int8 row names its GEMM format and that format's ceiling; the share follows.
+    static = d["rows"][3]
+    assert (
+        static["format"] == "u8s8-7bit" and static["ceiling"] == d["peak"]["ceiling"]["u8s8-7bit"]
+    )
+    # The static row is the firmware pair: its own encoder, timed on its own.
+    assert static["encoder_file"] == "encoder.int8.static.onnx"
+    assert static["encoder"]["4"]["p50_us"] != d["rows"][2]["encoder"]["4"]["p50_us"]
+    lat = static["decoder"]["4"]
+    assert lat["cpu_share_of_ceiling"] == pytest.approx(
+        lat["cpu_speedup_vs_fp32"] / static["ceiling"]
+    )
+    assert d["rows"][1]["format"] is None and d["rows"][1]["ceiling"] is None
     assert d["macs_per_image"] == {"decoder": 4 * 64 + 64 * 784, "encoder": 784 * 64 + 64 * 8}
     assert d["noise"]["verdict"].split(":")[0] in ("quiet", "moderate", "noisy")
     json.dumps(d, allow_nan=False)  # strict JSON: no NaN anywhere
@@ -239,6 +256,32 @@ def test_bench_and_parity_modules_do_not_import_torch():
 def test_peak_probe_model_runs():
     p = peak.peak_probe(threads=1, shape=(64, 64, 64), runs=2)
     assert p["fp32_gmac_per_s"] > 0 and p["int8_gmac_per_s"] > 0
+    assert set(p["formats"]) == set(peak.FORMATS)
+    assert set(p["ceiling"]) == set(peak.FORMATS) - {"fp32"}
+    fp32 = p["formats"]["fp32"]["cpu_gmac_per_s"]
+    for fmt, ratio in p["ceiling"].items():
+        assert ratio == pytest.approx(p["formats"][fmt]["cpu_gmac_per_s"] / fp32)
+
+
+def test_peak_probe_only_the_formats_asked_and_fp32():
+    p = peak.peak_probe(threads=1, shape=(32, 32, 32), runs=1, formats=("u8u8",))
+    assert set(p["formats"]) == {"fp32", "u8u8"} and set(p["ceiling"]) == {"u8u8"}
+    with pytest.raises(ValueError, match="unknown GEMM formats"):
+        peak.peak_probe(shape=(8, 8, 8), runs=1, formats=("u4s4",))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "low", "high"),
+    [("u8s8", -128, 127), ("u8s8-7bit", -64, 63), ("u8u8", 0, 255), ("s8s8", -128, 127)],
+)
+def test_peak_probe_weights_cover_the_format_range(fmt, low, high):
+    import onnx
+    from onnx import numpy_helper
+
+    model, a = peak._probe_models(16, 64, 64, (fmt,))[fmt]
+    b = numpy_helper.to_array(onnx.load_from_string(model).graph.initializer[0])
+    assert b.min() >= low and b.max() <= high and b.min() < low + 8 and b.max() > high - 8
+    assert a.dtype == (np.int8 if fmt == "s8s8" else np.uint8)
 
 
 # --------------------------------------------------------------------------- parity
@@ -389,3 +432,13 @@ def test_help_lists_the_valid_ranges(capsys):
         assert main([command, "--help"]) == 0
     text = capsys.readouterr().out
     assert "x>=1" in text and "x>=0" in text
+
+
+def test_profile_names_the_fused_kernels(tiny_export):
+    from edgevae.bench.profile import profile_model
+
+    p = profile_model(tiny_export / "decoder.int8.onnx", "decoder", 4, runs=5, warmup=2)
+    ops = [n.op for n in p.nodes]
+    assert "QGemm" in ops and "Sigmoid" in ops  # QDQ Gemms run fused into integer kernels
+    assert p.total_us > 0 and all(n.us >= 0 for n in p.nodes)
+    assert set(p.to_dict()) == {"path", "batch", "runs", "total_us", "other_us", "nodes"}

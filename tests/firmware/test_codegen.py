@@ -130,7 +130,13 @@ def test_report_sizes_and_flash_fit(tmp_path):
     assert report.weight_bytes == 400 * 20 + 400 * 784  # 20 is a multiple of 4: no padding
     assert 330_000 < report.flash_bytes < 340_000
     assert report.ram_bytes == 2 * 2 * 400
-    assert report.fits == {"128 KB": False, "256 KB": False, "512 KB": True, "1 MB": True}
+    assert report.fits == {
+        "64 KB": False,
+        "128 KB": False,
+        "256 KB": False,
+        "512 KB": True,
+        "1 MB": True,
+    }
     assert "'mcu' preset" in report.suggestion and "--" not in report.suggestion
     small = make_decoder(tmp_path / "small", Variant("small", latent=8, hidden=(128,)))
     report = generate_firmware(small, tmp_path / "gen2", command="x")

@@ -25,6 +25,7 @@ from edgevae.firmware.codegen import FORMAT
 from edgevae.firmware.deploy import (
     HOST_SOURCE,
     KERNEL_FILES,
+    SCORE_SOURCE,
     build_argv,
     program_path,
     run_command,
@@ -106,7 +107,7 @@ def test_out_dir_that_is_a_file_is_a_usage_error(decoder, tmp_path):
 
 
 def test_firmware_demo_keeps_no_copy_of_the_kernel():
-    names = {Path(name).name for name in (*KERNEL_FILES, HOST_SOURCE)}
+    names = {Path(name).name for name in (*KERNEL_FILES, HOST_SOURCE, SCORE_SOURCE)}
     tracked = [
         p
         for p in FIRMWARE.rglob("*")

@@ -260,6 +260,7 @@ TARGETS = {
     "run-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
     "run-m33": ("arm-none-eabi-gcc", "qemu-system-arm"),
     "run-aarch64": ("aarch64-linux-gnu-gcc", "qemu-aarch64-static"),
+    "run-armv7": ("arm-linux-gnueabihf-gcc", "qemu-arm-static"),
 }
 
 
@@ -281,7 +282,7 @@ def test_emulated_target_prints_the_host_checksum(built, host_checksums, target)
     normal, wide = host_checksums
     out = make(weights, build / "normal", target).stdout
     assert checksum_line(out) == normal
-    if target != "run-aarch64":
+    if target not in ("run-aarch64", "run-armv7"):
         assert re.search(r"^stack: \d+ bytes", out, re.M), out
     # extreme and signed-zero latents through the SMLAD path too
     assert checksum_line(make(weights, build / "wide", target, extra=WIDE).stdout) == wide
@@ -319,10 +320,12 @@ def test_missing_weights_are_reported(tmp_path):
 
 def test_size_report(built):
     need_tools("make", "arm-none-eabi-gcc", "qemu-system-arm", "aarch64-linux-gnu-gcc")
+    need_tools("arm-linux-gnueabihf-gcc")
     _, weights, build = built("firmware")
     out = make(weights, build / "normal", "size", timeout=300).stdout
     rows = {line.split()[0]: line for line in out.splitlines() if "kernel code" in line}
-    assert set(rows) == {"host", "aarch64", "cortex-m4", "cortex-m33"}, out
+    assert set(rows) == {"host", "aarch64", "armv7", "cortex-m4", "cortex-m33"}, out
+    assert "score stack" not in out  # decoder-only weights
     for name in ("cortex-m4", "cortex-m33"):
         code = int(re.search(r"kernel code +(\d+) B", rows[name]).group(1))
         ram = int(re.search(r"kernel RAM +(\d+) B", rows[name]).group(1))

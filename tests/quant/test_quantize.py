@@ -1,10 +1,9 @@
 """Recipe search under the accuracy budget, its all-or-nothing writes, and the CLI checks.
 
-quantize_export is the expensive part, so it runs three times in all, with two cheap dynamic
-recipes, 64 calibration images, 64 held-out images scored with k=16 importance samples, and
-one timing round. Speed is measured
-but never asserted: where the choice depends on speed, the measured speedups are replaced by
-fixed ones so the test is deterministic.
+quantize_export is the expensive part: here it runs with two cheap dynamic recipes, 64
+calibration images, 64 held-out images in chunks of 32 scored with k=16 importance samples, and
+one timing round per stage. Speed is measured but never asserted: where the choice depends on
+speed, the measured speedups are replaced by fixed ones so the test is deterministic.
 """
 
 from __future__ import annotations
@@ -22,8 +21,9 @@ import pytest
 from edgevae import fsio
 from edgevae.cli import main
 from edgevae.errors import EdgeVAEError, UsageError
+from edgevae.quant import explain, measure, paired
 from edgevae.quant import search as q
-from edgevae.quant.recipes import RECIPES, CpuInfo, auto_candidates, cpu_info
+from edgevae.quant.recipes import RECIPES, CpuInfo, auto_candidates, cpu_info, gemm_format
 from edgevae.runtime import manifest
 
 CHEAP = ["dynamic-pt", "dynamic-pc"]
@@ -49,41 +49,46 @@ def images(tiny_export):
 
 @pytest.fixture
 def fast(monkeypatch):
-    """Cheap candidates, few images, one timing round; collects every measured Candidate."""
-    measured: list[q.Candidate] = []
-    real_measure = q.measure
-    real_nll = q.nll
+    """Cheap candidates, few images, one timing round per stage; collects every Candidate
+    whose accuracy was scored."""
+    measured: list[measure.Candidate] = []
+    real_score = measure.score_accuracy
 
-    def nll(*args, **kwargs):
-        kwargs["k"] = 16  # the default k=64 is bound at definition time
-        return real_nll(*args, **kwargs)
-
-    def measure(*args, **kwargs):
-        kwargs["rounds"] = 1
-        cand = real_measure(*args, **kwargs)
+    def score(ctx, cand, *args, **kwargs):
+        out = real_score(ctx, cand, *args, **kwargs)
         measured.append(cand)
-        return cand
+        return out
 
     monkeypatch.setattr(q, "EVAL_IMAGES", 64)
-    monkeypatch.setattr(q, "nll", nll)
-    monkeypatch.setattr(q, "measure", measure)
+    monkeypatch.setattr(q, "REPORT_IMAGES", 64)
+    monkeypatch.setattr(explain, "EXPLAIN_IMAGES", 32)
+    monkeypatch.setattr(paired, "EVAL_K", 16)
+    monkeypatch.setattr(paired, "CHUNK", 32)
+    monkeypatch.setattr(measure, "STAGE_ROUNDS", (1, 1))
+    monkeypatch.setattr(measure, "score_accuracy", score)
     monkeypatch.setattr(q, "auto_candidates", lambda cpu: list(CHEAP))
     return measured
+
+
+def _shift_deltas(monkeypatch, shift):
+    """Measured NLL deltas replaced by shift(cand, delta), the budget decision with them."""
+    real = measure.score_accuracy
+
+    def shifted(ctx, cand, sessions, budget, done=None):
+        out = real(ctx, cand, sessions, budget, done)
+        cand.nll_delta = shift(cand, cand.nll_delta)
+        cand.within_budget = cand.nll_delta <= budget
+        return out
+
+    monkeypatch.setattr(measure, "score_accuracy", shifted)
 
 
 @pytest.fixture
 def positive_deltas(fast, monkeypatch):
     """Measured NLL deltas moved to >= 0.01 nats, so a 1e-9 budget is out of reach on every
-    CPU (a dynamic recipe can measure +0.000 or below: int8 noise on a tiny model)."""
-    measure = q.measure
-
-    def shifted(*args, **kwargs):
-        cand = measure(*args, **kwargs)
-        cand.nll_delta = abs(cand.nll_delta) + 0.01
-        cand.within_budget = cand.nll_delta <= args[7]  # measure's `budget` argument
-        return cand
-
-    monkeypatch.setattr(q, "measure", shifted)
+    CPU (a dynamic recipe can measure +0.000 or below: int8 noise on a tiny model), mixed
+    precision included."""
+    _shift_deltas(monkeypatch, lambda cand, d: abs(d) + 0.01)
     return fast
 
 
@@ -100,12 +105,17 @@ def test_tiny_budget_refuses_and_leaves_export_untouched(export_copy, images, po
     with pytest.raises(EdgeVAEError) as info:
         q.quantize_export(export_copy, *images, recipe="auto", budget_nats=1e-9, calib=64)
     assert not isinstance(info.value, UsageError)
-    assert [c.recipe for c in fast] == CHEAP
+    # The two recipes, then mixed-precision variants of the closest (all over budget too).
+    assert [c.recipe for c in fast[:2]] == CHEAP
+    closest = min(fast[:2], key=lambda c: c.nll_delta)
+    mixed = fast[2:]
+    assert mixed and all(c.recipe == closest.recipe and c.kept_float for c in mixed)
+    assert [sum(map(len, c.kept_float.values())) for c in mixed] == list(range(1, len(mixed) + 1))
     assert all(c.nll_delta > 1e-9 for c in fast)
-    closest = min(fast, key=lambda c: c.nll_delta)
     msg = str(info.value)
     assert "\n" not in msg
     assert f"closest is {closest.recipe} at +{closest.nll_delta:.3f} nats" in msg
+    assert f"mixed precision of {closest.recipe} kept up to {len(mixed)} of" in msg
     assert isinstance(info.value, q.BudgetError) and "1e-09" in msg
     assert "--" not in msg  # the library names no CLI flag; the CLI adds the hint
     # Nothing written, nothing left behind (the .quantize-* work dir is gone too).
@@ -117,10 +127,12 @@ def test_force_keeps_the_closest_recipe(export_copy, images, positive_deltas):
         export_copy, *images, recipe="auto", budget_nats=1e-9, calib=64, force=True
     )
     assert report.forced is True
-    assert [c.recipe for c in report.candidates] == CHEAP
+    assert [c.recipe for c in report.candidates[:2]] == CHEAP
     assert not any(c.within_budget for c in report.candidates)
-    closest = min(report.candidates, key=lambda c: c.nll_delta)
-    assert report.chosen == closest.recipe
+    closest = min(report.candidates[:2], key=lambda c: c.nll_delta)
+    assert report.chosen == closest.recipe and report.chosen_candidate is closest
+    assert closest.speedup, "a forced choice is timed even though it was over budget"
+    assert report.mixed is not None and "still over" in report.mixed["note"]
     assert report.calibration["encoder_images"] == 64
     assert report.calibration["decoder_z"] == 128
     assert report.calibration["heldout_images"] == 64
@@ -128,7 +140,7 @@ def test_force_keeps_the_closest_recipe(export_copy, images, positive_deltas):
     man = json.loads((export_copy / "manifest.json").read_text())
     assert man["quantization"]["forced"] is True
     assert man["quantization"]["chosen"] == closest.recipe
-    assert man["recipe"]["name"] == closest.recipe
+    assert man["recipe"]["name"] == closest.recipe and man["int8_vs_fp32"]["kept_float"] == {}
     assert man["int8_vs_fp32"]["nll_delta_nats"] == closest.nll_delta
     # dynamic recipes are not bit-exact across CPUs, and the manifest says so.
     assert not RECIPES[closest.recipe].exact_across_cpus
@@ -141,20 +153,27 @@ def test_force_keeps_the_closest_recipe(export_copy, images, positive_deltas):
         meta = {p.key: p.value for p in onnx.load(str(export_copy / name)).metadata_props}
         assert meta["edgevae.recipe"] == closest.recipe
         assert meta["edgevae.precision"] == "int8"
+        assert "edgevae.kept_float" not in meta
     assert not [p for p in export_copy.iterdir() if p.name.startswith(".")]
+
+
+def _pin_speed(monkeypatch, pinned: dict[str, float]) -> None:
+    """Every timed candidate's speedups replaced by pinned[recipe]; nothing dropped as slower
+    by the real (unpinned) timing."""
+    real = measure.time_candidates
+
+    def pinned_time(ctx, live, width, drop=True):
+        real(ctx, live, width, drop=False)
+        for cand, _ in live:
+            cand.speedup = {k: pinned[cand.recipe] for k in cand.speedup}
+
+    monkeypatch.setattr(measure, "time_candidates", pinned_time)
 
 
 def test_huge_budget_picks_the_best_score_via_cli(export_copy, fast, monkeypatch, capsys):
     """Both recipes fit; the one with the higher (here: pinned) speedup score wins."""
     pinned = {"dynamic-pt": 1.5, "dynamic-pc": 3.0}  # the second-listed one is faster
-    measure = q.measure
-
-    def pinned_measure(recipe, *args, **kwargs):
-        cand = measure(recipe, *args, **kwargs)
-        cand.speedup = {k: pinned[recipe] for k in cand.speedup}
-        return cand
-
-    monkeypatch.setattr(q, "measure", pinned_measure)
+    _pin_speed(monkeypatch, pinned)
     before = json.loads((export_copy / "manifest.json").read_text())
     code = main(
         [
@@ -169,22 +188,98 @@ def test_huge_budget_picks_the_best_score_via_cli(export_copy, fast, monkeypatch
     )
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert "chosen: dynamic-pc" in out.out
+    assert "chosen: dynamic-pc" in out.out and "int8 ceiling on this CPU" in out.out
     man = json.loads((export_copy / "manifest.json").read_text())
     qr = man["quantization"]
     assert qr["chosen"] == "dynamic-pc" and qr["forced"] is False
     assert qr["budget_nats"] == 1e9
+    # The score is the mean speedup over the best ceiling among the candidates' formats.
+    best = max(qr["ceiling"]["ceiling"][c["format"]] for c in qr["candidates"])
     scores = {c["recipe"]: c["score"] for c in qr["candidates"]}
-    assert scores == pytest.approx(pinned)
-    assert all(c["within_budget"] for c in qr["candidates"])
-    # The firmware decoder is rebuilt and recorded; the old manifest's parity is kept.
+    assert scores == pytest.approx({r: v / best for r, v in pinned.items()})
+    assert all(c["within_budget"] and c["dropped"] is None for c in qr["candidates"])
+    assert all(c["format"] == "u8s8" for c in qr["candidates"])
+    # Only a clear decision was needed: each was scored on one chunk, the choice on all 64.
+    by = {c["recipe"]: c for c in qr["candidates"]}
+    assert by["dynamic-pt"]["nll_images"] == 32 and by["dynamic-pc"]["nll_images"] == 64
+    assert math.isfinite(by["dynamic-pc"]["encoder_nll_delta"])
+    assert math.isnan(by["dynamic-pt"]["encoder_nll_delta"] or math.nan)
+    # The firmware pair is rebuilt and recorded; the old manifest's parity is kept.
     assert man["firmware_decoder"] == "decoder.int8.static.onnx"
-    assert math.isfinite(qr["firmware_nll_delta"])
+    assert man["firmware_encoder"] == "encoder.int8.static.onnx"
+    assert math.isfinite(qr["firmware_nll_delta"]) and math.isfinite(qr["firmware_pair_nll_delta"])
+    assert "encoder.int8.static.onnx" in man["files"]
     assert man["parity"] == before["parity"]
+    assert qr["explain"] is None
     assert (
         man["files"]["decoder.int8.onnx"]["sha256"]
         != before["files"]["decoder.int8.onnx"]["sha256"]
     )
+
+
+def test_clearly_over_budget_is_dropped_before_timing(export_copy, images, fast, monkeypatch):
+    _shift_deltas(monkeypatch, lambda cand, d: 5.0 if cand.recipe == "dynamic-pt" else d)
+    timed: list[str] = []
+    real = measure.time_candidates
+
+    def spy(ctx, live, width, drop=True):
+        timed.extend(c.recipe for c, _ in live)
+        real(ctx, live, width, drop)
+
+    monkeypatch.setattr(measure, "time_candidates", spy)
+    report = q.quantize_export(export_copy, *images, recipe="auto", budget_nats=1.0, calib=64)
+    over = next(c for c in report.candidates if c.recipe == "dynamic-pt")
+    assert over.dropped.startswith("over budget") and not over.speedup
+    assert timed == ["dynamic-pc"] and report.chosen == "dynamic-pc"
+
+
+def test_mixed_precision_keeps_the_costliest_node_in_float(export_copy, images, fast, monkeypatch):
+    """All-int8 over the budget, one node kept in float within it: that variant is chosen,
+    and the report and manifest say what it kept and what that costs."""
+    _shift_deltas(monkeypatch, lambda cand, d: 0.0 if cand.kept_float else 5.0)
+    report = q.quantize_export(export_copy, *images, recipe="dynamic-pc", budget_nats=1.0, calib=64)
+    mixed = report.mixed
+    chosen = report.chosen_candidate
+    assert report.forced is False and report.chosen == "dynamic-pc"
+    assert sum(map(len, chosen.kept_float.values())) == 1
+    costs = mixed["node_costs"]
+    top = costs[0]
+    assert chosen.kept_float == {top["role"]: [top["node"]]}
+    assert [c["nll_delta"] for c in costs] == sorted((c["nll_delta"] for c in costs), reverse=True)
+    assert mixed["label"] == chosen.label and top["node"] in chosen.label
+    assert (
+        set(mixed["speedup"])
+        == set(mixed["speedup_all_int8"])
+        == {f"{r}@{b}" for r in ("encoder", "decoder") for b in (1, 256)}
+    )
+    assert set(mixed["bytes"]) == set(mixed["bytes_all_int8"]) == {"encoder", "decoder"}
+    man = json.loads((export_copy / "manifest.json").read_text())
+    assert man["quantization"]["mixed"]["kept_float"] == chosen.kept_float
+    assert man["int8_vs_fp32"]["kept_float"] == chosen.kept_float
+    role = top["role"]
+    model = onnx.load(str(export_copy / f"{role}.int8.onnx"))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["edgevae.kept_float"] == top["node"]
+    # Left in float (dynamic recipes rewrite a Gemm as NAME_MatMul + NAME_Add first).
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert ops.get(top["node"]) == "Gemm" or ops.get(top["node"] + "_MatMul") == "MatMul"
+    assert top["node"] + "_MatMul_quant" not in ops
+
+
+def test_explain_via_cli_prints_and_records_the_table(export_copy, fast, capsys):
+    code = main(
+        ["quantize", "--export-dir", str(export_copy), "--recipe", "static-pc-rr",
+         "--budget-nats", "10", "--calib", "64", "--explain"]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "Cost of each quantized node alone (static-pc-rr" in out.out
+    items = json.loads((export_copy / "manifest.json").read_text())["quantization"]["explain"]
+    parts = {(i["role"], i["part"]) for i in items}
+    assert parts == {(r, p) for r in ("encoder", "decoder") for p in ("weights", "activations")}
+    # 784-64-4: encoder body, mu, logvar; decoder body and out: one weights item each.
+    assert sum(i["part"] == "weights" for i in items) == 5
+    assert all(math.isfinite(i["nll_delta"]) and i["images"] == 32 for i in items)
 
 
 @pytest.mark.parametrize(
@@ -222,11 +317,13 @@ def test_quantize_export_validates_before_work(tmp_path, images):
 
 
 def test_calibration_sets_shapes(tiny_export, images):
-    x, z = q.calibration_sets(tiny_export, images[0], 50, seed=3)
+    enc, dec = q.calibration_sets(tiny_export, images[0], 50, seed=3)
+    assert enc.keys() == {"x"} and dec.keys() == {"z"}  # an unconditional model: no y
+    x, z = enc["x"], dec["z"]
     assert x.shape == (50, 784) and x.dtype == np.float32
     assert z.shape == (100, 4) and np.isfinite(z).all()
-    x2, z2 = q.calibration_sets(tiny_export, images[0], 50, seed=3)
-    assert np.array_equal(x, x2) and np.array_equal(z, z2)
+    enc2, dec2 = q.calibration_sets(tiny_export, images[0], 50, seed=3)
+    assert np.array_equal(x, enc2["x"]) and np.array_equal(z, dec2["z"])
     with pytest.raises(UsageError, match="calib: must be >= 1"):
         q.calibration_sets(tiny_export, images[0], 0, seed=3)
 
@@ -234,10 +331,34 @@ def test_calibration_sets_shapes(tiny_export, images):
 # --------------------------------------------------------------------------- recipes / CPU
 
 
-def test_candidate_score_is_geometric_mean_of_speedups():
+def test_candidate_score_is_geometric_mean_of_speedups_over_the_ceiling():
     c = q.Candidate("x", speedup={"a": 2.0, "b": 8.0, "c": 0.0})
     assert c.score == pytest.approx(4.0)
+    c.score_ceiling = 2.0
+    assert c.score == pytest.approx(2.0)
     assert q.Candidate("y").score == 0.0
+
+
+@pytest.mark.parametrize(
+    ("recipe", "x86", "arm"),
+    [
+        ("static-pc", "u8s8", "u8s8"),
+        ("static-pc-rr", "u8s8-7bit", "u8s8-7bit"),
+        ("firmware", "u8s8-7bit", "u8s8-7bit"),
+        ("static-u8u8-pt", "u8u8", "u8u8"),
+        ("dynamic-pt-u8", "u8u8", "u8u8"),
+        ("dynamic-pc", "u8s8", "u8s8"),
+        ("static-s8-pc", "u8s8", "s8s8"),  # onnxruntime shifts s8 activations on x86
+        ("static-default", "s8s8", "s8s8"),
+        ("int4", None, None),
+        ("fp16", None, None),
+    ],
+)
+def test_gemm_format_per_recipe_and_cpu(recipe, x86, arm):
+    intel = CpuInfo("x86_64", "x", frozenset({"avx2"}))
+    neon = CpuInfo("aarch64", "a", frozenset({"asimd"}))
+    assert gemm_format(RECIPES[recipe], intel) == x86
+    assert gemm_format(RECIPES[recipe], neon) == arm
 
 
 def test_recipe_properties():
@@ -284,7 +405,8 @@ def test_cpu_info_without_proc(tmp_path):
 
 
 def test_quant_table_shows_failed_candidates_verbatim(capsys):
-    """A failure message naming a path like 'x/[/y]' used to crash Rich's markup parser."""
+    """A failure message naming a path like 'x/[/y]' is shown verbatim, not read as Rich
+    markup (which would fail on it)."""
     from edgevae.cli.export import print_quant
 
     ok = q.Candidate("static-pc-rr", nll_delta=0.01, within_budget=True, bytes={"decoder": 2048})

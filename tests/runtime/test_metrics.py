@@ -171,7 +171,7 @@ def test_iwae_bound_tightens_with_k(tiny_run) -> None:
     seeds) and still above zero (a bound that stops tightening with k fails).
     """
     model, cfg = load_model(tiny_run)
-    x = split_images(cfg, None, "test")[:300]
+    x = split_images(cfg, None, "test")[0][:300]
     encode, decode, _ = torch_callables(model)
     b = {k: metrics.evaluate(x, encode, decode, "bernoulli", k=k, seed=k) for k in (1, 5, 50)}
     for k in (1, 5, 50):

@@ -348,7 +348,7 @@ MUTATIONS = {
     ),
     "extra required input": (
         lambda e: _replace_model(e, _extra_input),
-        r"requires inputs \['z', 'evil'\], the decoder takes only \['z'\]",
+        r"requires inputs \['z', 'evil'\], the decoder takes \['z'\]",
     ),
     "ir too new": (lambda e: _replace_model(e, _set_ir(99)), "model IR version 99 is newer"),
     "opset too new": (lambda e: _replace_model(e, _set_opset), "opset 99 is not supported"),

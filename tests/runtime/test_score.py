@@ -201,3 +201,18 @@ def test_cli_errors_are_one_line(export_copy, tmp_path, capsys, monkeypatch, arg
     err = capsys.readouterr().err
     assert code != 0 and needle in err and err.strip().count("\n") == 0
     assert (export_copy / "manifest.json").read_bytes() == before
+
+
+def test_threshold_stores_the_firmware_score_threshold_too(export_copy, tiny_run):
+    """The static int8 pair's own elbo score (what `edgevae_score` computes in C) gets a
+    threshold of its own, at the same false-positive rate on the same images."""
+    from edgevae.firmware.score import score_images as firmware_scores
+
+    found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run)
+    assert found.firmware is not None
+    normal = api.load(export_copy).heldout()  # any uint8-exact images score the same way
+    pixels = np.rint(normal * 255).astype(np.uint8)
+    assert np.isfinite(firmware_scores(export_copy, pixels)).all()
+    assert manifest.read(export_copy)["threshold"]["firmware"] == found.firmware
+    iwae = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run, score="iwae", k=4)
+    assert iwae.firmware is None  # the board computes the elbo score only

@@ -2,7 +2,8 @@
 
 Decoders are built with onnx.helper in the exporter's layout (Gemm transB=1 -> act -> ... ->
 Gemm -> Sigmoid, outputs x_mean and logits) and quantized with quantize_static from a seeded
-calibration reader: z ~ N(0, I) plus a quarter of the draws scaled by 2.5.
+calibration reader: z ~ N(0, I) plus a quarter of the draws scaled by 2.5. Encoder + decoder
+pairs for the score live in `support.firmware_score`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Variant:
     matmul: bool = False  # MatMul + Add instead of Gemm
     mnist_like: bool = False  # output biases like a trained MNIST decoder (dark border)
     seed: int = 0
+    shape: tuple[int, int] | None = None  # image shape metadata (default: square or 1 x out)
 
 
 VARIANTS = {
@@ -133,6 +135,7 @@ def build_fp32(path: Path, v: Variant) -> Path:
     model.ir_version = 10
     side = int(round(np.sqrt(v.out)))
     shape = f"{side},{side}" if side * side == v.out else f"1,{v.out}"
+    shape = f"{v.shape[0]},{v.shape[1]}" if v.shape else shape
     for key, value in {
         "edgevae.latent_dim": str(v.latent),
         "edgevae.image_shape": shape,
@@ -151,7 +154,7 @@ def calibration_z(latent: int, n: int = 400, seed: int = 1) -> np.ndarray:
     return np.concatenate([z, 2.5 * z[: n // 4]]).astype(np.float32)
 
 
-def quantize(src: Path, dst: Path, v: Variant) -> Path:
+def quantize(src: Path, dst: Path, v: Variant, calib: np.ndarray | None = None) -> Path:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -160,10 +163,12 @@ def quantize(src: Path, dst: Path, v: Variant) -> Path:
         quantize_static,
     )
 
+    name = "z" if calib is None else "x"
+    data = calibration_z(v.latent) if calib is None else calib
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            z = calibration_z(v.latent)
-            self.batches = iter([{"z": z[i : i + 50]} for i in range(0, len(z), 50)])
+            self.batches = iter([{name: data[i : i + 50]} for i in range(0, len(data), 50)])
 
         def get_next(self):
             return next(self.batches, None)

@@ -1,7 +1,7 @@
 """The fp32/int8 export: parity with torch, metadata, manifest, dynamic batch, firmware decoder.
 
 Everything here reads the session `tiny_export` (784-64-4; fp32 + int8 static-pc-rr + the
-static firmware decoder) and never writes into it.
+static firmware pair) and never writes into it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ MODELS = [
     ("encoder.int8.onnx", "encoder", "int8", "static-pc-rr"),
     ("decoder.int8.onnx", "decoder", "int8", "static-pc-rr"),
     ("decoder.int8.static.onnx", "decoder", "int8", "firmware"),
+    ("encoder.int8.static.onnx", "encoder", "int8", "firmware"),
+    ("decoder.int4.static.onnx", "decoder", "int8", "firmware-int4"),
 ]
 IO = {"encoder": (["x"], ["mu", "logvar"]), "decoder": (["z"], ["x_mean", "logits"])}
 

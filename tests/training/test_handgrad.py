@@ -76,3 +76,21 @@ def test_gradient_fn_replaces_old_gradients() -> None:
     fn(x, eps)  # not accumulated: the same batch gives the same gradients
     for name, p in model.named_parameters():
         assert torch.equal(p.grad, first[name]), name
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("beta", [1.0, 0.25])
+def test_conditional_model_gradients_match_autograd(activation, beta) -> None:
+    """Rows are [x, one-hot y]: the label enters the encoder and the decoder's first layer."""
+    cfg = ModelConfig(784, (28, 28), [40, 30], 6, activation=activation, classes=list("abc"))
+    model = build(cfg, 3).double()
+    x, eps = _batch()
+    y = torch.nn.functional.one_hot(torch.arange(len(x)) % 3, 3).double()
+    rows = torch.cat((x, y), dim=1)
+    want_terms, want = _autograd(model, rows, eps, beta)
+    terms = HandGradStep(model)(rows, eps, beta)
+    assert [t.item() for t in terms] == pytest.approx(want_terms, rel=1e-12)
+    assert model.encoder.body[0].weight.shape[1] == 787
+    assert model.decoder.body[0].weight.shape[1] == 9
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[name], rtol=1e-9, atol=1e-12, msg=name)

@@ -107,8 +107,8 @@ def test_resume_matches_a_straight_run(tmp_path, npy300, capsys) -> None:
     assert run_train(straight, npy300, "--epochs", "2", "--batch-size", "50") == 0
     assert run_train(resumed, npy300, "--epochs", "1", "--batch-size", "50") == 0
     assert state_meta(resumed)["epoch"] == 1
-    # options other than --epochs/--threads come from the run's config.json on resume
-    assert run_train(resumed, npy300, "--resume", "--epochs", "2", "--batch-size", "7") == 0
+    # the other options come from the run's config.json (a differing one is refused: below)
+    assert run_train(resumed, npy300, "--resume", "--epochs", "2") == 0
     assert model_bytes(resumed) == model_bytes(straight)
     assert rows_without_timing(resumed) == rows_without_timing(straight)
     assert [r["epoch"] for r in checkpoint.read_metrics(resumed)] == [1, 2]
@@ -604,3 +604,32 @@ def test_api_errors_name_the_argument_and_leave_the_config_alone(tmp_path, npy30
             train(cfg, tcfg, where, **kwargs)
         assert info.value.param == param and text in str(info.value), (param, str(info.value))
         assert "--" not in str(info.value)
+
+
+def test_resume_refuses_options_that_differ_from_the_run(tmp_path, npy300, capsys) -> None:
+    """A resume keeps the run's configuration: a differing option is refused by name with the
+    run's value, nothing is trained or written; the run's own values are accepted."""
+    import edgevae
+    from edgevae.training.options import ResumeConflict
+
+    run_dir = tmp_path / "run"
+    assert run_train(run_dir, npy300, "--epochs", "1", "--batch-size", "50") == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    code = main(
+        ["train", "--data", str(npy300), "--run-dir", str(run_dir), "--resume", "--epochs", "2",
+         "--batch-size", "64", "--lr", "0.01", "--hidden", "48", "--no-export"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    for needle in (
+        "--batch-size 64 (the run's: 50)",
+        "--lr 0.01 (the run's: 0.001)",
+        "--hidden 48",
+    ):
+        assert needle in err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    with pytest.raises(ResumeConflict) as info:
+        edgevae.train(str(npy300), run_dir=run_dir, epochs=2, resume=True, seed=3)
+    assert info.value.conflicts == [("seed", 3, 0)]
+    assert run_train(run_dir, npy300, "--resume", "--epochs", "2", "--batch-size", "50") == 0

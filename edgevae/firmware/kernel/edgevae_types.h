@@ -8,7 +8,7 @@
 
 #include <stdint.h>
 
-#define EDGEVAE_TYPES_FORMAT 4
+#define EDGEVAE_TYPES_FORMAT 5
 
 /* Rows are processed in blocks of 4 (four accumulators share each activation load) and
  * columns in chunks of 4 (one 32-bit weight word per row). */
@@ -21,11 +21,20 @@
 #define EDGEVAE_TABLE_BIAS 512
 #define EDGEVAE_TABLE_SIZE 1025
 
+/* 4-bit layers store each weight w (-8..7) as the nibble w + 8, two per byte. */
+#define EDGEVAE_NIBBLE_OFFSET 8
+
 typedef struct edgevae_layer {
-    /* One word per (row block, column chunk, row): four int8 weights in byte order
-     * w[k], w[k+2], w[k+1], w[k+3], so that SXTB16(word) = {w[k], w[k+1]} and
+    /* weight_bits 8: one word per (row block, column chunk, row): four int8 weights in byte
+     * order w[k], w[k+2], w[k+1], w[k+3], so that SXTB16(word) = {w[k], w[k+1]} and
      * SXTB16(word ROR 8) = {w[k+2], w[k+3]} line up with packed int16 activation pairs.
-     * Padding rows and columns hold zeros. */
+     * weight_bits 4: two words per (row block, column chunk): rows r, r+1, then r+2, r+3;
+     * nibble i (bits 4i..4i+3) of a word holds, as w + 8,
+     *   i = 0..7: w[r][k], w[r][k+2], w[r+1][k], w[r+1][k+2],
+     *             w[r][k+1], w[r][k+3], w[r+1][k+1], w[r+1][k+3],
+     * so that (word >> 4s) & 0x000F000F is an int16 pair for SMLAD: s = 0 and 1 are row r
+     * against columns {k, k+1} and {k+2, k+3}, s = 2 and 3 row r + 1 likewise.
+     * Padding rows and columns hold weight 0. */
     const uint32_t *weights;
     const int32_t *bias;       /* [out_padded]; input zero point already folded in */
     /* [out_padded] requantization scale = mult * 2^-shift, stored as mult | (shift - 16) << 24:
@@ -44,6 +53,7 @@ typedef struct edgevae_layer {
     const int32_t *mid_bias;
     int32_t mid_mult;
     uint8_t mid_shift;
+    uint8_t weight_bits;       /* 8 or 4 */
     int16_t mid_zero_point;
     int16_t mid_qmin;
     int16_t mid_qmax;

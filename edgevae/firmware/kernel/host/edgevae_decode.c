@@ -4,6 +4,8 @@
  *
  * Each input line holds EDGEVAE_LATENT_DIM numbers separated by spaces, tabs or commas
  * (blank lines are skipped); each output line holds EDGEVAE_OUTPUT_DIM grey levels 0..255.
+ * For a conditional decoder (EDGEVAE_NUM_CLASSES) each line starts with the label, an integer
+ * 0..EDGEVAE_NUM_CLASSES - 1, then the EDGEVAE_LATENT_DIM numbers.
  * A malformed line stops the program with a message naming the line and exit status 1.
  *
  * Build it in the folder `edgevae firmware` writes (the command prints this line for its folder):
@@ -17,6 +19,12 @@
 #include "edgevae_kernel.h"
 
 #define MAX_LINE 65536
+
+#ifdef EDGEVAE_NUM_CLASSES
+#define NUMBERS (EDGEVAE_LATENT_DIM + 1) /* the label, then z */
+#else
+#define NUMBERS EDGEVAE_LATENT_DIM
+#endif
 
 static char line[MAX_LINE];
 static char outbuf[EDGEVAE_OUTPUT_DIM * 4 + 2];
@@ -33,8 +41,8 @@ static int is_sep(char c)
     return c == ' ' || c == '\t' || c == ',' || c == '\r' || c == '\n';
 }
 
-/* Parse exactly EDGEVAE_LATENT_DIM numbers; returns NULL or an error message. */
-static const char *parse(char *s, float z[EDGEVAE_LATENT_DIM], int *blank)
+/* Parse exactly NUMBERS numbers into v; returns NULL or an error message. */
+static const char *parse(char *s, float v_out[NUMBERS], int *blank)
 {
     static char msg[96];
     int n = 0;
@@ -47,8 +55,8 @@ static const char *parse(char *s, float z[EDGEVAE_LATENT_DIM], int *blank)
         if (*s == '\0')
             break;
         *blank = 0;
-        if (n == EDGEVAE_LATENT_DIM) {
-            sprintf(msg, "expected %d numbers, got more", EDGEVAE_LATENT_DIM);
+        if (n == NUMBERS) {
+            sprintf(msg, "expected %d numbers, got more", NUMBERS);
             return msg;
         }
         errno = 0;
@@ -60,11 +68,11 @@ static const char *parse(char *s, float z[EDGEVAE_LATENT_DIM], int *blank)
         if (v == v && (v > 3.4028234663852886e38 || v < -3.4028234663852886e38) &&
             v - v == 0.0)
             return "number out of float range";
-        z[n++] = (float)v;
+        v_out[n++] = (float)v;
         s = end;
     }
-    if (!*blank && n != EDGEVAE_LATENT_DIM) {
-        sprintf(msg, "expected %d numbers, got %d", EDGEVAE_LATENT_DIM, n);
+    if (!*blank && n != NUMBERS) {
+        sprintf(msg, "expected %d numbers, got %d", NUMBERS, n);
         return msg;
     }
     return NULL;
@@ -88,18 +96,44 @@ static void print_pixels(const uint8_t *px)
     fwrite(outbuf, 1, (size_t)(p - outbuf), stdout);
 }
 
+/* Decode one parsed line: EDGEVAE_OK or the kernel's error code. */
+static int decode_line(const float v[NUMBERS], uint8_t *pixels)
+{
+#ifdef EDGEVAE_NUM_CLASSES
+    if (!(v[0] >= 0.0f && v[0] < (float)EDGEVAE_NUM_CLASSES) || v[0] != (float)(unsigned)v[0])
+        return EDGEVAE_ERR_LABEL;
+    return edgevae_decode_label(v + 1, (unsigned)v[0], pixels);
+#else
+    return edgevae_decode(v, pixels);
+#endif
+}
+
+static void print_info(FILE *out)
+{
+    fprintf(out,
+            "usage: edgevae_decode < z.txt   (%d numbers per line -> %d pixels per line)\n"
+            "kernel: %s\nweights: %s\n",
+            NUMBERS, EDGEVAE_OUTPUT_DIM, edgevae_kernel_variant(), edgevae_provenance);
+#ifdef EDGEVAE_NUM_CLASSES
+    {
+        int c;
+        fprintf(out, "conditional: each line is a label, then %d numbers; labels:",
+                EDGEVAE_LATENT_DIM);
+        for (c = 0; c < EDGEVAE_NUM_CLASSES; c++)
+            fprintf(out, " %d=%s", c, edgevae_class_names[c]);
+        fputc('\n', out);
+    }
+#endif
+}
+
 int main(int argc, char **argv)
 {
-    static float z[EDGEVAE_LATENT_DIM];
+    static float z[NUMBERS];
     static uint8_t pixels[EDGEVAE_OUTPUT_DIM];
     unsigned long lineno = 0;
     if (argc > 1) {
         int info = strcmp(argv[1], "--info") == 0;
-        fprintf(info ? stdout : stderr,
-                "usage: edgevae_decode < z.txt   (%d numbers per line -> %d pixels per line)\n"
-                "kernel: %s\nweights: %s\n",
-                EDGEVAE_LATENT_DIM, EDGEVAE_OUTPUT_DIM, edgevae_kernel_variant(),
-                edgevae_provenance);
+        print_info(info ? stdout : stderr);
         return info ? 0 : 2;
     }
     while (fgets(line, sizeof line, stdin)) {
@@ -114,9 +148,11 @@ int main(int argc, char **argv)
             return fail(lineno, err);
         if (blank)
             continue;
-        rc = edgevae_decode(z, pixels);
+        rc = decode_line(z, pixels);
         if (rc == EDGEVAE_ERR_NONFINITE)
             return fail(lineno, "non-finite value (nan or inf)");
+        if (rc == EDGEVAE_ERR_LABEL)
+            return fail(lineno, "the label must be an integer 0..classes - 1 (see --info)");
         if (rc != EDGEVAE_OK)
             return fail(lineno, "decode failed");
         print_pixels(pixels);
