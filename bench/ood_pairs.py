@@ -11,8 +11,12 @@ Then the speed of `edgevae score` (the same `score_images` call): the MNIST mode
 10,000 test images at batch 256, int8 vs fp32, interleaved medians in one run, images/s and
 their ratio (the issue's goal: >= 1.3x).
 
-Usage: .venv/bin/python bench/ood_pairs.py [--mnist mnist | ../shared/data/mnist]
-       [--fashion fashion-mnist | /usr/share/datasets/fashion-mnist] [--epochs 30]
+Training: `edgevae train`'s defaults (784-400-20, batch 100, seed 0) except 30 epochs, the
+same as bench/one_class.py. The JSON records the command, the CPU (model, kind, flags) and the
+total seconds.
+
+Usage: .venv/bin/python bench/ood_pairs.py [--mnist mnist | DIR] [--fashion fashion-mnist | DIR]
+       [--epochs 30]
        [--latent 20] [--hidden 400] [--scores excess,elbo] [--limit 0] [--reuse]
        [--work build/bench/ood] [--json build/bench/ood_pairs.json]
        [--markdown build/bench/ood_pairs.md]
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -85,6 +90,7 @@ def markdown(result: dict) -> str:
     lines = [
         f"Out-of-distribution pairs: AUROC fp32 / int8, {result['epochs']} epochs, "
         f"784-{result['hidden']}-{result['latent']}, all test images; CPU {result['cpu']}.",
+        f"Command: `{result['command']}`",
         "",
         "| model | anomalies | " + " | ".join(kinds) + " |",
         "|" + "---|" * (len(kinds) + 2),
@@ -140,6 +146,7 @@ def parse() -> argparse.Namespace:
 
 def main() -> int:
     a = parse()
+    t_start = time.perf_counter()
     pairs = {"MNIST": (a.mnist, a.fashion), "Fashion-MNIST": (a.fashion, a.mnist)}
     names = {a.mnist: "MNIST", a.fashion: "Fashion-MNIST"}
     models, exports = {}, {}
@@ -154,14 +161,17 @@ def main() -> int:
         for r in report.rows:
             print(f"{name} vs {names.get(r.anomalies, r.anomalies)}: {r.score} {r.precision} "
                   f"AUROC {r.auroc:.4f}", flush=True)  # fmt: skip
+    cpu = cpu_info()
     result = {
+        "command": shlex.join(["python", *sys.argv]), "cpu_info": cpu.to_dict(),
         "epochs": a.epochs, "latent": a.latent, "hidden": "-".join(map(str, a.hidden)),
         "seed": a.seed, "k": a.k, "scores": list(a.scores), "default_score": DEFAULT,
-        "cpu": cpu_info().model, "names": names, "models": models,
+        "cpu": f"{cpu.model} ({cpu.kind})", "names": names, "models": models,
     }  # fmt: skip
     if a.speed_rounds:
         timed = tuple(k for k in (DEFAULT, "elbo") if k in a.scores) or a.scores[:1]
         result["speed"] = speed(exports["MNIST"], a.mnist, timed, a.speed_rounds)
+    result["seconds"] = time.perf_counter() - t_start
     fsio.write_json(a.json, result)
     fsio.write_text(a.markdown, markdown(result))
     print(markdown(result))
