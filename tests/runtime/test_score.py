@@ -83,6 +83,54 @@ def test_excess_ink_scales_the_excess_by_the_images_ink(model, x):
     np.testing.assert_allclose(s.scores, s.parts["excess"] / np.sqrt(1 + s.parts["ink"]))
 
 
+class _PerfectModel:
+    """A stand-in for `edgevae.Model` whose decoder gives back each image exactly (logits
+    logit(x)) and whose posterior is the prior (KL 0): the best any Bernoulli model can do."""
+
+    likelihood, gauss_logvar, image_shape, input_dim = "bernoulli", None, (2, 2), 4
+
+    def as_input(self, x):
+        return np.asarray(x, np.float32).reshape(len(x), -1)
+
+    def encode(self, x):
+        self._x = np.clip(x, 1e-6, 1 - 1e-6)
+        return np.zeros((len(x), 2), np.float32), np.zeros((len(x), 2), np.float32)
+
+    def decode_logits(self, z):
+        return np.log(self._x / (1 - self._x))
+
+
+def test_excess_is_zero_for_a_perfect_reconstruction_and_elbo_is_not():
+    """The reconstruction part of excess is sum_i KL(Bernoulli(x_i) || Bernoulli(p_i)): zero
+    when p = x, while elbo still charges the image's own entropy (grey pixels)."""
+    x = np.array([[0.5, 0.5, 0.5, 0.5], [0.0, 1.0, 0.2, 0.9], [0.0, 1.0, 1.0, 0.0]], np.float32)
+    ex = score_images(_PerfectModel(), x, "excess")
+    np.testing.assert_allclose(ex.scores, 0.0, atol=1e-3)
+    elbo = score_images(_PerfectModel(), x, "elbo").scores
+    np.testing.assert_allclose(elbo, entropy_nats(x), atol=1e-3)
+    assert elbo[0] == pytest.approx(4 * np.log(2), abs=1e-3)  # four pixels at 0.5: ln 2 each
+    assert elbo[2] == pytest.approx(0.0, abs=1e-3)  # binary: nothing to subtract
+
+
+def test_excess_is_nonnegative_up_to_float_error_on_any_image(model):
+    """KL terms are >= 0, so excess >= 0 for every image, also far from the training data."""
+    rng = np.random.default_rng(2)
+    for x in (rng.random((16, 784)), np.full((2, 784), 0.5), np.zeros((2, 784))):
+        s = score_images(model, x.astype(np.float32), "excess")
+        assert (s.scores >= -1e-3).all()
+        assert (s.scores >= s.parts["kl"] - 1e-3).all()
+
+
+def test_excess_ink_formula_by_hand(model):
+    x = np.zeros((2, 784), np.float32)
+    x[0, :100] = 1.0  # ink 100
+    x[1, :50] = 0.5  # ink 25
+    s = score_images(model, x, "excess-ink")
+    excess = score_images(model, x, "excess").scores
+    np.testing.assert_allclose(s.parts["ink"], [100.0, 25.0])
+    np.testing.assert_allclose(s.scores, excess / np.sqrt([101.0, 26.0]), rtol=1e-9)
+
+
 def test_bernoulli_nats_matches_the_float64_formula_at_extreme_logits():
     rng = np.random.default_rng(0)
     logits = np.concatenate([rng.normal(0, 8, (6, 784)), np.full((1, 784), 80.0)]).astype(
@@ -183,6 +231,27 @@ def test_score_threshold_detect_cli(export_copy, tiny_run, tmp_path, capsys):
     report = json.loads((tmp_path / "f.json").read_text())
     assert report["n_images"] == 500 and report["n_flagged"] == len(report["flagged"])
     assert out.exists() == (report["n_flagged"] > 0)
+
+
+@pytest.mark.parametrize("kind", ["excess", "excess-ink"])
+def test_score_cli_writes_the_excess_kinds_and_their_parts(tiny_export, tmp_path, kind):
+    out, summary = tmp_path / "s.csv", tmp_path / "s.json"
+    args = ["score", "--export-dir", str(tiny_export), "--score", kind, "--out", str(out)]
+    assert main([*args, "--json", str(summary)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 500 and {"recon", "kl", "floor"} <= set(rows[0])
+    score = np.array([float(r["score_nats"]) for r in rows])
+    excess = np.array([float(r["recon"]) + float(r["kl"]) - float(r["floor"]) for r in rows])
+    if kind == "excess":
+        np.testing.assert_allclose(score, excess, atol=1e-5)
+    else:
+        ink = np.array([float(r["ink"]) for r in rows])
+        np.testing.assert_allclose(score, excess / np.sqrt(1 + ink), atol=1e-5)
+    # the same numbers as the library
+    model = api.load(tiny_export, "int8")
+    want = score_images(model, model.heldout(), kind).scores
+    np.testing.assert_allclose(score, want, atol=1e-5)
+    assert json.loads(summary.read_text())["score"] == kind
 
 
 @pytest.mark.parametrize(
