@@ -83,7 +83,8 @@ def _csv_text(result, labels: np.ndarray | None) -> str:
     epilog="Examples:\n\n  edgevae score --out scores.csv     # the export's held-out images\n\n"
     "  edgevae score --data ./digits.npz --score complexity --out scores.csv\n\n"
     "CSV columns: index, score_nats (higher = more anomalous), label (when the data has labels), "
-    "then the parts: recon (-log p(x|z=mu)), kl, and nll_iw / elbo / png_nats per score."
+    "then the parts: recon (-log p(x|z=mu)), kl, and per score floor (the image's own entropy), "
+    "ink, excess, nll_iw, elbo, png_nats."
 )
 def score(
     out: Path = typer.Option(Path("scores.csv"), help="CSV to write, one row per image."),
@@ -127,7 +128,8 @@ def score(
     "  edgevae threshold --score complexity --data ./normal.npz\n\n"
     "The normal images are the run's validation split (or --data's): never trained on. The "
     "threshold, score kind, FPR target and measured FPR and the images' sha256 go into the "
-    "export's manifest (and into the firmware header)."
+    "export's manifest; with --score elbo (the board's score) also the firmware's own threshold "
+    "at the same rate, for the header `edgevae firmware --score` writes."
 )
 def threshold(
     export_dir: Path = EXPORT_DIR,
@@ -154,6 +156,20 @@ def threshold(
         highlight=False,
         markup=False,
     )
+    if found.firmware is None and found.score != "elbo" and _has_firmware_pair(export_dir):
+        console.print(
+            f"no firmware threshold: the board computes the elbo score, not {found.score} "
+            "(`edgevae threshold --score elbo` stores one for `edgevae firmware --score`)",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _has_firmware_pair(export_dir: Path) -> bool:
+    from ..runtime import manifest
+
+    man = manifest.read(export_dir)
+    return bool(man.get("firmware_encoder") and man.get("firmware_decoder"))
 
 
 @app.command(

@@ -285,3 +285,15 @@ def test_threshold_stores_the_firmware_score_threshold_too(export_copy, tiny_run
     assert manifest.read(export_copy)["threshold"]["firmware"] == found.firmware
     iwae = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run, score="iwae", k=4)
     assert iwae.firmware is None  # the board computes the elbo score only
+
+
+def test_threshold_cli_says_when_the_firmware_gets_no_threshold(export_copy, tiny_run, capsys):
+    """The default score is excess; the board computes elbo, so only --score elbo stores the
+    firmware's threshold, and the CLI says so instead of leaving the header silently without."""
+    args = ["threshold", "--export-dir", str(export_copy), "--run-dir", str(tiny_run)]
+    assert main([*args, "--fpr", "0.05"]) == 0
+    assert "no firmware threshold: the board computes the elbo score" in capsys.readouterr().out
+    assert manifest.read(export_copy)["threshold"]["firmware"] is None
+    assert main([*args, "--fpr", "0.05", "--score", "elbo"]) == 0
+    assert "no firmware threshold" not in capsys.readouterr().out
+    assert manifest.read(export_copy)["threshold"]["firmware"] is not None
