@@ -65,6 +65,7 @@ def test_iwae_and_complexity_scores(model, x):
 def test_excess_is_elbo_minus_the_pixel_entropy_and_the_default(model, x):
     assert DEFAULT == "excess"
     ex = score_images(model, x)
+    np.testing.assert_array_equal(model.score(x).scores, ex.scores)  # Model.score's default
     np.testing.assert_allclose(ex.parts["elbo"], score_images(model, x, "elbo").scores)
     np.testing.assert_allclose(ex.scores, ex.parts["elbo"] - ex.parts["floor"])
     np.testing.assert_allclose(ex.parts["floor"], entropy_nats(x))
@@ -194,7 +195,8 @@ def test_quantile_threshold_keeps_the_measured_fpr_at_or_below_the_target():
 def test_threshold_is_stored_and_detect_uses_it(export_copy, tiny_run):
     found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run)
     man = manifest.read(export_copy)
-    assert man["threshold"]["value"] == found.value and man["threshold"]["score"] == "elbo"
+    assert man["threshold"]["value"] == found.value and man["threshold"]["score"] == DEFAULT
+    assert found.firmware is None  # the board computes elbo, not the default score
     assert found.fpr_measured <= 0.05 and len(found.data["sha256"]) == 64
     model = api.load(export_copy)
     normal = model.heldout()
@@ -277,7 +279,7 @@ def test_threshold_stores_the_firmware_score_threshold_too(export_copy, tiny_run
     threshold of its own, at the same false-positive rate on the same images."""
     from edgevae.firmware.score import score_images as firmware_scores
 
-    found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run)
+    found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run, score="elbo")
     assert found.firmware is not None
     normal = api.load(export_copy).heldout()  # any uint8-exact images score the same way
     pixels = np.rint(normal * 255).astype(np.uint8)
