@@ -239,7 +239,7 @@ def threshold(
     export_dir: str | Path = "export",
     *,
     fpr: float = 0.01,
-    score: str = "elbo",
+    score: str | None = None,
     precision: str = "int8",
     k: int = 64,
     data: str | None = None,
@@ -249,10 +249,12 @@ def threshold(
     """Calibrate the anomaly threshold at false-positive rate `fpr` on normal images and store
     it in the export's manifest. The normal images are the run's validation split (found as
     for `quantize`), `data`'s validation split, or `images` given directly. Returns the
-    `runtime.anomaly.Threshold`."""
+    `runtime.anomaly.Threshold`. score: a `runtime.score.SCORES` kind, by default `excess`;
+    with "elbo" (the firmware's score) the firmware's own threshold is stored too."""
     from .runtime import anomaly, manifest
-    from .runtime.score import check_kind
+    from .runtime.score import DEFAULT, check_kind
 
+    score = DEFAULT if score is None else score
     check_kind(score, k)  # the options first: the images may take a while to read
     if not 0.0 < fpr < 1.0:
         raise UsageError(f"must be in (0, 1), got {fpr}", param="fpr")

@@ -1,6 +1,6 @@
 """`edgevae score`, `threshold`, `detect` and `anomaly-bench`: anomaly detection, torch-free.
 
-Scores are nats per image, higher = more anomalous (see `runtime/score.py` for the three kinds).
+Scores are nats per image, higher = more anomalous (see `runtime/score.py` for the kinds).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from .. import api, fsio
+from ..runtime.score import DEFAULT, SCORES
 from .common import (
     EXPORT_DIR,
     PRECISION,
@@ -31,16 +32,20 @@ from .runtime import DATA, Split, _images
 
 
 class ScoreKind(str, Enum):
+    excess = "excess"
+    excess_ink = "excess-ink"
     elbo = "elbo"
     iwae = "iwae"
     complexity = "complexity"
 
 
 SCORE = typer.Option(
-    ScoreKind.elbo,
+    ScoreKind(DEFAULT),
     "--score",
-    help="elbo: -ELBO at z = mu (1 encoder + 1 decoder pass; what a board runs); iwae: "
-    "k-sample -log p(x); complexity: elbo minus the image's PNG length (Serrà et al. 2020).",
+    help="excess: elbo minus the image's own per-pixel entropy (what no decoder can save; "
+    "the default: see docs/anomaly.md); excess-ink: excess / sqrt(1 + the image's ink); elbo: "
+    "-ELBO at z = mu (1 encoder + 1 decoder pass, as the firmware); iwae: k-sample -log p(x); "
+    "complexity: elbo minus the image's PNG length (Serrà et al. 2020).",
 )
 K = typer.Option(64, min=1, max=100_000, help="Importance samples (iwae only).")
 JSON = typer.Option(None, "--json", help="Also write the result as JSON.")
@@ -78,7 +83,8 @@ def _csv_text(result, labels: np.ndarray | None) -> str:
     epilog="Examples:\n\n  edgevae score --out scores.csv     # the export's held-out images\n\n"
     "  edgevae score --data ./digits.npz --score complexity --out scores.csv\n\n"
     "CSV columns: index, score_nats (higher = more anomalous), label (when the data has labels), "
-    "then the parts: recon (-log p(x|z=mu)), kl, and nll_iw / elbo / png_nats per score."
+    "then the parts: recon (-log p(x|z=mu)), kl, and per score floor (the image's own entropy), "
+    "ink, excess, nll_iw, elbo, png_nats."
 )
 def score(
     out: Path = typer.Option(Path("scores.csv"), help="CSV to write, one row per image."),
@@ -122,7 +128,8 @@ def score(
     "  edgevae threshold --score complexity --data ./normal.npz\n\n"
     "The normal images are the run's validation split (or --data's): never trained on. The "
     "threshold, score kind, FPR target and measured FPR and the images' sha256 go into the "
-    "export's manifest (and into the firmware header)."
+    "export's manifest; with --score elbo (the board's score) also the firmware's own threshold "
+    "at the same rate, for the header `edgevae firmware --score` writes."
 )
 def threshold(
     export_dir: Path = EXPORT_DIR,
@@ -149,6 +156,20 @@ def threshold(
         highlight=False,
         markup=False,
     )
+    if found.firmware is None and found.score != "elbo" and _has_firmware_pair(export_dir):
+        console.print(
+            f"no firmware threshold: the board computes the elbo score, not {found.score} "
+            "(`edgevae threshold --score elbo` stores one for `edgevae firmware --score`)",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _has_firmware_pair(export_dir: Path) -> bool:
+    from ..runtime import manifest
+
+    man = manifest.read(export_dir)
+    return bool(man.get("firmware_encoder") and man.get("firmware_decoder"))
 
 
 @app.command(
@@ -212,6 +233,9 @@ def anomaly_bench(
         help="Comma-separated anomaly sets: invert, rotate, noise (transforms of the normal "
         "images) or data specs (their test split).",
     ),
+    kinds: str = typer.Option(
+        ",".join(SCORES), "--scores", help=f"Comma-separated score kinds ({', '.join(SCORES)})."
+    ),
     k: int = K,
     limit: int = typer.Option(2000, min=0, help="Images per set (0 = all)."),
     seed: int = typer.Option(0, min=0, help="Seed for noise and iwae samples."),
@@ -223,10 +247,11 @@ def anomaly_bench(
 
     _check_json(json_path)
     sets = tuple(a.strip() for a in anomalous.split(",") if a.strip())
+    names = tuple(s.strip() for s in kinds.split(",") if s.strip())
     with stage_progress(err_console) as progress:
         report = run(
-            export_dir, normal=normal, anomalous=sets, k=k, seed=seed, limit=limit or None,
-            progress=progress,
+            export_dir, normal=normal, anomalous=sets, kinds=names, k=k, seed=seed,
+            limit=limit or None, progress=progress,
         )  # fmt: skip
     table = Table(title=f"anomaly detection, {export_dir} (k={k} for iwae)")
     for col in ("anomalies", "score", "precision", "AUROC", "AUPRC", "FPR@95%TPR"):
@@ -239,7 +264,7 @@ def anomaly_bench(
     console.print(table)
     for precision, lat in report.latency_us.items():
         console.print(
-            f"{precision}: elbo score p50 {lat['1']:.1f} us/image at batch 1, "
+            f"{precision}: {report.latency_score} score p50 {lat['1']:.1f} us/image at batch 1, "
             f"{lat['256']:.1f} us/image at batch 256",
             highlight=False,
         )

@@ -327,11 +327,14 @@ class Model:
 
     # ------------------------------------------------------------------ anomalies
 
-    def score(self, x: np.ndarray, kind: str = "elbo", k: int = 64, seed: int = 0):
-        """Anomaly scores in nats per image, higher = more anomalous: "elbo" (-ELBO at
-        z = mu), "iwae" (k-sample -log p(x)) or "complexity" (elbo minus the image's PNG
-        length). Returns `runtime.score.Scores` (`.scores` [N] and the parts)."""
-        from .score import score_images
+    def score(self, x: np.ndarray, kind: str | None = None, k: int = 64, seed: int = 0):
+        """Anomaly scores per image, higher = more anomalous: "excess" (the default: elbo
+        minus the image's own per-pixel entropy), "excess-ink" (excess / sqrt(1 + ink)),
+        "elbo" (-ELBO at z = mu), "iwae" (k-sample -log p(x)) or "complexity" (elbo minus
+        the image's PNG length). Returns `runtime.score.Scores` (`.scores` [N] and the parts)."""
+        from .score import DEFAULT, score_images
+
+        kind = DEFAULT if kind is None else kind
 
         return score_images(self, x, kind, k=k, seed=seed)
 

@@ -55,7 +55,31 @@ def test_anomaly_bench_cli_writes_every_row(tiny_export, tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
-    assert len(report["rows"]) == 3 * 3 * 2  # transforms x scores x precisions
+    assert len(report["rows"]) == 3 * 5 * 2  # transforms x scores x precisions
     inverted = [r for r in report["rows"] if r["anomalies"] == "invert" and r["score"] == "elbo"]
     assert all(r["auroc"] > 0.9 for r in inverted)
     assert set(report["latency_us"]) == {"fp32", "int8"}
+
+
+def test_anomaly_bench_cli_scores_only_the_kinds_asked_for(tiny_export, tmp_path, capsys):
+    out = tmp_path / "a.json"
+    code = main(
+        ["anomaly-bench", "--export-dir", str(tiny_export), "--limit", "40", "--scores",
+         "excess-ink, elbo", "--anomalous", "invert", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    got = {(r["anomalies"], r["score"], r["precision"]) for r in report["rows"]}
+    want = {("invert", s, p) for s in ("excess-ink", "elbo") for p in ("fp32", "int8")}
+    assert got == want and len(report["rows"]) == 4
+    assert report["latency_score"] == "excess-ink"  # the default (excess) was not asked for
+
+
+def test_anomaly_bench_cli_refuses_an_unknown_score(tiny_export, tmp_path, capsys):
+    code = main(
+        ["anomaly-bench", "--export-dir", str(tiny_export), "--limit", "20", "--scores",
+         "excess,bogus", "--json", str(tmp_path / "a.json")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "bogus" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "a.json").exists()
