@@ -106,7 +106,7 @@ def firmware_threshold(export_dir, x_normal: np.ndarray, fpr: float) -> float | 
     levels = np.rint(np.asarray(x_normal, np.float32) * 255.0)
     if not np.array_equal((levels / 255.0).astype(np.float32), np.asarray(x_normal, np.float32)):
         return None
-    scores = firmware_scores(export_dir, levels.astype(np.uint8)).astype(np.float64)
+    scores = firmware_scores(export_dir, levels.astype(np.uint8), "elbo").astype(np.float64)
     return quantile_threshold(scores, fpr)[0]
 
 
