@@ -44,8 +44,8 @@ SCORE = typer.Option(
     "--score",
     help="excess: elbo minus the image's own per-pixel entropy (what no decoder can save; "
     "the default: see docs/anomaly.md); excess-ink: excess / sqrt(1 + the image's ink); elbo: "
-    "-ELBO at z = mu (1 encoder + 1 decoder pass, as the firmware); iwae: k-sample -log p(x); "
-    "complexity: elbo minus the image's PNG length (Serrà et al. 2020).",
+    "-ELBO at z = mu (1 encoder + 1 decoder pass); iwae: k-sample -log p(x); complexity: elbo "
+    "minus the image's PNG length (Serrà et al. 2020). The firmware computes excess or elbo.",
 )
 K = typer.Option(64, min=1, max=100_000, help="Importance samples (iwae only).")
 JSON = typer.Option(None, "--json", help="Also write the result as JSON.")

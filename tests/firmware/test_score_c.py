@@ -375,12 +375,15 @@ def test_cli_firmware_score(built, tmp_path, monkeypatch):
     assert (
         report["score"]["likelihood"] == "bernoulli" and report["score"]["threshold_nats"] is None
     )
+    assert report["score"]["kind"] == "excess" and report["score"]["kind_from"] == "default"
     model = load_score_model(export)
     assert report["score"]["macs"] == model.encoder.macs + model.decoder.macs == 4697 + 4587
     lines = result.output.splitlines()
     for key in ("build_command", "run_command", "score_build_command", "score_run_command"):
         assert f"  {report[key]}" in lines
     assert "no EDGEVAE_THRESHOLD_NATS: no threshold in the manifest" in result.output
+    assert "score: excess (EDGEVAE_SCORE_KIND_EXCESS 1; the default: " in result.output
+    assert "`edgevae threshold --score excess` stores one" in result.output
     assert "--score" in (tmp_path / "fw" / "edgevae_weights.h").read_text()
     assert (tmp_path / "fw" / "edgevae_score.c").read_bytes() == (
         KERNEL / "host" / "edgevae_score.c"
@@ -403,6 +406,72 @@ def test_cli_firmware_score(built, tmp_path, monkeypatch):
     assert plain.exit_code == 0 and "score" not in json.loads((tmp_path / "p.json").read_text())
     assert not (tmp_path / "p" / "edgevae_score.c").exists()
     assert "edgevae_score" not in plain.output
+
+
+def test_cli_firmware_score_takes_the_kind_of_the_threshold(tmp_path, monkeypatch):
+    """--score generates the stored threshold's kind with its EDGEVAE_THRESHOLD_NATS;
+    --score-kind chooses (and implies --score); the other kind of a stored firmware threshold
+    is refused in one line, naming the option."""
+    from typer.testing import CliRunner
+
+    import edgevae.cli  # noqa: F401  (registers every command)
+    from edgevae.cli import main
+    from edgevae.cli.common import app
+
+    monkeypatch.chdir(tmp_path)
+    export = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "elbo", "firmware": 80.5}
+    )
+    args = ["firmware", "--export-dir", str(export), "--weights-only"]
+    for out, extra in (("a", ["--score"]), ("b", ["--score-kind", "elbo"])):
+        result = CliRunner().invoke(app, [*args, "--out", out, *extra, "--json", f"{out}.json"])
+        assert result.exit_code == 0, result.output
+        score = json.loads((tmp_path / f"{out}.json").read_text())["score"]
+        assert score["kind"] == "elbo" and score["threshold_nats"] == 80.5
+        assert score["kind_from"] == ("threshold" if out == "a" else "asked")
+        header = (tmp_path / out / "edgevae_weights.h").read_text()
+        assert "#define EDGEVAE_SCORE_KIND_EXCESS 0 " in header
+        assert "#define EDGEVAE_THRESHOLD_NATS 0x1.4200000000000p+6f " in header
+        assert "EDGEVAE_THRESHOLD_NATS = 80.5 (the manifest's, score elbo)" in result.output
+        assert "score: elbo (EDGEVAE_SCORE_KIND_EXCESS 0; " in result.output
+    assert "--score --score-kind elbo" in (tmp_path / "b" / "edgevae_weights.h").read_text()
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([*args, "--out", "c", "--score-kind", "excess"])
+    assert code == 2 and sorted(p.name for p in tmp_path.iterdir()) == before
+    from edgevae.errors import UsageError
+    from edgevae.firmware.deploy import write_firmware
+
+    with pytest.raises(UsageError, match="threshold for the elbo score, not excess") as info:
+        write_firmware(export, tmp_path / "c", command="x", score=True, score_kind="excess")
+    assert info.value.param == "score_kind" and "--" not in str(info.value)
+    with pytest.raises(UsageError) as info:
+        write_firmware(export, tmp_path / "c", command="x", score_kind="elbo")
+    assert info.value.param == "score_kind"
+
+    # a threshold of a kind the board does not compute: the default kind, no threshold
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["threshold"] = {"score": "iwae", "firmware": None}
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    for extra in ([], ["--score-kind", "elbo"]):
+        result = CliRunner().invoke(app, [*args, "--out", "d", "--score", *extra])
+        assert result.exit_code == 0, result.output
+        assert "which a board does not compute (it computes excess or elbo)" in result.output
+        assert "EDGEVAE_THRESHOLD_NATS " not in (tmp_path / "d" / "edgevae_weights.h").read_text()
+
+
+def test_cli_score_kind_mismatch_is_one_line(tmp_path, capsys):
+    from edgevae.cli import main
+
+    export = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "excess", "firmware": 9.5}
+    )
+    code = main(["firmware", "--export-dir", str(export), "--out", str(tmp_path / "o"),
+                 "--score-kind", "elbo"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "--score-kind: " in err and "threshold for the excess score, not elbo" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_score_errors_name_the_flag(built, tmp_path):

@@ -294,9 +294,11 @@ def test_threshold_stores_the_firmware_score_threshold_too(export_copy, tiny_run
     assert grey.firmware is None  # not whole 8-bit levels: the board reads uint8
 
 
-def test_threshold_cli_says_which_firmware_threshold_it_stored(export_copy, tiny_run, capsys):
-    """The default score (excess) stores a threshold for the board too, and the CLI prints
-    it; a kind a board does not compute gets none, and the CLI says so."""
+def test_threshold_then_firmware_gives_the_board_the_default_score(
+    export_copy, tiny_run, tmp_path, capsys
+):
+    """The defaults end to end: `edgevae threshold` stores an excess threshold for the board
+    too, and `edgevae firmware --score` generates the excess kernel with that threshold."""
     args = ["threshold", "--export-dir", str(export_copy), "--run-dir", str(tiny_run)]
     assert main([*args, "--fpr", "0.05"]) == 0
     out = capsys.readouterr().out
@@ -304,7 +306,24 @@ def test_threshold_cli_says_which_firmware_threshold_it_stored(export_copy, tiny
     assert stored["score"] == DEFAULT == "excess" and stored["firmware"] is not None
     assert f"firmware threshold {stored['firmware']:.3f} nats (excess, " in out
     assert "no firmware threshold" not in out
+    fw = tmp_path / "fw"
+    report = tmp_path / "r.json"
+    firmware = ["firmware", "--export-dir", str(export_copy), "--out", str(fw), "--score"]
+    assert main([*firmware, "--weights-only", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "score: excess (EDGEVAE_SCORE_KIND_EXCESS 1; the kind of the manifest's threshold)" in out
+    )
+    assert f"EDGEVAE_THRESHOLD_NATS = {stored['firmware']!r} (the manifest's, score excess)" in out
+    header = (fw / "edgevae_weights.h").read_text()
+    assert "#define EDGEVAE_SCORE_KIND_EXCESS 1 " in header
+    assert "#define EDGEVAE_THRESHOLD_NATS " in header
+    assert json.loads(report.read_text())["score"]["threshold_nats"] == stored["firmware"]
+
     assert main([*args, "--fpr", "0.05", "--score", "iwae", "--k", "2"]) == 0
     out = capsys.readouterr().out
     assert "no firmware threshold: a board computes excess or elbo, not iwae" in out
     assert manifest.read(export_copy)["threshold"]["firmware"] is None
+    assert main([*firmware, "--weights-only"]) == 0
+    assert "score: excess (EDGEVAE_SCORE_KIND_EXCESS 1; the default: " in capsys.readouterr().out
+    assert "EDGEVAE_THRESHOLD_NATS " not in (fw / "edgevae_weights.h").read_text()
