@@ -6,8 +6,8 @@ STAMP  := $(VENV)/.installed
 # pytest workers: the suite is CPU-bound and this machine has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install demo test lint figures figures-paper bench clean help ci-export firmware \
-        wheel-check
+.PHONY: install demo test lint figures figures-paper bench clean help ci-export ci-export-cond \
+        firmware wheel-check
 
 help:
 	@echo "make demo | test | test-arm | lint | install | figures | bench | clean"
@@ -55,6 +55,15 @@ ci-export: install
 	$(BIN)/edgevae train --epochs 3 --run-dir $(CI_DIR)/run --overwrite --no-export
 	$(BIN)/edgevae export --run-dir $(CI_DIR)/run --export-dir $(CI_DIR)/export --no-quantize
 	$(BIN)/edgevae quantize --export-dir $(CI_DIR)/export --run-dir $(CI_DIR)/run \
+	    --recipe static-pc-rr --budget-nats 1
+
+# The same for a conditional model (encoder x, y; decoder z, y): test-arm and the firmware.
+ci-export-cond: install
+	$(BIN)/edgevae train --conditional --epochs 3 --run-dir $(CI_DIR)/run-cond --overwrite \
+	    --no-export
+	$(BIN)/edgevae export --run-dir $(CI_DIR)/run-cond --export-dir $(CI_DIR)/export-cond \
+	    --no-quantize
+	$(BIN)/edgevae quantize --export-dir $(CI_DIR)/export-cond --run-dir $(CI_DIR)/run-cond \
 	    --recipe static-pc-rr --budget-nats 1
 
 # The C weights of export/ for firmware_demo/ (built with the kernel the package ships,

@@ -103,9 +103,7 @@ def train(
         conflicts = resume_conflicts(Path(run_dir), given)
         if conflicts:
             raise ResumeConflict(Path(run_dir), conflicts)
-    model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes)
-    train_cfg.qat_bits = qat_bits or 0
-    train_cfg.validate()
+    model_cfg, train_cfg = new_configs(given, epochs, threads, max_minutes, qat_bits or 0)
     result = run_training(
         model_cfg, train_cfg, Path(run_dir), resume=resume, overwrite=overwrite, reporter=reporter
     )
@@ -175,6 +173,7 @@ def quantize(
     from .data.runs import load_run_data
 
     ds = load_run_data(train_cfg, man["image_shape"], data)
+    _check_calibration(man, min(calib, len(ds.train)))
     labels = {}
     if man.get("classes"):  # a conditional model: the images' labels, in its classes
         from .runtime.labels import match_one_hot
@@ -195,6 +194,22 @@ def quantize(
         explain=explain,
         progress=progress,
     )
+
+
+def _check_calibration(man: dict[str, Any], n: int) -> None:
+    """Refuse a calibration that would not fit in the memory limit: onnxruntime's calibrators
+    keep every intermediate output of every calibration row (n images through the encoder,
+    2n latent vectors through the decoder, a conditional model's one-hot labels beside both)
+    and merge them into one more copy."""
+    from . import limits
+
+    h, w = man["image_shape"]
+    hidden = (man.get("model") or {}).get("hidden")
+    width = 2 * sum(v for v in hidden if isinstance(v, int)) if isinstance(hidden, list) else 0
+    d, lat, c = h * w, man["latent_dim"], len(man.get("classes") or ())
+    per_image = (d + c + width + 2 * lat) + 2 * (lat + c + width + 2 * d)
+    need = 2 * 4 * n * per_image + 4 * n * (d + 2 * lat + 3 * c)
+    limits.check(need, f"calibrating on {n} images of {h}x{w}", "calib")
 
 
 def _run_train_config(
@@ -239,9 +254,12 @@ def threshold(
     threshold is stored too."""
     from .firmware.score import KINDS as FIRMWARE_KINDS
     from .runtime import anomaly, manifest
-    from .runtime.score import DEFAULT
+    from .runtime.score import DEFAULT, check_kind
 
     score = DEFAULT if score is None else score
+    check_kind(score, k)  # the options first: the images may take a while to read
+    if not 0.0 < fpr < 1.0:
+        raise UsageError(f"must be in (0, 1), got {fpr}", param="fpr")
     model = load(export_dir, precision)
     if images is not None:
         x, desc = images, {"source": "images"}
@@ -255,6 +273,10 @@ def threshold(
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
     if score in FIRMWARE_KINDS:
         found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr, score)
+        if found.firmware is not None:  # the static pair it was computed with
+            names = (model.manifest["firmware_encoder"], model.manifest["firmware_decoder"])
+            files = model.manifest.get("files") or {}
+            found.models.update({n: files[n]["sha256"] for n in names if n in files})
     anomaly.store(Path(export_dir), found)
     return found
 

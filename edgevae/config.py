@@ -114,8 +114,8 @@ class TrainConfig:
             raise UsageError(f"must be >= 0 (0 = off), got {self.kl_warmup}", param="kl_warmup")
         if self.seed < 0:
             raise UsageError(f"must be >= 0, got {self.seed}", param="seed")
-        if self.qat_bits not in (0, 4):
-            raise UsageError(f"must be 0 (off) or 4, got {self.qat_bits}", param="qat_bits")
+        if type(self.qat_bits) is not int or self.qat_bits not in (0, 4):  # not True, not 4.0
+            raise UsageError(f"must be 0 (off) or 4, got {self.qat_bits!r}", param="qat_bits")
         if self.classes is not None:
             self.classes = _class_list(self.classes)
         return self

@@ -61,11 +61,12 @@ def picture_size(n: int, image_shape: tuple[int, int], rows: int, labels: bool =
 def firmware_decode(
     binary: Path, z: np.ndarray, out_dim: int, labels: np.ndarray | None = None
 ) -> np.ndarray:
-    """Run the firmware host binary: z lines on stdin (a conditional decoder's with the class
-    index last), out_dim grey levels per line back."""
-    ends = [""] * len(z) if labels is None else [f" {int(c)}" for c in labels]
+    """Run the firmware host binary: z lines on stdin (a conditional decoder's each starting
+    with the class index), out_dim grey levels per line back."""
+    starts = [""] * len(z) if labels is None else [f"{int(c)} " for c in labels]
     text = "".join(
-        " ".join(f"{v:.9g}" for v in row) + end + "\n" for row, end in zip(z, ends, strict=True)
+        start + " ".join(f"{v:.9g}" for v in row) + "\n"
+        for row, start in zip(z, starts, strict=True)
     )
     try:
         proc = subprocess.run(

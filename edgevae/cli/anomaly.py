@@ -58,12 +58,12 @@ def _check_json(path: Path | None) -> None:
 
 def _labels(data: str | None, split: str, n: int) -> np.ndarray | None:
     """The split's labels when the data has them (the export's held-out images have none)."""
-    if data is None:
+    if data is None or split == "all":
         return None
     from ..data.core import load_dataset
 
     ds = load_dataset(data, seed=0)
-    labels = getattr(ds, f"{split}_labels", None) if split != "all" else None
+    labels = getattr(ds, f"{split}_labels", None)
     return labels if labels is not None and len(labels) == n else None
 
 

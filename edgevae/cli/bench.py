@@ -66,6 +66,21 @@ def _status_markup(status: str) -> str:
 # --------------------------------------------------------------------------- bench
 
 
+def _check_rows(export_dir: Path, rows: int, copies: int, param: str, what: str) -> None:
+    """Refuse before any work when `rows` rows through the export's models (`copies` float32
+    image-sized arrays a row, plus the hidden and latent activations) would not fit in the
+    memory limit."""
+    from .. import limits
+    from ..runtime import manifest
+
+    man = manifest.read(export_dir)
+    h, w = man["image_shape"]
+    hidden = (man.get("model") or {}).get("hidden")
+    widths = [v for v in hidden if isinstance(v, int)] if isinstance(hidden, list) else []
+    per_row = 4 * (copies * h * w + 2 * man["latent_dim"] + 2 * sum(widths))
+    limits.check(rows * per_row, f"{what} ({h}x{w} images)", param)
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
@@ -80,7 +95,9 @@ def bench(
     data: str = typer.Option(None, help="Data to score (default: the run's own, test split)."),
     batch_sizes: str = typer.Option("1,16,256", help="Batch sizes to time (each >= 1)."),
     threads: int = typer.Option(1, min=1, help="onnxruntime (and torch) threads while timing."),
-    k: int = typer.Option(1000, min=1, help="Importance samples for the NLL estimate."),
+    k: int = typer.Option(
+        1000, min=1, max=1_000_000, help="Importance samples for the NLL estimate."
+    ),
     limit: int = typer.Option(100, min=0, help="Test images scored per row (0 = the whole split)."),
     seed: int = typer.Option(0, help="Seed of the evaluation noise and of the z for diffs."),
     all_recipes: bool = typer.Option(False, help="Also re-create and measure every recipe."),
@@ -114,6 +131,8 @@ def bench(
     if plot is not None:
         check_suffix(plot, (".png",), "--plot")
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
+    if sizes and min(sizes) >= 1:
+        _check_rows(export_dir, max(sizes), 4, "batch_sizes", f"timing a batch of {max(sizes)}")
     with stage_progress(err_console) as progress:
         report = run_bench(
             export_dir,
@@ -197,6 +216,7 @@ def parity(
     from ..runtime.images import save_png
 
     check_suffix(out, (".png",))
+    _check_rows(export_dir, n, 6, "n", f"{n} latent vectors through every decoder")
     picture, rows = parity_grid(
         export_dir, n=n, seed=seed, firmware=firmware, run_dir=run_dir, amplify=amplify,
         labels=labels,

@@ -6,6 +6,7 @@ result (PNG grid or .npy) atomically.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import typer
 
 from .. import api
+from ..errors import UsageError
 from .common import (
     EXPORT_DIR,
     PRECISION,
@@ -42,6 +44,20 @@ def _model(export_dir: Path, precision: Precision, threads: int):
     return api.load(export_dir, precision.value, threads)
 
 
+def check_grid(model, count: int, nrow: int | None, param: str, what: str) -> None:
+    """Refuse before decoding when `count` float32 images and their PNG grid (the picture,
+    Pillow's copy of it and the PNG bytes) would not fit in the memory limit."""
+    from .. import limits
+    from ..runtime.images import PAD
+
+    h, w = model.image_shape
+    ncol = nrow or math.ceil(math.sqrt(count))
+    width, height = ncol * (w + PAD) + PAD, math.ceil(count / ncol) * (h + PAD) + PAD
+    need = count * h * w * 4 + 3 * width * height
+    shown = f"{what}: {count} images of {h}x{w} and their {width}x{height}-pixel grid"
+    limits.check(need, shown, param)
+
+
 def _images(model, data: str | None, split: str = "test", seed: int = 0) -> np.ndarray:
     """`data`'s split as [N, D], or the export's held-out images when no data is given."""
     return _labelled(model, data, split, seed)[0]
@@ -60,6 +76,13 @@ def _labelled(model, data: str | None, split: str = "test", seed: int = 0):
     if not model.conditional:
         return load_images(data, split=split, seed=seed)[0], None
     ds = load_dataset(data, seed=seed, labels=True)
+    unknown = [name for name in ds.classes or () if name not in model.classes]
+    if unknown:
+        raise UsageError(
+            f"the data has classes {unknown[:10]} that the model does not know "
+            f"({', '.join(model.classes)})",
+            param="data",
+        )
     names = np.asarray(ds.classes)[ds.labels(split)]
     return getattr(ds, split), names
 
@@ -94,8 +117,11 @@ def sample(
     model = _model(export_dir, precision, threads)
     if model.conditional and label is None:
         label = "all"
+    every = label == "all" and model.conditional
+    count = n * len(model.classes) if every else n
+    check_grid(model, count, n if every else nrow, "n", f"{n} samples" + (" per class" * every))
     images = model.sample(n, seed, temperature, label=label)
-    if label == "all" and model.conditional:
+    if every:
         what, nrow = f"{n} samples of each of {len(model.classes)} classes, a row each", n
     else:
         what = f"{n} samples" + (f" of class {label}" if label is not None else "")
@@ -122,6 +148,7 @@ def reconstruct(
     model = _model(export_dir, precision, threads)
     x, labels = _labelled(model, data, seed=seed)
     x, labels = x[:n], (None if labels is None else labels[:n])
+    check_grid(model, 2 * len(x), len(x), "n", f"{len(x)} reconstructions")
     recon = model.reconstruct(x, labels)  # checks the images first
     grid = np.concatenate([model.images(model.as_input(x)), recon])
     size = save_grid(out, grid, nrow=len(x))
@@ -140,7 +167,6 @@ def interpolate(
     threads: int = THREADS,
 ) -> None:
     """Decode the straight line between the posterior means of two test images."""
-    from ..errors import UsageError
     from ..runtime.images import save_grid
 
     check_suffix(out, (".png",))
@@ -150,6 +176,7 @@ def interpolate(
         if index >= len(x):
             raise UsageError(f"{name}: {index} is past the last test image ({len(x) - 1})")
     pair = None if labels is None else (labels[a], labels[b])
+    check_grid(model, steps, steps, "steps", f"a path of {steps} steps")
     size = save_grid(out, model.interpolate(x[a], x[b], steps, labels=pair), nrow=steps)
     wrote(out, f"{steps} steps from test image {a} to {b}", size)
 
@@ -169,14 +196,15 @@ def manifold(
     threads: int = THREADS,
 ) -> None:
     """The learned manifold (paper Fig. 4): a grid through the inverse Gaussian CDF."""
-    from ..errors import UsageError
     from ..runtime.images import save_grid
 
     pair = parse_int_list(dims, "--dims")
     if len(pair) != 2:
         raise UsageError("--dims takes exactly two latent dims, e.g. 0,1")
     check_suffix(out, (".png",))
-    images = _model(export_dir, precision, threads).manifold(steps, (pair[0], pair[1]), label)
+    model = _model(export_dir, precision, threads)
+    check_grid(model, steps * steps, steps, "steps", f"a {steps}x{steps} manifold")
+    images = model.manifold(steps, (pair[0], pair[1]), label)
     size = save_grid(out, images, nrow=steps)
     wrote(out, f"{steps}x{steps} manifold over dims {pair[0]},{pair[1]}", size)
 
@@ -201,6 +229,8 @@ def analogies(
     model = _model(export_dir, precision, threads)
     x, labels = _labelled(model, data)
     x, labels = x[:n], (None if labels is None else labels[:n])
+    per_row = len(model.classes) + 1
+    check_grid(model, len(x) * per_row, per_row, "n", f"{len(x)} rows of {per_row} images")
     grid = model.analogies(x, labels)  # [N, C, H, W]
     rows = np.concatenate([model.images(model.as_input(x))[:, None], grid], axis=1)
     size = save_grid(out, rows.reshape(-1, *model.image_shape), nrow=rows.shape[1])
@@ -236,13 +266,19 @@ def decode(
     threads: int = THREADS,
 ) -> None:
     """Decode latent vectors from a .npy into images (PNG grid) or means (.npy)."""
-    from .. import fsio
+    from .. import fsio, limits
     from ..data.npy import npy_bytes, read_npy
     from ..runtime.images import save_grid
 
     check_suffix(out, (".png", ".npy"))
     model = _model(export_dir, precision, threads)
     zs = read_npy(z)
+    if out.suffix.lower() == ".npy":  # the means and their .npy bytes
+        h, w = model.image_shape
+        need = 2 * len(zs) * h * w * 4
+        limits.check(need, f"decoding {len(zs)} latent vectors into {h}x{w} means", "z")
+    else:
+        check_grid(model, len(zs), None, "z", f"decoding {len(zs)} latent vectors")
     means = model.decode(zs)
     if out.suffix.lower() == ".npy":
         fsio.write_bytes(out, npy_bytes(means))

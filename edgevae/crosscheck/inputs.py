@@ -82,6 +82,27 @@ def make_inputs(
     out = {"x": np.ascontiguousarray(x), "z": np.ascontiguousarray(z)}
     if n_classes:
         for name in ("x", "z"):
-            rows_of = np.arange(len(out[name])) % n_classes
-            out[f"y_{name}"] = np.eye(n_classes, dtype=np.float32)[rows_of]
+            n = len(out[name])
+            y = np.zeros((n, n_classes), np.float32)
+            y[np.arange(n), np.arange(n) % n_classes] = 1.0
+            out[f"y_{name}"] = y
     return out
+
+
+def rows(latent_dim: int, n_random: int = 24) -> tuple[int, int]:
+    """The number of rows of `x` and of `z` that `make_inputs` makes."""
+    return 5 + n_random, 4 + min(4, latent_dim) + n_random
+
+
+def memory_bytes(
+    input_dim: int, latent_dim: int, n_classes: int, n_models: int, n_random: int = 24
+) -> int:
+    """An upper bound of what generating the inputs and running `n_models` models on them
+    holds at once: the pixel grids and one stroke's float64 temporaries, the rows (levels and
+    float32), the labels, and per model its outputs (x_mean and logits, or mu and logvar) for
+    the whole batch and again row by row."""
+    rows_x, rows_z = rows(latent_dim, n_random)
+    make = 48 * input_dim + 5 * rows_x * input_dim + 12 * rows_z * latent_dim
+    make += 4 * (rows_x + rows_z) * n_classes
+    outputs = n_models * 2 * 4 * max(rows_x, rows_z) * 2 * max(input_dim, latent_dim)
+    return make + outputs

@@ -11,8 +11,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 from .. import fsio
 from ..onnxio import proto
 from ..onnxio.vet import MAX_MODEL_BYTES
@@ -97,27 +95,59 @@ def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
     return models
 
 
+def _manifest_dims(path: Path) -> dict:
+    """latent_dim, n_classes, image_shape and input_dim from the manifest at `path` (those
+    it has); a value it has that is not one (a wrong type, out of the runtime's ranges) is
+    refused naming the manifest."""
+    from ..runtime.manifest import MAX_CLASSES, MAX_LATENT, MAX_MANIFEST_BYTES, MAX_SIDE
+
+    data = fsio.read_regular(path, MAX_MANIFEST_BYTES, CrosscheckError)
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise CrosscheckError(f"{path}: not valid JSON") from None
+    if not isinstance(manifest, dict):
+        raise CrosscheckError(f"{path}: not an edgevae manifest (not a JSON object)")
+
+    def count(value, top: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top
+
+    dims: dict = {}
+    latent, classes, shape = (manifest.get(k) for k in ("latent_dim", "classes", "image_shape"))
+    if latent is not None:
+        if not count(latent, MAX_LATENT):
+            raise CrosscheckError(
+                f"{path}: latent_dim must be in 1..{MAX_LATENT}, got {latent!r:.40}"
+            )
+        dims["latent_dim"] = latent
+    dims["n_classes"] = 0  # an unconditional model's manifest has no classes
+    if classes is not None:
+        if not isinstance(classes, list) or len(classes) > MAX_CLASSES:
+            raise CrosscheckError(f"{path}: classes must be a list of at most {MAX_CLASSES} names")
+        dims["n_classes"] = len(classes)
+    if isinstance(shape, str):  # "28x28" or "28,28"
+        parts = shape.replace("x", ",").split(",")
+        shape = [int(p) if p.strip().isdigit() else p for p in parts]
+    if shape is not None:
+        if (
+            not isinstance(shape, list)
+            or len(shape) != 2
+            or not all(count(v, MAX_SIDE) for v in shape)
+        ):
+            raise CrosscheckError(
+                f"{path}: image_shape must be [height, width] in 1..{MAX_SIDE}, got {shape!r:.40}"
+            )
+        dims["image_shape"] = (shape[0], shape[1])
+        dims["input_dim"] = shape[0] * shape[1]
+    return dims
+
+
 def model_dims(export_dir: str | os.PathLike) -> dict:
     """input_dim, latent_dim, image_shape and n_classes (0: not conditional) from
     manifest.json, else from the model inputs."""
     export_dir = Path(export_dir)
-    dims: dict = {}
     manifest_path = export_dir / "manifest.json"
-    if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CrosscheckError(f"{manifest_path}: not valid JSON ({exc})") from None
-        if isinstance(manifest.get("latent_dim"), int):
-            dims["latent_dim"] = manifest["latent_dim"]
-        if isinstance(manifest.get("classes"), list | None):
-            dims["n_classes"] = len(manifest.get("classes") or [])
-        shape = manifest.get("image_shape")
-        if isinstance(shape, str):
-            shape = [int(s) for s in shape.replace("x", ",").split(",") if s.strip()]
-        if isinstance(shape, list) and len(shape) >= 2:
-            dims["image_shape"] = (int(shape[-2]), int(shape[-1]))
-            dims["input_dim"] = int(np.prod(shape))
+    dims = _manifest_dims(manifest_path) if manifest_path.is_file() else {}
     for path in sorted(export_dir.glob("*.onnx")):
         if all(k in dims for k in ("input_dim", "latent_dim", "n_classes")):
             break

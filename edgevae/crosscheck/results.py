@@ -61,10 +61,19 @@ def load_results(path: str | os.PathLike) -> Results:
     path = Path(path)
     data = fsio.read_regular(path, MAX_RESULTS_BYTES, CrosscheckError)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("one array, not an .npz archive")
+        with loaded as npz:  # what the members unpack to is checked before any is read
+            size = sum(info.file_size for info in npz.zip.infolist())
+            if size > MAX_RESULTS_BYTES:
+                raise ValueError(f"its arrays unpack to {size} bytes, over {MAX_RESULTS_BYTES}")
             arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise CrosscheckError(f"{path}: not a crosscheck results file ({exc})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # zipfile, zlib and numpy's parsers raise many types
+        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise CrosscheckError(f"{path}: not a crosscheck results file ({why})") from None
     if "meta" not in arrays:
         raise CrosscheckError(f"{path}: not a crosscheck results file (no meta)")
     try:

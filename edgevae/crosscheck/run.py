@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import fsio
 from .compare import CrosscheckError
-from .inputs import make_inputs
+from .inputs import make_inputs, memory_bytes
 from .models import describe_models, model_dims, open_session
 from .results import FORMAT, MAX_RESULTS_BYTES, Results, load_results, results_summary, save_results
 
@@ -64,6 +64,18 @@ def run_models(
         feeds = model_feeds([i.name for i in sess.get_inputs()], inputs)
         if feeds is None:
             continue
+        for model_input in sess.get_inputs():
+            name, data = model_input.name, feeds[model_input.name]
+            width = model_input.shape[-1] if model_input.shape else None
+            if (
+                data.ndim != 2
+                or len(data) < single_rows
+                or (isinstance(width, int) and data.shape[1] != width)
+            ):  # inputs read from a results file of another export, or hand-made
+                raise CrosscheckError(
+                    f"{path}: input {name} takes [N >= {single_rows}, {width}], the inputs "
+                    f"have shape {list(data.shape)} (inputs of another export?)"
+                )
         out_names = [o.name for o in sess.get_outputs()]
         for out_name, value in zip(out_names, sess.run(out_names, feeds), strict=True):
             outputs[f"{stem}/{out_name}"] = np.asarray(value)
@@ -160,6 +172,17 @@ def run_sample(export_dir: str | os.PathLike, out_png: str | os.PathLike) -> dic
 # --------------------------------------------------------------------------- run
 
 
+def _check_memory(export_dir: Path, dims: dict, n_models: int) -> None:
+    """Refuse an export whose declared sizes (the manifest's or the models') would make
+    inputs and outputs over the memory limit (`edgevae.limits`), before making them."""
+    from .. import limits
+
+    d, lat, c = dims["input_dim"], dims["latent_dim"], dims.get("n_classes", 0)
+    need = memory_bytes(d, lat, c, n_models)
+    what = f"{export_dir}: crosschecking {n_models} models of {d} pixels, {lat} latent dims"
+    limits.check(need, what + (f", {c} classes" if c else ""), error=CrosscheckError)
+
+
 def run(
     export_dir: str | os.PathLike,
     *,
@@ -176,6 +199,7 @@ def run(
     t0 = time.perf_counter()
     models = describe_models(export_dir)
     dims = model_dims(export_dir)
+    _check_memory(export_dir, dims, len(models))
     if inputs is None:
         inputs = make_inputs(
             seed,

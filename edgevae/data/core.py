@@ -217,6 +217,18 @@ def _keep(raw: Raw, parts, labels, classes: Sequence[int | str]) -> tuple[str, .
     return kept
 
 
+def _check_memory(raw: Raw, copies: int = 1) -> None:
+    """Refuse a source whose images, as the float32 the models take (`copies` of them), would
+    not fit in the memory limit (`edgevae.limits`): the readers cap the bytes a file holds,
+    but 8-bit pixels take four times as much as float32."""
+    from .. import limits
+
+    n = sum(part.shape[0] for part in raw.parts.values())
+    h, w = raw.image_shape
+    need = copies * n * h * w * 4
+    limits.check(need, f"{raw.source}: {n} images of {h}x{w} as float32", error=DataError)
+
+
 def binarize_dynamic(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A fresh Bernoulli(x) sample of every pixel, as float32 0/1 (call once per epoch)."""
     x = np.asarray(x)
@@ -249,6 +261,7 @@ def load_dataset(
     """
     _check_options(seed, binarize, valid_fraction, test_fraction)
     raw = read_source(spec)
+    _check_memory(raw, copies=1 if binarize == "none" else 3)  # + the draws and the 0/1 result
     if (labels or classes is not None) and raw.labels.by_split is None:
         raise DataError(f"{raw.labels.problem or raw.source}; labels are needed here")
     parts, ys, origin = _split(raw, int(seed), valid_fraction, test_fraction)
@@ -300,6 +313,7 @@ def load_images(
             raise UsageError("only 'none' with split 'all'", param="binarize")
         _check_options(seed, binarize, valid_fraction, test_fraction)
         raw = read_source(spec)
+        _check_memory(raw, copies=2)  # the splits' float32 images, then joined
         order = [c.to_unit_float(raw.parts[s]) for s in SPLITS if s in raw.parts]
         x = order[0] if len(order) == 1 else np.concatenate(order)
         return np.ascontiguousarray(x, dtype=np.float32), raw.image_shape

@@ -22,6 +22,8 @@ from .checks import fail
 from .registry import classes_for_labels
 
 IDX_LABEL_MAGIC = 0x00000801  # 2049: unsigned bytes, one dimension
+#: Most classes labels may name: the cap a manifest's `classes` has (runtime.manifest).
+MAX_CLASSES = 10_000
 
 
 @dataclass
@@ -38,9 +40,12 @@ class Labels:
         return cls(problem=f"{where}: {' '.join(why.split())}")
 
 
-def digit_names(values: Sequence[np.ndarray]) -> tuple[str, ...]:
-    """Class names "0".."K-1" for integer labels whose largest value is K-1."""
+def digit_names(values: Sequence[np.ndarray], where: object = "labels") -> tuple[str, ...]:
+    """Class names "0".."K-1" for integer labels whose largest value is K-1; a DataError
+    naming `where` for a label of MAX_CLASSES or more (one name per class is made here)."""
     top = max(int(v.max()) for v in values if v.size)
+    if top >= MAX_CLASSES:
+        raise fail(where, f"label {top} is over the limit of {MAX_CLASSES} classes")
     return tuple(str(i) for i in range(top + 1))
 
 

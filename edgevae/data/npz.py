@@ -17,7 +17,7 @@ import numpy as np
 
 from . import checks as c
 from .checks import fail, guard
-from .labels import Labels, digit_names
+from .labels import MAX_CLASSES, Labels, digit_names
 from .readers import npy_from_bytes
 
 _SPLIT_KEYS = {
@@ -113,7 +113,7 @@ def _labels(path: Path, zf, members, chosen, counts: dict[str, int]) -> Labels:
             split: _label_array(zf, members, path, key, counts[split])
             for split, key in keys.items()
         }
-        classes = digit_names(list(by_split.values()))
+        classes = digit_names(list(by_split.values()), path)
         if _CLASSES_KEY in members:
             where = f"{path}[{_CLASSES_KEY}]"
             names = npy_from_bytes(
@@ -127,6 +127,8 @@ def _labels(path: Path, zf, members, chosen, counts: dict[str, int]) -> Labels:
             return Labels.missing(
                 where, f"{len(listed)} names for {len(classes)} classes (unique, non-empty)"
             )
+        if len(listed) > MAX_CLASSES:
+            return Labels.missing(where, f"{len(listed)} names, over the {MAX_CLASSES}-class limit")
         classes = listed
     return Labels(by_split, classes)
 

@@ -21,10 +21,10 @@ Decompression bombs: every image's size is read from its header and checked befo
 is decoded; a side over 4096 pixels (or over 4096 x 4096 in total) is refused. Pillow's own
 `DecompressionBombWarning` is turned into a refusal as well. The whole folder is bounded too:
 (number of files) x (first image's pixels) x 4 bytes must stay within `MAX_FILE_BYTES`
-(2 GiB), checked from the first header before anything is decoded, and no single .png file
-may be larger than that on disk. Colour images are converted to 8-bit
-grayscale ('L'); 16-bit grayscale is scaled by 1/65535. Pillow's process-wide
-`Image.MAX_IMAGE_PIXELS` is left untouched (other modules share it).
+(2 GiB) and the memory limit (`edgevae.limits`), checked from the first header before
+anything is decoded, and no single .png file may be larger than that on disk. Colour images
+are converted to 8-bit grayscale ('L'); 16-bit grayscale is scaled by 1/65535. Pillow's
+process-wide `Image.MAX_IMAGE_PIXELS` is left untouched (other modules share it).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from ..errors import one_line
 from . import checks as c
 from .checks import fail
@@ -172,10 +173,16 @@ def read_png_folder(folder: Path, files: list[Path] | None = None) -> np.ndarray
                 im.close()
                 raise fail(
                     folder,
-                    f"{len(files)} images of {im.size[0]}x{im.size[1]} pixels "
-                    f"would take {total} bytes, more than the "
-                    f"{c.MAX_FILE_BYTES}-byte limit; refused before decoding",
+                    f"{len(files)} images of {im.size[0]}x{im.size[1]} pixels would take "
+                    f"{limits.human(total)}, more than the {limits.human(c.MAX_FILE_BYTES)} "
+                    "limit; refused before decoding",
                 )
+            try:
+                what = f"{folder}: {len(files)} images of {im.size[0]}x{im.size[1]} pixels"
+                limits.check(total, what, error=c.DataError)
+            except c.DataError:
+                im.close()
+                raise
         elif im.size != first[1]:
             size, ref = im.size, first[1]
             im.close()

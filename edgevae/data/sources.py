@@ -239,7 +239,7 @@ def read_source(spec: str | None) -> Raw:
         images, labels = readers.read_default_csv(csv)
         raw = _raw({"train": images}, "default", csv, [csv])
         raw.source = readers.DEFAULT_SOURCE
-        raw.labels = Labels({"train": labels}, digit_names([labels]))
+        raw.labels = Labels({"train": labels}, digit_names([labels], csv))
         return raw
     if forced == "named":
         from .named import read_named

@@ -91,13 +91,23 @@ def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
     key = "firmware_decoder_int4" if weight_bits == 4 else "firmware_decoder"
     manifest = export_dir / "manifest.json"
     if manifest.is_file():
+        from ..fsio import read_regular
+        from ..runtime.manifest import MAX_MANIFEST_BYTES
+
+        data = read_regular(manifest, MAX_MANIFEST_BYTES, ModelFileError)
         try:
-            name = json.loads(manifest.read_text(encoding="utf-8")).get(key)
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise ModelFileError(f"{manifest}: not valid JSON ({exc})") from None
+            man = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise ModelFileError(f"{manifest}: not valid JSON ({why})") from None
+        if not isinstance(man, dict):
+            raise ModelFileError(f"{manifest}: not an edgevae manifest (not a JSON object)")
+        name = man.get(key)
         if name:
+            if not isinstance(name, str) or Path(name).name != name:
+                raise ModelFileError(f"{manifest}: {key} {name!r:.60} is not a file name")
             path = export_dir / name
-            if not isinstance(name, str) or Path(name).name != name or not path.is_file():
+            if not path.is_file():
                 raise ModelFileError(f"{manifest}: {key} {name!r:.60} does not exist")
             return path
     if weight_bits == 4:

@@ -37,6 +37,7 @@ from .qdq import FcStep, LutStep, QdqChain, QType, read_qdq_chain
 MAX_SHIFT = 54  # keeps shift + 9 < 64 in the kernel's uint64 arithmetic
 WEIGHT_BITS = (8, 4)
 NIBBLE_RANGE = (-8, 7)  # 4-bit weights; the kernel stores w + 8 and multiplies by it
+WEIGHT_BITS_KEY = "edgevae.weight_bits"  # "4" in the int4 recipe's decoder (quant/int4.py)
 
 
 @dataclass
@@ -277,8 +278,14 @@ def _class_bias(layer: IntLayer, label_cols: np.ndarray, label: str) -> np.ndarr
     return rows.astype(np.int32)
 
 
-def _choose_bits(layers: list[IntLayer], weight_bits: int, label: str) -> None:
-    """Mark the layers stored as 4-bit: with weight_bits 4, every layer whose weights fit."""
+def _choose_bits(
+    layers: list[IntLayer], weight_bits: int, label: str, metadata: dict[str, str]
+) -> None:
+    """Mark the layers stored as 4-bit: with weight_bits 4, every layer whose weights fit.
+    A 4-bit decoder is what the int4 recipe writes: metadata edgevae.weight_bits "4" and
+    every layer but the first with weights in -8..7. Anything else is refused, naming the
+    metadata or the first layer off the range (such a layer would otherwise be deployed at
+    8 bits without a word)."""
     if weight_bits not in WEIGHT_BITS:
         raise ModelFileError(f"{label}: weight bits must be 8 or 4, got {weight_bits}")
     if weight_bits == 8:
@@ -286,11 +293,29 @@ def _choose_bits(layers: list[IntLayer], weight_bits: int, label: str) -> None:
     for layer in layers:
         if fits_nibbles(layer.weight):
             layer.weight_bits = 4
-    if not any(layer.weight_bits == 4 for layer in layers):
+    declared = metadata.get(WEIGHT_BITS_KEY)
+    none = not any(layer.weight_bits == 4 for layer in layers)
+    if none and declared is None:  # an int8 decoder, not the int4 recipe's
         raise ModelFileError(
             f"{label}: no layer has 4-bit weights (all in -8..7); 4-bit firmware needs the "
             "decoder the int4 recipe writes (decoder.int4.static.onnx)"
         )
+    if declared != "4":
+        found = "missing" if declared is None else f"{declared!r:.20}"
+        raise ModelFileError(
+            f"{label}: metadata {WEIGHT_BITS_KEY} is {found}; a 4-bit decoder (the int4 "
+            "recipe's) declares '4'"
+        )
+    for layer in layers[1:]:
+        if layer.weight_bits != 4:
+            lo, hi = int(layer.weight.min(initial=0)), int(layer.weight.max(initial=0))
+            raise ModelFileError(
+                f"{label}: node {layer.name!r} has weights {lo}..{hi}, off the 4-bit range "
+                f"{NIBBLE_RANGE[0]}..{NIBBLE_RANGE[1]} that every layer but the first of a "
+                "4-bit decoder holds"
+            )
+    if none:  # a one-layer decoder: its only layer stays int8
+        raise ModelFileError(f"{label}: no layer has 4-bit weights (all in -8..7)")
 
 
 def load_int_model(onnx_path: Path, weight_bits: int = 8) -> IntModel:
@@ -301,7 +326,7 @@ def load_int_model(onnx_path: Path, weight_bits: int = 8) -> IntModel:
     label = path.name
     steps, label_cols, names = _first_step(chain, label)
     layers, notes, tail = int_layers(steps, label)
-    _choose_bits(layers, weight_bits, label)
+    _choose_bits(layers, weight_bits, label, chain.metadata)
     last = layers[-1]
     # the Sigmoid's input, after any rescale between the last FC and it
     logit_lut, logit_q = tail if tail is not None else (None, last.out_q)

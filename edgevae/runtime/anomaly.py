@@ -35,6 +35,7 @@ class Threshold:
     data: dict[str, Any] = field(default_factory=dict)
     k: int | None = None
     firmware: float | None = None
+    models: dict[str, str] = field(default_factory=dict)  # file name -> sha256 scored with
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +84,8 @@ def calibrate(
     scores = score_images(model, x, kind, k=k).scores
     value, measured = quantile_threshold(scores, fpr)
     info = {**(data or {}), "sha256": fsio.sha256_of(np.ascontiguousarray(x).tobytes())}
+    files = model.manifest.get("files") or {}
+    used = (model.path("encoder").name, model.path("decoder").name)
     return Threshold(
         score=kind,
         precision=model.precision,
@@ -92,6 +95,7 @@ def calibrate(
         n_images=len(x),
         data=info,
         k=k if kind == "iwae" else None,
+        models={n: files[n]["sha256"] for n in used if "sha256" in (files.get(n) or {})},
     )
 
 
@@ -132,20 +136,54 @@ def stored(man: dict[str, Any], where: str = "manifest.json") -> Threshold:
         ok = (
             t.score in SCORES
             and t.precision in ("int8", "fp32")
-            and np.isfinite(float(t.value))
-            and 0.0 < float(t.fpr_target) < 1.0
+            and _number(t.value)
+            and _number(t.fpr_target)
+            and 0.0 < t.fpr_target < 1.0
+            and (t.k is None or (_int(t.k) and t.k >= 1))
+            and (t.score != "iwae" or t.k is not None)
+            and (t.firmware is None or _number(t.firmware))
+            and isinstance(t.models, dict)
+            and all(isinstance(v, str) for v in t.models.values())
         )
-    except (TypeError, ValueError):
+    except TypeError:
         ok = False
     if not ok:
         raise ModelFileError(f"{where}: malformed threshold entry")
     return t
 
 
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def check_models(
+    t: Threshold, man: dict[str, Any], where: str, names: tuple[str, ...] | None = None
+) -> None:
+    """The threshold was calibrated with the models this manifest lists (`names` of them, or
+    all it recorded): a threshold stored before a re-quantization, or copied from another
+    export, belongs to other models. Thresholds that recorded no models pass."""
+    files = man.get("files") or {}
+    for name, digest in t.models.items():
+        if names is not None and name not in names:
+            continue
+        if (files.get(name) or {}).get("sha256") != digest:
+            raise ModelFileError(
+                f"{where}: the threshold was calibrated with another {name} (sha256 "
+                f"{digest[:12]}...): the models changed since, or the threshold comes from "
+                "another export; calibrate it again"
+            )
+
+
 def detect(model, x: np.ndarray, threshold: Threshold | None = None) -> Detection:
     """Score `x` as the threshold was calibrated (kind, k) and flag what lies above it. The
     model's precision must be the threshold's: scores of int8 and fp32 models differ."""
-    t = threshold or stored(model.manifest, str(model.export_dir / manifest_mod.NAME))
+    where = str(model.export_dir / manifest_mod.NAME)
+    t = threshold or stored(model.manifest, where)
+    check_models(t, model.manifest, where, (model.path("encoder").name, model.path("decoder").name))
     if t.precision != model.precision:
         raise UsageError(
             f"the threshold was calibrated for the {t.precision} models, not {model.precision}",

@@ -32,10 +32,8 @@ def manifold_z(latent_dim: int, steps: int, dims: tuple[int, int] = (0, 1)) -> n
     if not (0 <= d0 < latent_dim and 0 <= d1 < latent_dim) or d0 == d1:
         raise UsageError(f"must be two different dims in 0..{latent_dim - 1}", param="dims")
     # Centres of `steps` equal cells, so the corners stay finite.
-    q = [NormalDist().inv_cdf((i + 0.5) / steps) for i in range(steps)]
+    q = np.array([NormalDist().inv_cdf((i + 0.5) / steps) for i in range(steps)])
     z = np.zeros((steps * steps, latent_dim), dtype=np.float32)
-    for r in range(steps):
-        for c in range(steps):
-            z[r * steps + c, d0] = q[c]
-            z[r * steps + c, d1] = q[steps - 1 - r]
+    z[:, d0] = np.tile(q, steps)  # row r, column c: q[c] ...
+    z[:, d1] = np.repeat(q[::-1], steps)  # ... and q[steps - 1 - r]
     return z

@@ -24,16 +24,26 @@ def class_index(classes: Sequence[str], label: int | str, param: str = "label") 
     return index
 
 
+def indices(classes: Sequence[str], labels, n: int, param: str = "labels") -> np.ndarray:
+    """int64 [n] class positions for one label (repeated) or n labels (positions or names)."""
+    if isinstance(labels, (str, int, np.integer)) and not isinstance(labels, bool):
+        return np.full(n, class_index(classes, labels, param), dtype=np.int64)
+    items = list(np.asarray(labels).reshape(-1)) if labels is not None else []
+    if len(items) != n:
+        raise UsageError(f"expected {n} labels, got {len(items)}", param=param)
+    return np.array([class_index(classes, item, param) for item in items], dtype=np.int64)
+
+
+def rows(n_classes: int, index: np.ndarray) -> np.ndarray:
+    """One-hot float32 [len(index), n_classes] (no [C, C] identity matrix in between)."""
+    out = np.zeros((len(index), n_classes), dtype=np.float32)
+    out[np.arange(len(index)), index] = 1.0
+    return out
+
+
 def one_hot(classes: Sequence[str], labels, n: int, param: str = "labels") -> np.ndarray:
     """float32 [n, C] rows for one label (repeated) or n labels (positions or names)."""
-    if isinstance(labels, (str, int, np.integer)) and not isinstance(labels, bool):
-        index = np.full(n, class_index(classes, labels, param), dtype=np.int64)
-    else:
-        items = list(np.asarray(labels).reshape(-1)) if labels is not None else []
-        if len(items) != n:
-            raise UsageError(f"expected {n} labels, got {len(items)}", param=param)
-        index = np.array([class_index(classes, item, param) for item in items], dtype=np.int64)
-    return np.eye(len(classes), dtype=np.float32)[index]
+    return rows(len(classes), indices(classes, labels, n, param))
 
 
 def match_one_hot(classes: Sequence[str], data_classes, labels, param: str = "data") -> np.ndarray:
@@ -51,7 +61,7 @@ def match_one_hot(classes: Sequence[str], data_classes, labels, param: str = "da
             param=param,
         )
     mapped = np.array([index[n] for n in names], dtype=np.int64)[np.asarray(labels, np.int64)]
-    return np.eye(len(classes), dtype=np.float32)[mapped]
+    return rows(len(classes), mapped)
 
 
 def cycle_one_hot(n: int, n_classes: int) -> np.ndarray | None:
@@ -60,4 +70,4 @@ def cycle_one_hot(n: int, n_classes: int) -> np.ndarray | None:
     unconditional model)."""
     if not n_classes:
         return None
-    return np.eye(n_classes, dtype=np.float32)[np.arange(n) % n_classes]
+    return rows(n_classes, np.arange(n) % n_classes)

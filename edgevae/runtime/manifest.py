@@ -151,6 +151,8 @@ def commit(
 
 #: A manifest is a few kB; anything far larger is not one (and is not read into memory).
 MAX_MANIFEST_BYTES = 16 << 20
+# model files the manifest names (written by quantize; read by bench, parity, firmware)
+MODEL_NAME_KEYS = ("firmware_encoder", "firmware_decoder", "firmware_decoder_int4")
 #: Largest latent size and image side a manifest may declare (the runtime sizes arrays by them).
 MAX_LATENT = 4096
 MAX_SIDE = 4096
@@ -207,6 +209,12 @@ def _check(path: Path, man: Any) -> dict[str, Any]:
         or len(set(classes)) != len(classes)
     ):
         raise ModelFileError(f"{path}: classes must be 2 to {MAX_CLASSES} distinct names")
+    for key in MODEL_NAME_KEYS:
+        name = man.get(key)
+        if name is not None and (
+            not isinstance(name, str) or not name or Path(name).name != name or name == ".."
+        ):
+            raise ModelFileError(f"{path}: {key} {name!r:.40} is not a file name")
     return man
 
 

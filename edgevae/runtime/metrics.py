@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .. import limits
+
 Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 Decoder = Callable[[np.ndarray], np.ndarray]
 
@@ -81,34 +83,86 @@ def per_image(
 ) -> dict[str, np.ndarray]:
     """Per-image terms in nats for one batch [B, D]: `kl`, `recon_mu` (-log p(x | z = mu)) and
     `mu`; with `rng`, also `recon1` (-log p(x | z) at one sample z) and `nll_iw` (the k-sample
-    importance-weighted -log p(x)). Decodes B * k rows at once: callers bound B. With one-hot
-    labels `yb` [B, C] the model is conditional: encode(x, y), decode(z, y), and every term is
-    conditioned on y (-log p(x | y))."""
+    importance-weighted -log p(x)). With one-hot labels `yb` [B, C] the model is conditional:
+    encode(x, y), decode(z, y), and every term is conditioned on y (-log p(x | y)).
+
+    Decodes B * k rows at once when they fit in one chunk (`limits.chunk_rows`), else each
+    image's k samples in chunks; the noise is drawn in the same order either way (image by
+    image, sample by sample), so the chunking does not change which z are drawn."""
     enc = encode if yb is None else (lambda x: encode(x, yb))
-    dec = decode if yb is None else (lambda z, y: decode(z, y))
     mu, logvar = enc(xb.astype(np.float32))
     mu64, lv64 = mu.astype(np.float64), logvar.astype(np.float64)
     x64 = xb.astype(np.float64)
     out = {"mu": mu64, "kl": kl_to_standard_normal(mu64, lv64)}
-    logits_mu = decode(mu.astype(np.float32)) if yb is None else dec(mu.astype(np.float32), yb)
-    out["recon_mu"] = -log_px_given_z(x64, logits_mu, likelihood, gauss_logvar)
+    logits_mu = decode(mu.astype(np.float32)) if yb is None else decode(mu.astype(np.float32), yb)
+    out["recon_mu"] = -_log_px_rows(x64, logits_mu, likelihood, gauss_logvar)
     if rng is None:
         return out
-    eps = rng.standard_normal((len(xb), k, mu.shape[1]))
+    if len(xb) * k <= limits.chunk_rows(xb.shape[1]):
+        recon1, nll = _iw_terms(x64, mu64, lv64, decode, likelihood, k, rng, gauss_logvar, yb)
+    else:
+        rows = [
+            _iw_chunked(x64[i], mu64[i], lv64[i], decode, likelihood, k, rng, gauss_logvar,
+                        None if yb is None else yb[i : i + 1])
+            for i in range(len(xb))
+        ]  # fmt: skip
+        recon1, nll = (np.array(v, dtype=np.float64) for v in zip(*rows, strict=True))
+    out["recon1"], out["nll_iw"] = recon1, nll
+    return out
+
+
+def _log_px_rows(x64, logits, likelihood, gauss_logvar, rows: int = 4096) -> np.ndarray:
+    """`log_px_given_z` of images x [B, D] against logits [B, D] ([B]) or [B, k, D] ([B, k]),
+    a few thousand rows at a time: the float64 temporaries stay small however many rows were
+    decoded (each row's sum is the same as in one call)."""
+    many = logits if logits.ndim == 3 else logits[:, None, :]
+    b, k = many.shape[:2]
+    out = np.empty((b, k), dtype=np.float64)
+    step = max(1, rows // k)
+    for i in range(0, b, step):  # several images at a time, all their k rows
+        for j in range(0, k, rows):  # or a part of one image's k rows
+            out[i : i + step, j : j + rows] = log_px_given_z(
+                x64[i : i + step, None, :], many[i : i + step, j : j + rows], likelihood,
+                gauss_logvar,
+            )  # fmt: skip
+    return out if logits.ndim == 3 else out[:, 0]
+
+
+def _iw_terms(x64, mu64, lv64, decode, likelihood, k, rng, gauss_logvar, yb):
+    """(recon1 [B], nll_iw [B]) with all B * k samples decoded at once."""
+    eps = rng.standard_normal((len(x64), k, mu64.shape[1]))
     z = mu64[:, None, :] + np.exp(0.5 * lv64)[:, None, :] * eps
-    flat = z.reshape(-1, mu.shape[1]).astype(np.float32)
-    out_flat = decode(flat) if yb is None else dec(flat, np.repeat(yb, k, axis=0))
-    logits = out_flat.reshape(len(xb), k, -1)
-    lpx = log_px_given_z(x64[:, None, :], logits, likelihood, gauss_logvar)
+    flat = z.reshape(-1, mu64.shape[1]).astype(np.float32)
+    out_flat = decode(flat) if yb is None else decode(flat, np.repeat(yb, k, axis=0))
+    lpx = _log_px_rows(x64, out_flat.reshape(len(x64), k, -1), likelihood, gauss_logvar)
     log_w = (
         lpx
         + log_normal(z, 0.0, np.zeros_like(z))
         - log_normal(z, mu64[:, None, :], lv64[:, None, :])
     )
     m = log_w.max(axis=1)
-    out["recon1"] = -lpx[:, 0]
-    out["nll_iw"] = -(m + np.log(np.exp(log_w - m[:, None]).mean(axis=1)))
-    return out
+    return -lpx[:, 0], -(m + np.log(np.exp(log_w - m[:, None]).mean(axis=1)))
+
+
+def _iw_chunked(x64, mu64, lv64, decode, likelihood, k, rng, gauss_logvar, y1):
+    """(recon1, nll_iw) of ONE image [D], its k samples decoded a chunk at a time, the
+    log-mean-exp of the importance weights accumulated as it goes (memory: one chunk)."""
+    size = limits.chunk_rows(len(x64))
+    top, total, recon1 = -np.inf, 0.0, 0.0
+    for start in range(0, k, size):
+        n = min(size, k - start)
+        eps = rng.standard_normal((1, n, len(mu64)))[0]
+        z = mu64 + np.exp(0.5 * lv64) * eps
+        zf = z.astype(np.float32)
+        logits = decode(zf) if y1 is None else decode(zf, np.repeat(y1, n, axis=0))
+        lpx = _log_px_rows(x64[None], logits[None], likelihood, gauss_logvar)[0]
+        log_w = lpx + log_normal(z, 0.0, np.zeros_like(z)) - log_normal(z, mu64, lv64)
+        if start == 0:
+            recon1 = -float(lpx[0])
+        new_top = max(top, float(log_w.max()))
+        total = total * math.exp(top - new_top) + float(np.exp(log_w - new_top).sum())
+        top = new_top
+    return recon1, -(top + math.log(total / k))
 
 
 def evaluate(
@@ -120,13 +174,15 @@ def evaluate(
     k: int = 1000,
     seed: int = 0,
     gauss_logvar: np.ndarray | None = None,
-    max_decode_rows: int = 65536,
+    max_decode_rows: int = limits.MAX_CHUNK_ROWS,
     progress: Callable[[int], None] | None = None,
     y: np.ndarray | None = None,
 ) -> Bounds:
     """-ELBO (one sample, and at z = mu), its parts, the IWAE bound with k samples, active units.
 
-    Decoding is chunked to at most `max_decode_rows` rows so memory stays bounded for any k.
+    Images go in batches of about `max_decode_rows` / k (fewer for wide images,
+    `limits.chunk_rows`), one image at a time when k is larger, so memory stays bounded for
+    any k and any number of images.
     `progress(n_done_images)` is called after every batch of images. With one-hot labels `y`
     [N, C] the bounds are on the conditional -log p(x | y) (see `per_image`).
     """
@@ -136,7 +192,8 @@ def evaluate(
     n = len(x)
     tot = {"elbo1": 0.0, "elbo_mu": 0.0, "recon": 0.0, "kl": 0.0, "iw": 0.0}
     mus = []
-    for sl in _batches(n, max(1, max_decode_rows // max(k, 1))):
+    rows = min(max_decode_rows, limits.chunk_rows(x.shape[1]))
+    for sl in _batches(n, max(1, rows // max(k, 1))):
         yb = None if y is None else y[sl]
         t = per_image(
             x[sl], encode, decode, likelihood, k=k, rng=rng, gauss_logvar=gauss_logvar, yb=yb

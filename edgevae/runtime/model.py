@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import fsio
+from .. import fsio, limits
 from ..errors import ModelFileError, UsageError
 from . import heldout, metrics
+from . import labels as labels_mod
 from . import manifest as manifest_mod
 from .generate import manifold_z, prior_z
-from .labels import class_index, one_hot
 from .session import open_session, run_session
 
 PRECISIONS = ("int8", "fp32")
@@ -90,6 +90,12 @@ class Model:
                 raise ModelFileError(
                     f"{path}: {what} shape {shape} does not match the manifest ({want} features)"
                 )
+        y = [a.shape for a in sess.get_inputs() if a.name == "y"]
+        if y and (len(y[0]) != 2 or (isinstance(y[0][1], int) and y[0][1] != len(self.classes))):
+            raise ModelFileError(
+                f"{path}: input y has shape {y[0]}, but the manifest lists "
+                f"{len(self.classes)} classes"
+            )
         return sess
 
     def _check_unchanged(self, path: Path) -> None:
@@ -117,13 +123,8 @@ class Model:
     def encode(self, x: np.ndarray, labels=None) -> tuple[np.ndarray, np.ndarray]:
         """Posterior q(z|x) (q(z|x, y) with labels) of each image: (mu, logvar), float32
         [N, latent_dim] each."""
-        x = self.as_input(x)
-        feeds = {"x": x, **self._y(labels, len(x))}
-        return tuple(  # type: ignore[return-value]
-            run_session(
-                self.encoder, self.path("encoder"), ["mu", "logvar"], feeds, self.latent_dim
-            )
-        )
+        mu, logvar = self._run("encoder", ["mu", "logvar"], self.as_input(x), labels)
+        return mu, logvar
 
     def decode(self, z: np.ndarray, labels=None) -> np.ndarray:
         """Mean image of p(x|z) (p(x|z, y)) for each z, flat: float32 [N, H*W] in [0, 1]."""
@@ -134,26 +135,74 @@ class Model:
         return self._decoder_output(z, labels, "logits")
 
     def _decoder_output(self, z: np.ndarray, labels, name: str) -> np.ndarray:
-        z = self._z(z)
-        feeds = {"z": z, **self._y(labels, len(z))}
-        return run_session(self.decoder, self.path("decoder"), [name], feeds, self.input_dim)[0]
+        return self._run("decoder", [name], self._z(z), labels)[0]
 
-    def _y(self, labels, n: int) -> dict[str, np.ndarray]:
-        """The `y` feed: one-hot labels for a conditional model, nothing otherwise."""
+    def _run(self, role: str, names: list[str], rows: np.ndarray, labels) -> list[np.ndarray]:
+        """The outputs `names` of `role` for input rows [N, width], run a chunk of rows at a
+        time (`limits.chunk_rows`): onnxruntime's working memory and the one-hot labels stay
+        bounded however many rows there are."""
+        sess = self.encoder if role == "encoder" else self.decoder
+        width = self.latent_dim if role == "encoder" else self.input_dim
+        feed = "x" if role == "encoder" else "z"
+        size = limits.chunk_rows(max(self.input_dim, len(self.classes)))
+        if len(rows) > size:  # the outputs (and a label position per row) must fit
+            need = len(rows) * (width * 4 * len(names) + 8)
+            limits.check(need, f"{len(rows)} rows through the {role}", feed)
+        y = self._y(labels, len(rows))
+        if len(rows) <= size:
+            return run_session(sess, self.path(role), names, {feed: rows, **y(0, len(rows))}, width)
+        outs = [np.empty((len(rows), width), np.float32) for _ in names]
+        for start in range(0, len(rows), size):
+            stop = min(start + size, len(rows))
+            feeds = {feed: rows[start:stop], **y(start, stop)}
+            parts = run_session(sess, self.path(role), names, feeds, width)
+            for out, part in zip(outs, parts, strict=True):
+                out[start:stop] = part
+        return outs
+
+    def _y(self, labels, n: int):
+        """The `y` feed of rows [start, stop) as a function (start, stop) -> feeds: one-hot
+        labels for a conditional model, nothing otherwise; the labels are checked here."""
         if not self.conditional:
             if labels is not None:
                 raise UsageError(
                     "this model is not conditional: it takes no labels", param="labels"
                 )
-            return {}
+            return lambda start, stop: {}
         if labels is None:
             raise UsageError(
                 f"this model is conditional: give a label ({', '.join(self.classes)})",
                 param="labels",
             )
         if isinstance(labels, np.ndarray) and labels.ndim == 2 and labels.dtype == np.float32:
-            return {"y": np.ascontiguousarray(labels)}  # already one-hot (or soft) rows
-        return {"y": one_hot(self.classes, labels, n)}
+            if labels.shape != (n, len(self.classes)):  # already one-hot (or soft) rows
+                raise UsageError(
+                    f"one-hot rows must be [{n}, {len(self.classes)}], got {list(labels.shape)}",
+                    param="labels",
+                )
+            return lambda start, stop: {"y": np.ascontiguousarray(labels[start:stop])}
+        index = labels_mod.indices(self.classes, labels, n)
+        return lambda start, stop: {"y": labels_mod.rows(len(self.classes), index[start:stop])}
+
+    def _one_label(self, label):
+        """A class position for the argument `label` (None for an unconditional model)."""
+        if not self.conditional:
+            if label is not None:
+                raise UsageError("this model is not conditional: it takes no label", param="label")
+            return None
+        if label is None:
+            raise UsageError(
+                f"this model is conditional: give a label ({', '.join(self.classes)})",
+                param="label",
+            )
+        return labels_mod.class_index(self.classes, label, "label")
+
+    def _reserve(self, count: int, param: str, what: str, extra: int = 0) -> None:
+        """Refuse before any work when `count` images (float32, what the call returns) and
+        `extra` bytes would not fit in the memory limit (`edgevae.limits`)."""
+        h, w = self.image_shape
+        need = count * h * w * 4 + extra
+        limits.check(need, f"{what} ({count} images of {h}x{w})", param)
 
     # ------------------------------------------------------------------ what users make
 
@@ -162,15 +211,18 @@ class Model:
         temperature below 1 gives cleaner, less varied images. A conditional model draws the
         class `label` (a position or name); `label="all"` draws n of every class, one class
         after the other: [n * C, H, W] (the same z for every class)."""
-        if not self.conditional and label is not None:
-            raise UsageError("this model is not conditional: it takes no label", param="label")
+        every = self.conditional and label == "all"
+        label = label if every or label is None else self._one_label(label)
+        count = n * len(self.classes) if every else n
+        what = f"{n} samples of each of {len(self.classes)} classes" if every else f"{n} samples"
+        self._reserve(count, "n", what, extra=n * self.latent_dim * 12)
         z = prior_z(n, self.latent_dim, seed, temperature)
-        if self.conditional and label not in (None, "all"):
-            label = class_index(self.classes, label, "label")
-        if self.conditional and label == "all":
-            rows = [self.decode(z, c) for c in range(len(self.classes))]
-            return self.images(np.concatenate(rows))
-        return self.images(self.decode(z, label))
+        if not every:
+            return self.images(self.decode(z, label))
+        out = np.empty((count, self.input_dim), np.float32)
+        for c in range(len(self.classes)):
+            out[c * n : (c + 1) * n] = self.decode(z, c)
+        return self.images(out)
 
     def reconstruct(self, x: np.ndarray, labels=None) -> np.ndarray:
         """Each image encoded and decoded through z = mu: [N, H, W]."""
@@ -183,8 +235,9 @@ class Model:
         path decodes with the one-hot labels blended along it."""
         if steps < 2:
             raise UsageError(f"must be >= 2, got {steps}", param="steps")
+        self._reserve(steps, "steps", f"a path of {steps} steps", steps * self.latent_dim * 8)
         pair = np.stack([self.as_input(a)[0], self.as_input(b)[0]])
-        y = self._y(labels, 2).get("y")
+        y = self._y(labels, 2)(0, 2).get("y")
         mu, _ = self.encode(pair, y)
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
         path_y = None if y is None else ((1 - t) * y[0] + t * y[1]).astype(np.float32)
@@ -192,30 +245,57 @@ class Model:
 
     def manifold(self, steps: int = 20, dims: tuple[int, int] = (0, 1), label=None) -> np.ndarray:
         """The paper's Fig. 4: a steps x steps grid over two latent dims through the inverse
-        Gaussian CDF, other dims 0: [steps * steps, H, W], row-major (top row = high dims[1])."""
+        Gaussian CDF, other dims 0: [steps * steps, H, W], row-major (top row = high dims[1]).
+        A conditional model decodes every cell with the class `label`."""
+        label = self._one_label(label)
+        if steps >= 2:
+            what, z_bytes = f"a {steps}x{steps} manifold", steps * steps * self.latent_dim * 4
+            self._reserve(steps * steps, "steps", what, z_bytes)
         return self.images(self.decode(manifold_z(self.latent_dim, steps, dims), label))
 
     def analogies(self, x: np.ndarray, labels) -> np.ndarray:
         """Style kept, class changed (Kingma et al. 2014, Fig. 1): each image is encoded with
         its label, and its z = mu decoded with every class: [N, C, H, W]."""
         if not self.conditional:
-            raise UsageError("analogies need a conditional model", param="model")
+            raise UsageError(f"{self.export_dir}: analogies need a conditional model")
         x = self.as_input(x)
+        count = len(x) * len(self.classes)
+        self._reserve(count, "x", f"{len(x)} images decoded as each of {len(self.classes)} classes")
         mu, _ = self.encode(x, labels)
-        rows = [self.images(self.decode(mu, c)) for c in range(len(self.classes))]
-        return np.stack(rows, axis=1)
+        out = np.empty((len(x), len(self.classes), *self.image_shape), np.float32)
+        for c in range(len(self.classes)):
+            out[:, c] = self.images(self.decode(mu, c))
+        return out
 
     def heldout_labels(self) -> np.ndarray | None:
         """The held-out images' labels as positions in `classes` (a conditional model) or in
         the data's classes; None when the data had no labels."""
         entry = self.manifest.get("heldout") or {}
-        labels = entry.get("labels")
+        labels, names = entry.get("labels"), entry.get("classes") or []
         if labels is None:
             return None
-        names = entry.get("classes") or []
+        where = self.export_dir / manifest_mod.NAME
+        top = len(names) if names else manifest_mod.MAX_CLASSES
+        if (
+            not isinstance(labels, list)
+            or len(labels) != entry.get("count")
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in labels)
+            or not all(0 <= i < top for i in labels)
+            or not (isinstance(names, list) and all(isinstance(n, str) for n in names))
+        ):
+            raise ModelFileError(
+                f"{where}: heldout.labels must be {entry.get('count')!r:.20} class positions "
+                f"in 0..{top - 1}, one per held-out image"
+            )
         if self.conditional and names:
+            unknown = sorted({names[i] for i in labels} - set(self.classes))
+            if unknown:
+                raise ModelFileError(
+                    f"{where}: the held-out labels name classes the model does not have: "
+                    f"{', '.join(unknown)[:100]}"
+                )
             index = {name: i for i, name in enumerate(self.classes)}
-            return np.array([index.get(names[i], -1) for i in labels], dtype=np.int64)
+            return np.array([index[names[i]] for i in labels], dtype=np.int64)
         return np.asarray(labels, dtype=np.int64)
 
     def heldout(self) -> np.ndarray:
@@ -242,7 +322,7 @@ class Model:
             k=k,
             seed=seed,
             gauss_logvar=self.gauss_logvar,
-            y=self._y(labels, len(x)).get("y"),
+            y=self._y(labels, len(x))(0, len(x)).get("y"),
         )
 
     # ------------------------------------------------------------------ anomalies

@@ -29,6 +29,7 @@ from ..config import ModelConfig, TrainConfig
 from ..errors import TrainingError
 from . import checkpoint, runconfig, state
 from .model import VAE
+from .options import check_memory
 from .setup import Run, Totals, set_lr, setup
 
 EVAL_BATCH = 2000
@@ -164,6 +165,8 @@ def train(
             labels=cfg.conditional,
         )  # fmt: skip
     )
+    if data is not None:  # refused before the run dir is made when it would not fit in memory
+        check_memory(model_cfg or ModelConfig(data.dim, data.image_shape), cfg, data)
     with checkpoint.RunLock(run_dir), _StopFlag() as stop:
         state.remove_stale_temp_files(run_dir)
         run = setup(model_cfg, cfg, run_dir, data, resume=resume, overwrite=overwrite)

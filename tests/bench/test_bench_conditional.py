@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from support.conditional import RECIPE, quantized_copy
+from support.firmware import make, need_tools
 
 import edgevae
 from edgevae.bench import latency, parity
@@ -16,6 +17,7 @@ from edgevae.bench import run as bench
 from edgevae.bench.report import REFERENCE
 from edgevae.bench.rows import recipe_contenders
 from edgevae.cli import main
+from edgevae.firmware.deploy import write_firmware
 from edgevae.runtime import images, manifest
 from edgevae.runtime.generate import prior_z
 
@@ -69,7 +71,7 @@ def test_recipes_are_recreated_with_labelled_calibration(cond_int8, tmp_path):
 
 def test_parity_decodes_each_column_with_its_class(cond_int8, tiny_cond_run, tmp_path):
     """Every decoder gets the same (z, class i mod 10) pairs; a stand-in firmware that reads the
-    class index after z and decodes with ORT int8 static is exact against that row."""
+    class index, then z, and decodes with ORT int8 static is exact against that row."""
     fake = tmp_path / "fake_fw.py"
     fake.write_text(
         f"#!{sys.executable}\n"
@@ -78,8 +80,8 @@ def test_parity_decodes_each_column_with_its_class(cond_int8, tiny_cond_run, tmp
         "from edgevae.runtime.session import open_session\n"
         "from edgevae.runtime.images import to_uint8\n"
         "rows = np.array([[float(v) for v in ln.split()] for ln in sys.stdin if ln.strip()])\n"
-        "z = rows[:, :-1].astype(np.float32)\n"
-        "y = np.eye(10, dtype=np.float32)[rows[:, -1].astype(int)]\n"
+        "z = rows[:, 1:].astype(np.float32)\n"
+        "y = np.eye(10, dtype=np.float32)[rows[:, 0].astype(int)]\n"
         f"s = open_session(Path({str(cond_int8)!r}) / 'decoder.int8.static.onnx', 'decoder',"
         " conditional=True)\n"
         "for row in to_uint8(s.run(['x_mean'], {'z': z, 'y': y})[0]):\n"
@@ -102,6 +104,21 @@ def test_parity_decodes_each_column_with_its_class(cond_int8, tiny_cond_run, tmp
     np.testing.assert_array_equal(pic[top : top + 28, left : left + 28], ref[0])
     step = 28 + pad
     np.testing.assert_array_equal(pic[top : top + 28, left + step : left + step + 28], ref[1])
+
+
+def test_parity_with_the_real_conditional_firmware(cond_int8, tmp_path):
+    """The C host decoder built from this export (label, then z, on each line) equals the
+    ORT int8 static row on every pixel of every (z, class) column."""
+    need_tools("gcc", "make")
+    write_firmware(cond_int8, tmp_path / "fw", sources=False, command="t")
+    build = tmp_path / "build"
+    make(tmp_path / "fw", build, str(build / "host" / "edgevae_decode"))
+    _, rows = parity.parity_grid(
+        cond_int8, n=12, torch_row=False, firmware=build / "host" / "edgevae_decode"
+    )
+    by = {r.name: r for r in rows}
+    assert by["C firmware"].status == "ok", by["C firmware"].note
+    assert by["C firmware"].exact_vs_static is True
 
 
 def test_bench_and_parity_cli_on_a_conditional_export(cond_int8, tmp_path, capsys):

@@ -2,137 +2,52 @@
 code 2 (usage) or 1 (runtime), no traceback (unless --debug), nothing lost, nothing created,
 nothing unpickled, and no onnxruntime session for a model that fails vetting.
 
-`test_bad_input` is ONE table: each Case builds its files under tmp_path (the working
-directory), runs `edgevae.cli.main(argv)` in-process with stderr captured at the fd level (so
-onnxruntime's own C++ log lines would count), and checks exit code, message, and the whole
-file tree before and after. The fuzz tests below feed mutated valid files to each reader that
-test_data.py / test_onnxcheck.py do not fuzz already, and accept only clean errors.
+`test_bad_input` is ONE table of data files, options, model files, checkpoints and outputs
+(`support.table` runs each case: exit code, the one error line, the file tree before and
+after). test_limits.py holds the table of sizes that would exhaust memory, test_new_inputs.py
+the one of labels, caches, thresholds, held-out images and the newer commands, and
+test_fuzz_readers.py the fuzzing of every reader.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
 import shutil
-import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from support import table
 from support.hardening import (
-    DIM,
     LATENT,
     amat_bytes,
-    edgevae,
-    fix_png_crcs,
     gz,
     idx_bytes,
     images,
     jpeg_bytes,
     manifest_dict,
-    mat_bytes,
-    mini_export,
     npy_bytes,
-    npz_bytes,
-    one_error_line,
     onnx_model,
     payload_is_live,
     pickle_npz,
     png_bytes,
     png_header_only,
-    snapshot,
+)
+from support.table import (
+    Case,
+    Ctx,
+    distinct,
+    run_case,
 )
 
-from edgevae.cli import main
-from edgevae.config import ModelConfig, TrainConfig
-from edgevae.data import npy as npyfile
-from edgevae.data.core import load_images
-from edgevae.errors import DataError, EdgeVAEError, ModelFileError
-from edgevae.runtime import manifest
-from edgevae.runtime.model import Model
-from edgevae.runtime.session import open_session, run_session
 from edgevae.training import checkpoint, runconfig
 
-# ------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A real 2-epoch run (784-16-2) and the state of a run with another config (784-8-2)."""
-    from edgevae.training.loop import train
-
-    base = tmp_path_factory.mktemp("runs")
-    data = base / "blobs.npy"
-    np.save(data, images(60, seed=3))
-    tcfg = dict(batch_size=10, threads=1, data=str(data))
-    train(ModelConfig(784, (28, 28), hidden=[16], latent_dim=2), TrainConfig(epochs=2, **tcfg),
-          base / "run")  # fmt: skip
-    train(ModelConfig(784, (28, 28), hidden=[8], latent_dim=2), TrainConfig(epochs=1, **tcfg),
-          base / "other")  # fmt: skip
-    return {"run": base / "run", "other": base / "other", "data": data}
-
-
-@dataclass
-class Ctx:
-    """What a Case's setup gets: the working dir (tmp_path) and helpers to fill it."""
-
-    tmp: Path
-    monkeypatch: pytest.MonkeyPatch
-    runs: dict[str, Path]
-    cleanups: list[Callable[[], None]] = field(default_factory=list)
-
-    def write(self, rel: str, data: bytes | str) -> str:
-        path = self.tmp / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, str):
-            data = data.encode()
-        path.write_bytes(data)
-        return rel
-
-    def export(self, rel: str = "exp", **kwargs) -> str:
-        mini_export(self.tmp / rel, **kwargs)
-        return rel
-
-    def model(self, rel: str, proto: onnx.ModelProto) -> None:
-        self.write(rel, proto.SerializeToString())
-
-    def run(self, rel: str = "run") -> str:
-        shutil.copytree(self.runs["run"], self.tmp / rel, ignore=shutil.ignore_patterns(".lock"))
-        return rel
-
-    def forbid_sessions(self) -> None:
-        """Any onnxruntime session fails the test: vetting must refuse the model first."""
-
-        def no_session(*args, **kwargs):
-            raise AssertionError("an onnxruntime session was created for a refused model")
-
-        self.monkeypatch.setattr(onnxruntime, "InferenceSession", no_session)
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    setup: Callable[[Ctx], list[str]]  # builds files under tmp_path, returns argv
-    code: int  # expected exit code
-    message: str  # regex the one stderr line must match
-    keep: tuple[str, ...] = ()  # files that must exist before and be byte-identical after
-    absent: tuple[str, ...] = ()  # paths that must not exist afterwards
-    debug: bool = False  # run `python -m edgevae` in a child: a traceback is expected instead
-
-
-# Files a failing command may create: the lock of a run dir it tried to train in.
-ALLOWED_NEW = re.compile(r"(^|/)\.lock$")
-
 # ------------------------------------------------------------------------ setups: data
+
+runs = table.runs  # the shared fixture, visible to this module's tests
 
 
 def _encode(c: Ctx, data: str) -> list[str]:
@@ -500,8 +415,8 @@ CASES = [
          r"wide\.png: image of 5000x20 pixels exceeds the 4096x4096 limit; refused before "
          r"decoding"),
     Case("png folder over the memory cap", _png_folder_total, 1,
-         r"many: 40 images of 4096x4096 pixels would take 2684354560 bytes, more than the "
-         r"\d+-byte limit; refused before decoding"),
+         r"many: 40 images of 4096x4096 pixels would take 2\.5 GiB, more than the 2\.0 GiB "
+         r"limit; refused before decoding"),
     Case("zero-byte png", _png_zero_byte, 1, r"zero/z\.png: empty file \(0 bytes\)",
          keep=("zero/z.png",)),
     Case("hidden files only", _hidden_only, 1,
@@ -617,385 +532,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, tmp_path, monkeypatch, capfd, runs) -> None:
-    monkeypatch.chdir(tmp_path)
-    ctx = Ctx(tmp_path, monkeypatch, runs)
-    try:
-        argv = case.setup(ctx)
-        for rel in case.keep:
-            assert (tmp_path / rel).is_file(), f"setup did not create {rel}"
-        before = snapshot(tmp_path)
-        capfd.readouterr()
-        if case.debug:
-            proc = edgevae(argv, tmp_path)
-            code, err = proc.returncode, proc.stderr
-            assert "Traceback (most recent call last)" in err, err
-            assert re.search(case.message, err), err
-        else:
-            code = main(argv)
-            _, err = capfd.readouterr()
-            line = one_error_line(err)
-            assert re.search(case.message, line), line
-        assert code == case.code, err
-    finally:
-        for cleanup in ctx.cleanups:
-            cleanup()
-    after = snapshot(tmp_path)
-    changed = sorted(k for k in before if after.get(k) != before[k])
-    created = sorted(k for k in after if k not in before and not ALLOWED_NEW.search(k))
-    assert not changed, f"files lost or modified: {changed}"
-    assert not created, f"files created by a failing command: {created}"
-    for rel in case.absent:
-        assert not (tmp_path / rel).exists(), rel
+def test_bad_input(case: Case, tmp_path, monkeypatch, capfd, request) -> None:
+    run_case(case, tmp_path, monkeypatch, capfd, request)
 
 
 def test_the_table_is_large_and_distinct() -> None:
     assert len(CASES) >= 30
-    assert len({c.name for c in CASES}) == len(CASES)
-
-
-# ------------------------------------------------------------------------------- fuzzing
-
-FUZZ = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-
-# (byte edits at fractions of the span, optional cut fraction, appended bytes)
-MUTATION = st.tuples(
-    st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.integers(0, 255)), max_size=6),
-    st.one_of(st.none(), st.floats(0.0, 1.0)),
-    st.binary(max_size=12),
-)
-
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=4),
-    max_leaves=12,
-)  # fmt: skip
-
-
-def mutate(data: bytes, mutation, span: int | None = None) -> bytes:
-    """Apply a MUTATION; `span` aims the byte edits at the first `span` bytes (the header)."""
-    edits, cut, extra = mutation
-    out = bytearray(data)
-    reach = len(out) if span is None else min(span, len(out))
-    for frac, value in edits:
-        out[int(frac * reach)] = value
-    if cut is not None:
-        out = out[: int(cut * len(out))]
-    return bytes(out) + extra
-
-
-def _reason(exc: Exception) -> str:
-    """A coarse label of an error for --hypothesis-show-statistics (which check fired)."""
-    text = str(exc).split(": ", 1)[-1]
-    return "refused: " + re.sub(r"[\d'\[(].*", "", text)[:40]
-
-
-def _only_clean_data_errors(spec: str) -> None:
-    try:
-        x, _ = load_images(spec, split="all")
-    except DataError as exc:
-        assert "\n" not in str(exc)
-        event(_reason(exc))
-        return
-    event("read")
-    assert x.dtype == np.float32 and x.ndim == 2 and 0 <= x.min() <= x.max() <= 1
-
-
-AMAT_SEED = amat_bytes(np.random.default_rng(5).integers(0, 2, (6, 16)))
-
-
-AMAT_MUTATION = st.tuples(
-    st.lists(st.tuples(st.floats(0.0, 1.0, exclude_max=True), st.sampled_from(b"01 \t\r\n")),
-             max_size=6),
-    st.one_of(st.none(), st.floats(0.0, 1.0)),
-    st.binary(max_size=12) | st.sampled_from([b"", b"\n", b"0 1\n", b"\n\n1 1 1 1\n"]),
-)  # fmt: skip
-
-
-@FUZZ
-@given(mutation=MUTATION | AMAT_MUTATION, gzipped=st.booleans())
-def test_fuzz_amat(tmp_path, mutation, gzipped) -> None:
-    # AMAT_MUTATION keeps to 0/1/whitespace, so rows change length rather than values
-    data = mutate(AMAT_SEED, mutation)
-    path = tmp_path / "fuzz.amat"
-    path.write_bytes(gz(data) if gzipped else data)
-    _only_clean_data_errors(f"amat:{path}")
-
-
-FREY = np.random.default_rng(6).integers(0, 256, (560, 3), dtype=np.uint8)
-MAT_SEEDS = [mat_bytes(FREY), mat_bytes(FREY, compressed=True)]
-
-
-@FUZZ
-@given(which=st.integers(0, 1), mutation=MUTATION, header=st.booleans())
-def test_fuzz_frey_mat(tmp_path, which, mutation, header) -> None:
-    # header: edits land in the 128-byte file header and the element tags after it
-    data = mutate(MAT_SEEDS[which], mutation, span=256 if header else None)
-    path = tmp_path / "fuzz.mat"
-    path.write_bytes(data)
-    _only_clean_data_errors(f"frey:{path}")
-
-
-NPZ_SEEDS = [
-    npz_bytes(x_train=images(6, 4, 4), x_test=images(2, 4, 4, seed=1)),
-    npz_bytes(train=images(6, 4, 4).astype(np.float32) / 255),
-]
-
-
-NPZ_MEMBERS = {"x_train": npy_bytes(images(6, 4, 4)), "x_test": npy_bytes(images(2, 4, 4))}
-
-
-@FUZZ
-@given(which=st.integers(0, 2), mutation=MUTATION, header=st.booleans())
-def test_fuzz_npz(tmp_path, which, mutation, header) -> None:
-    # header: edits land near the zip's local header and member .npy header
-    if which < 2:
-        data = mutate(NPZ_SEEDS[which], mutation, span=160 if header else None)
-    else:  # a mutated x_train.npy in a well-formed zip (CRCs right): reaches the .npy parser
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as zf:
-            zf.writestr("x_train.npy", mutate(NPZ_MEMBERS["x_train"], mutation, span=128))
-            zf.writestr("x_test.npy", NPZ_MEMBERS["x_test"])
-        data = buf.getvalue()
-    path = tmp_path / "fuzz.npz"
-    path.write_bytes(data)
-    _only_clean_data_errors(f"npz:{path}")
-
-
-PNG_SEEDS = [png_bytes(images(1, 6, 6)[0]), png_bytes(images(1, 6, 6, seed=2)[0], mode="RGB")]
-
-
-@FUZZ
-@given(which=st.integers(0, 1), mutation=MUTATION, fix_crc=st.booleans())
-def test_fuzz_png(tmp_path, which, mutation, fix_crc) -> None:
-    # fix_crc: the chunk CRCs are recomputed, so mutated sizes/modes reach Pillow's checks
-    folder = tmp_path / "pngs"
-    folder.mkdir(exist_ok=True)
-    data = mutate(PNG_SEEDS[which], mutation, span=64)
-    (folder / "a.png").write_bytes(PNG_SEEDS[1 - which])
-    (folder / "b.png").write_bytes(fix_png_crcs(data) if fix_crc else data)
-    _only_clean_data_errors(f"png:{folder}")
-
-
-LATENT_SEEDS = [
-    npy_bytes(np.random.default_rng(7).standard_normal((3, 4)).astype(np.float32)),
-    npy_bytes(np.arange(8, dtype=np.int16).reshape(2, 4)),
-]
-
-
-@FUZZ
-@given(which=st.integers(0, 1), mutation=MUTATION)
-def test_fuzz_latent_npy(tmp_path, which, mutation) -> None:
-    """The reader behind `decode --z`."""
-    path = tmp_path / "z.npy"
-    path.write_bytes(mutate(LATENT_SEEDS[which], mutation, span=128))
-    try:
-        z = npyfile.read_npy(path)
-    except DataError as exc:
-        assert "\n" not in str(exc)
-        event(_reason(exc))
-        return
-    event("read")
-    assert z.dtype == np.float32 and z.ndim == 2 and np.isfinite(z).all()
-
-
-@pytest.fixture(scope="module")
-def fuzz_export(tmp_path_factory) -> Path:
-    return mini_export(tmp_path_factory.mktemp("fuzz") / "exp")
-
-
-MANIFEST_KEYS = ["latent_dim", "image_shape", "likelihood", "gaussian_logvar", "schema"]
-
-
-@FUZZ
-@given(
-    mutation=MUTATION,
-    key=st.sampled_from(MANIFEST_KEYS),
-    value=JSON_VALUES | st.integers(-3, 800),
-    as_bytes=st.booleans(),
-)
-def test_fuzz_manifest(fuzz_export, mutation, key, value, as_bytes) -> None:
-    """manifest.read and the runtime that trusts it: ModelFileError/UsageError, or samples."""
-    man = {**manifest_dict(), key: value}
-    text = json.dumps(manifest_dict()).encode()
-    data = mutate(text, mutation) if as_bytes else json.dumps(man).encode()
-    (fuzz_export / "manifest.json").write_bytes(data)
-    try:
-        read = manifest.read(fuzz_export)
-        model = Model(fuzz_export, "fp32")
-        pictures = model.sample(2, seed=0)
-    except EdgeVAEError as exc:
-        assert "\n" not in str(exc)
-        event(_reason(exc))
-        return
-    event("sampled")
-    assert pictures.shape == (2, *read["image_shape"])
-
-
-def _safetensors_parts(data: bytes) -> tuple[dict, bytes]:
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + n]), data[8 + n :]
-
-
-def _safetensors_join(header: dict, body: bytes) -> bytes:
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    return len(raw).to_bytes(8, "little") + raw + body
-
-
-@pytest.fixture(scope="module")
-def fuzz_run(runs, tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("fuzz") / "run"
-    shutil.copytree(runs["run"], dst, ignore=shutil.ignore_patterns(".lock"))
-    return dst
-
-
-@FUZZ
-@given(
-    name=st.sampled_from([runconfig.MODEL, runconfig.STATE]),
-    mutation=MUTATION,
-    how=st.sampled_from(["bytes", "tensor", "state"]),
-    index=st.integers(0, 100),
-    field_name=st.sampled_from(["dtype", "shape", "data_offsets", "epoch", "batch", "partial",
-                                "lr_schedule", "samples_seen"]),
-    value=JSON_VALUES | st.lists(st.integers(-2, 2000), max_size=3),
-)  # fmt: skip
-def test_fuzz_safetensors(fuzz_run, name, mutation, how, index, field_name, value) -> None:
-    """checkpoint.read_safetensors (+ the resume-state check and load_model_weights)."""
-    original = (fuzz_run / name).read_bytes()
-    header, body = _safetensors_parts(original)
-    if how == "bytes":
-        data = mutate(original, mutation, span=8 + int.from_bytes(original[:8], "little"))
-    elif how == "tensor":  # one tensor entry's dtype, shape or offsets
-        names = sorted(k for k in header if k != "__metadata__")
-        entry = header[names[index % len(names)]]
-        entry[field_name if field_name in entry else "shape"] = value
-        data = _safetensors_join(header, body)
-    else:  # the resume JSON inside the metadata
-        meta = header.setdefault("__metadata__", {})
-        state = json.loads(meta.get("state", "{}"))
-        state[field_name] = value
-        meta["state"] = json.dumps(state)
-        data = _safetensors_join(header, body)
-    path = fuzz_run / name
-    try:
-        path.write_bytes(data)
-        checkpoint.read_safetensors(path)
-        if name == runconfig.MODEL:
-            cfg = ModelConfig.from_dict(runconfig.load_config(fuzz_run)["model"])
-            checkpoint.load_model_weights(fuzz_run, cfg)
-        event("accepted")
-    except ModelFileError as exc:
-        assert "\n" not in str(exc) and str(exc).startswith(str(path))
-        event(_reason(exc))
-    finally:
-        path.write_bytes(original)
-
-
-CONFIG_FIELDS = ["model.hidden", "model.latent_dim", "model.input_dim", "model.image_shape",
-                 "model.activation", "model.likelihood", "train.epochs", "train.batch_size",
-                 "train.lr", "train.data", "model", "train"]  # fmt: skip
-
-
-PLAUSIBLE = st.integers(1, 40) | st.lists(st.integers(1, 40), min_size=1, max_size=2)
-
-
-@FUZZ
-@given(
-    where=st.sampled_from(CONFIG_FIELDS),
-    value=JSON_VALUES | st.lists(st.integers(-2, 10**6), max_size=3) | PLAUSIBLE,
-    mutation=MUTATION,
-    as_bytes=st.booleans(),
-)
-def test_fuzz_run_config(fuzz_run, monkeypatch, where, value, mutation, as_bytes) -> None:
-    """runconfig.load_config, then the weights checked against whatever it accepted."""
-    monkeypatch.setattr(runconfig, "MAX_PARAMETERS", 2_000_000)  # keep accepted models small
-    path = fuzz_run / runconfig.CONFIG
-    original = path.read_bytes()
-    cfg = json.loads(original)
-    if as_bytes:
-        data = mutate(original, mutation)
-    else:
-        section, _, key = where.partition(".")
-        if key:
-            cfg[section][key] = value
-        else:
-            cfg[section] = value
-        data = json.dumps(cfg).encode()
-    try:
-        path.write_bytes(data)
-        loaded = runconfig.load_config(fuzz_run)
-        checkpoint.load_model_weights(fuzz_run, ModelConfig.from_dict(loaded["model"]))
-        event("accepted")
-    except ModelFileError as exc:
-        assert "\n" not in str(exc)
-        event(_reason(exc))
-    finally:
-        path.write_bytes(original)
-
-
-ONNX_SEED = onnx_model("decoder", hidden=3).SerializeToString()
-OPS = ["Gemm", "MatMul", "Relu", "Sigmoid", "Identity", "Reshape", "Softmax", "Loop", "", "Add"]
-
-
-def _proto_mutation(what: str, index: int, number: int, op: str) -> bytes:
-    """A well-formed model with one field changed (what reaches onnxruntime after vetting)."""
-    m = onnx.ModelProto()
-    m.ParseFromString(ONNX_SEED)
-    g = m.graph
-    if what == "dim":
-        t = g.initializer[index % len(g.initializer)]
-        t.dims[index % len(t.dims)] = number
-    elif what == "op":
-        g.node[index % len(g.node)].op_type = op
-    elif what == "node_input":
-        node = g.node[index % len(g.node)]
-        node.input[index % len(node.input)] = ["z", "h", "dec.0.bias", "", "nope"][number % 5]
-    elif what == "io_dim":
-        vi = g.input[0] if index % 2 else g.output[index % len(g.output)]
-        vi.type.tensor_type.shape.dim[1].dim_value = number
-    elif what == "versions":
-        m.ir_version, m.opset_import[0].version = number % 16, number % 30
-    elif what == "dtype":
-        g.initializer[index % len(g.initializer)].data_type = number % 24
-    return m.SerializeToString()
-
-
-@FUZZ
-@given(
-    mutation=MUTATION,
-    how=st.sampled_from(["bytes", "header", "dim", "op", "node_input", "io_dim", "versions",
-                         "dtype"]),
-    index=st.integers(0, 50),
-    number=st.integers(0, 2**20),
-    op=st.sampled_from(OPS),
-)  # fmt: skip
-def test_fuzz_onnx_through_the_runtime(tmp_path, mutation, how, index, number, op) -> None:
-    """vet + onnxruntime + run: a mutated model is refused, or it loads and runs, nothing else
-    (test_onnxcheck.py fuzzes read_info/vet alone)."""
-    path = tmp_path / "decoder.fp32.onnx"
-    if how in ("bytes", "header"):  # header: edits avoid the weight bytes
-        path.write_bytes(mutate(ONNX_SEED, mutation, span=160 if how == "header" else None))
-    else:
-        path.write_bytes(_proto_mutation(how, index, number, op))
-    try:
-        sess = open_session(path, "decoder")
-        z = np.zeros((2, LATENT), np.float32)
-        (out,) = run_session(sess, path, ["x_mean"], {"z": z}, width=DIM)
-    except ModelFileError as exc:
-        assert "\n" not in str(exc) and str(exc).startswith(str(path))
-        event(_reason(exc))
-        return
-    event("ran")
-    assert out.shape == (2, DIM) and out.dtype == np.float32
+    distinct(CASES)

@@ -111,6 +111,20 @@ def mini_export(path: Path, latent: int = LATENT) -> Path:
     return path
 
 
+def with_heldout(path: Path, n: int = 20, labels: list[int] | None = None, **entry) -> Path:
+    """Add `n` held-out images (heldout.npy, and its manifest entry: `entry` overrides fields,
+    `labels` adds labels with classes "0".."9") to an export dir."""
+    from edgevae.runtime import heldout
+
+    man = json.loads((path / "manifest.json").read_text())
+    man["heldout"] = heldout.write(path, images(n).reshape(n, -1) / np.float32(255), "test")
+    if labels is not None:
+        man["heldout"].update(labels=labels, classes=[str(i) for i in range(10)])
+    man["heldout"].update(entry)
+    (path / "manifest.json").write_text(json.dumps(man))
+    return path
+
+
 # ----------------------------------------------------------------------------- data files
 
 
@@ -123,6 +137,13 @@ def idx_bytes(arr: np.ndarray, count: int | None = None) -> bytes:
     return struct.pack(">BBBBIII", 0, 0, 8, 3, n if count is None else count, h, w) + (
         arr.astype(np.uint8).tobytes()
     )
+
+
+def idx_label_bytes(labels, count: int | None = None, magic: int = 2049) -> bytes:
+    """An IDX label file (magic 2049, uint8 labels); `count` overrides the declared count."""
+    labels = np.asarray(labels, dtype=np.uint8)
+    n = len(labels) if count is None else count
+    return struct.pack(">II", magic, n) + labels.tobytes()
 
 
 def amat_bytes(bits: np.ndarray) -> bytes:
