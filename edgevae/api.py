@@ -250,7 +250,9 @@ def threshold(
     it in the export's manifest. The normal images are the run's validation split (found as
     for `quantize`), `data`'s validation split, or `images` given directly. Returns the
     `runtime.anomaly.Threshold`. score: a `runtime.score.SCORES` kind, by default `excess`;
-    with "elbo" (the firmware's score) the firmware's own threshold is stored too."""
+    for the kinds a board computes (`firmware.score.KINDS`: excess, elbo) the firmware's own
+    threshold is stored too."""
+    from .firmware.score import KINDS as FIRMWARE_KINDS
     from .runtime import anomaly, manifest
     from .runtime.score import DEFAULT, check_kind
 
@@ -269,8 +271,8 @@ def threshold(
         x = load_run_data(train_cfg, man["image_shape"], data).valid
         desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
-    if score == "elbo":
-        found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr)
+    if score in FIRMWARE_KINDS:
+        found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr, score)
         if found.firmware is not None:  # the static pair it was computed with
             names = (model.manifest["firmware_encoder"], model.manifest["firmware_decoder"])
             files = model.manifest.get("files") or {}

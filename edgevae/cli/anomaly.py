@@ -44,8 +44,8 @@ SCORE = typer.Option(
     "--score",
     help="excess: elbo minus the image's own per-pixel entropy (what no decoder can save; "
     "the default: see docs/anomaly.md); excess-ink: excess / sqrt(1 + the image's ink); elbo: "
-    "-ELBO at z = mu (1 encoder + 1 decoder pass, as the firmware); iwae: k-sample -log p(x); "
-    "complexity: elbo minus the image's PNG length (Serrà et al. 2020).",
+    "-ELBO at z = mu (1 encoder + 1 decoder pass); iwae: k-sample -log p(x); complexity: elbo "
+    "minus the image's PNG length (Serrà et al. 2020). The firmware computes excess or elbo.",
 )
 K = typer.Option(64, min=1, max=100_000, help="Importance samples (iwae only).")
 JSON = typer.Option(None, "--json", help="Also write the result as JSON.")
@@ -128,8 +128,9 @@ def score(
     "  edgevae threshold --score complexity --data ./normal.npz\n\n"
     "The normal images are the run's validation split (or --data's): never trained on. The "
     "threshold, score kind, FPR target and measured FPR and the images' sha256 go into the "
-    "export's manifest; with --score elbo (the board's score) also the firmware's own threshold "
-    "at the same rate, for the header `edgevae firmware --score` writes."
+    "export's manifest; for the scores a board computes (excess, the default, and elbo) also "
+    "the firmware's own threshold at the same rate, for the header `edgevae firmware --score` "
+    "writes (its kernel then computes that kind)."
 )
 def threshold(
     export_dir: Path = EXPORT_DIR,
@@ -156,20 +157,32 @@ def threshold(
         highlight=False,
         markup=False,
     )
-    if found.firmware is None and found.score != "elbo" and _has_firmware_pair(export_dir):
+    if found.firmware is not None:
         console.print(
-            f"no firmware threshold: the board computes the elbo score, not {found.score} "
-            "(`edgevae threshold --score elbo` stores one for `edgevae firmware --score`)",
+            f"firmware threshold {found.firmware:.3f} nats ({found.score}, the board's integer "
+            "score) for `edgevae firmware --score`",
             highlight=False,
             markup=False,
         )
+    elif _has_firmware_pair(export_dir):
+        from ..firmware.score import KINDS as FIRMWARE_KINDS
+
+        why = (
+            "the normal images are not whole 8-bit grey levels (the board reads uint8)"
+            if found.score in FIRMWARE_KINDS
+            else f"a board computes {' or '.join(FIRMWARE_KINDS)}, not {found.score} "
+            f"(`edgevae threshold --score {FIRMWARE_KINDS[0]}` stores one for "
+            "`edgevae firmware --score`)"
+        )
+        console.print(f"no firmware threshold: {why}", highlight=False, markup=False)
 
 
 def _has_firmware_pair(export_dir: Path) -> bool:
     from ..runtime import manifest
 
     man = manifest.read(export_dir)
-    return bool(man.get("firmware_encoder") and man.get("firmware_decoder"))
+    pair = man.get("firmware_encoder") and man.get("firmware_decoder")
+    return bool(pair) and not man.get("classes")  # the firmware score is unconditional
 
 
 @app.command(

@@ -24,6 +24,20 @@ class WeightBits(str, Enum):
     four = "4"
 
 
+class ScoreKind(str, Enum):
+    """The anomaly scores the kernel computes (edgevae.firmware.score.KINDS)."""
+
+    excess = "excess"
+    elbo = "elbo"
+
+
+_KIND_FROM = {
+    "asked": "as asked",
+    "threshold": "the kind of the manifest's threshold",
+    "default": "the default: the manifest holds no threshold of a kind the board computes",
+}
+
+
 def _kib(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
@@ -69,12 +83,21 @@ def _sizes_table(report: FirmwareReport) -> Table:
 
 
 def _print_score(report: FirmwareReport) -> None:
-    """The score build's threshold and its host program's build and run lines."""
+    """The score build's kind and threshold, and its host program's build and run lines."""
     score = report.score
+    kind = score["kind"]
+    _plain(
+        f"score: {kind} (EDGEVAE_SCORE_KIND_EXCESS {int(kind == 'excess')}; "
+        f"{_KIND_FROM[score['kind_from']]})"
+    )
     if score["threshold_nats"] is not None:
-        _plain(f"EDGEVAE_THRESHOLD_NATS = {score['threshold_nats']!r} (the manifest's, score elbo)")
+        _plain(
+            f"EDGEVAE_THRESHOLD_NATS = {score['threshold_nats']!r} (the manifest's, score {kind})"
+        )
     else:
         _plain(f"no EDGEVAE_THRESHOLD_NATS: {score['threshold_note']}")
+        if score["kind_from"] != "threshold":
+            _plain(f"  `edgevae threshold --score {kind}` stores one; then run this command again")
     _plain("and the host score program (raw images on stdin), scoring one all-black image:")
     _plain(f"  {report.score_build_command}")
     _plain(f"  {report.score_run_command}")
@@ -114,7 +137,12 @@ def _check_size(export_dir: Path, score: bool, weight_bits: int) -> None:
         "firmware/edgevae_kernel.c firmware/edgevae_weights.c\n\n"
         "With the int8 encoder and the anomaly score (edgevae_score), and its host program "
         "(raw images on stdin, one score per line):\n\n"
+        "  edgevae threshold --export-dir export\n\n"
         "  edgevae firmware --export-dir export --out firmware --score\n\n"
+        "The board computes the score kind of the manifest's threshold (`edgevae threshold "
+        "--score excess` or `--score elbo` stores one for the board too), or excess, the "
+        "default, when there is none; --score-kind chooses, and a kind other than the stored "
+        "threshold's is refused.\n\n"
         "4-bit weights (half the flash; after `edgevae train --resume --qat-bits 4`):\n\n"
         "  edgevae firmware --export-dir export --out firmware --weight-bits 4\n\n"
         "In a clone, for firmware_demo/'s QEMU targets:\n\n"
@@ -143,6 +171,14 @@ def firmware(
         help="Also the int8 encoder (encoder.int8.static.onnx) and the anomaly score "
         "(edgevae_encode, edgevae_score), the manifest's threshold as EDGEVAE_THRESHOLD_NATS, "
         "and the host score program.",
+    ),
+    score_kind: ScoreKind = typer.Option(
+        None,
+        help="The score the board computes (implies --score): excess (elbo minus the least "
+        "-log p(x|z) any decoder reaches; the runtime's default) or elbo. Default: the kind of "
+        "the manifest's threshold, else excess. A kind other than that of the manifest's "
+        "firmware threshold is refused.",
+        show_default=False,
     ),
     weight_bits: WeightBits = typer.Option(
         WeightBits.eight,
@@ -174,7 +210,9 @@ def firmware(
     _check_size(export_dir, score, int(weight_bits.value))
     command = f"edgevae firmware --export-dir {export_dir} --out {out_dir}"
     command += " --weights-only" if weights_only else ""
+    score = score or score_kind is not None
     command += " --score" if score else ""
+    command += f" --score-kind {score_kind.value}" if score_kind is not None else ""
     command += " --weight-bits 4" if weight_bits is WeightBits.four else ""
     report = write_firmware(
         export_dir,
@@ -183,6 +221,7 @@ def firmware(
         command=command,
         score=score,
         weight_bits=int(weight_bits.value),
+        score_kind=None if score_kind is None else score_kind.value,
     )
     if json_path is not None:
         write_json(json_path, report.to_dict())

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import EdgeVAEError, UsageError
 from ..fsio import read_regular, write_bytes
 from .codegen import SOURCE, FirmwareReport, find_firmware_decoder, generate_firmware
-from .score import load_score_model
+from .score import check_kind, load_score_model, manifest_threshold
 from .scoregen import generate_score_firmware
 
 KERNEL_FILES = ("edgevae_kernel.c", "edgevae_kernel.h", "edgevae_types.h")
@@ -89,6 +89,28 @@ def score_run_command(out_dir: Path, image_dim: int) -> str:
     return f"head -c {image_dim} /dev/zero | {program}"
 
 
+def _score_model(export_dir: Path, weight_bits: int, score_kind: str | None):
+    """The score model of `score_kind` (None: the manifest threshold's kind, else excess) and
+    where its kind came from: "asked", "threshold" or "default". Refuses a kind other than
+    that of the manifest's firmware threshold."""
+    from ..runtime import manifest
+
+    man = manifest.read(export_dir)
+    value, stored, _ = manifest_threshold(man)
+    if score_kind is not None and value is not None and stored != score_kind:
+        raise UsageError(
+            f"{export_dir}/manifest.json holds a firmware threshold for the {stored} score, "
+            f"not {score_kind}: calibrate a threshold for the {score_kind} score first, or "
+            f"generate the {stored} score",
+            param="score_kind",
+        )
+    model = load_score_model(export_dir, weight_bits, score_kind)
+    entry = man.get("threshold")
+    from_threshold = isinstance(entry, dict) and entry.get("score") == model.kind
+    source = "asked" if score_kind is not None else "threshold" if from_threshold else "default"
+    return model, source
+
+
 def write_firmware(
     export_dir: str | Path,
     out_dir: str | Path,
@@ -97,6 +119,7 @@ def write_firmware(
     command: str,
     score: bool = False,
     weight_bits: int = 8,
+    score_kind: str | None = None,
 ) -> FirmwareReport:
     """Write C weights for the export's firmware decoder into `out_dir`, and with `sources` the
     packaged kernel and host decoder next to them.
@@ -105,10 +128,13 @@ def write_firmware(
     `command` is stamped into the generated files. With `score`, the weights also hold the
     export's int8 encoder (encoder.int8.static.onnx) and the anomaly score's tables, with the
     manifest's firmware threshold, and the host score program is copied too (an export folder
-    is needed then). `weight_bits` 4 deploys the int4 recipe's decoder
-    (decoder.int4.static.onnx) with its 4-bit layers packed two weights per byte. The report
-    adds the kernel's folder, the `cc` command that builds each host program and a line that
-    runs it.
+    is needed then). `score_kind` is the score the kernel computes, "excess" or "elbo"; None
+    takes the kind of the manifest's threshold, else excess (the runtime's default). Asking
+    for one kind when the manifest holds a firmware threshold of the other is a UsageError:
+    the board would otherwise lose its threshold. `weight_bits` 4 deploys the int4 recipe's
+    decoder (decoder.int4.static.onnx) with its 4-bit layers packed two weights per byte. The
+    report adds the kernel's folder, the `cc` command that builds each host program and a
+    line that runs it.
     """
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -121,14 +147,25 @@ def write_firmware(
         )
     if weight_bits not in (8, 4):
         raise UsageError(f"must be 8 or 4, got {weight_bits}", param="weight_bits")
+    if score_kind is not None:
+        try:
+            check_kind(score_kind)
+        except UsageError as exc:
+            raise UsageError(exc.detail, param="score_kind") from None
+        if not score:
+            raise UsageError(
+                "chooses the anomaly score's kind, and the score is not being generated",
+                param="score_kind",
+            )
     kernel = kernel_dir()
     copies = {}
     if sources:
         for name in (*KERNEL_FILES, HOST_SOURCE, *((SCORE_SOURCE,) if score else ())):
             copies[Path(name).name] = read_regular(kernel / name, SOURCE_LIMIT)
     if score:
-        model = load_score_model(export_dir, weight_bits)
+        model, kind_from = _score_model(export_dir, weight_bits, score_kind)
         report = generate_score_firmware(model, out_dir, command=command)
+        report.score["kind_from"] = kind_from
     else:
         decoder = find_firmware_decoder(export_dir, weight_bits)
         report = generate_firmware(decoder, out_dir, command=command, weight_bits=weight_bits)

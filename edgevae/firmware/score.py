@@ -1,8 +1,16 @@
 """The firmware's anomaly score in numpy, bit for bit what the kernel's edgevae_score computes.
 
-The score a board can afford is the elbo score with z = mu, in nats, higher = more anomalous:
+A board computes one of two scores (chosen when the C weights are generated), in nats, higher
+= more anomalous, both from one encoder and one decoder pass with z = mu:
 
-    score(x) = -log p(x | z = mu(x)) + KL(q(z|x) || N(0, I))
+    elbo(x)   = -log p(x | z = mu(x)) + KL(q(z|x) || N(0, I))
+    excess(x) = elbo(x) - floor(x)
+
+where floor(x) is the least -log p(x | z) any decoder of the likelihood reaches
+(runtime/score.py, the runtime's default score): for Bernoulli pixels the image's entropy
+sum_i H(x_i), H(x) = -x log x - (1 - x) log(1 - x) (0 for a binary image); for a Gaussian
+likelihood the constant 0.5 * sum(log 2 pi + lv), so the Gaussian excess keeps the squared
+errors alone.
 
 - mu, logvar: the int8 encoder with fixed scales (encoder.int8.static.onnx), run in integers
   (`encoder.py`); the pixels are x = p / 255 for uint8 p.
@@ -13,6 +21,7 @@ The score a board can afford is the elbo score with z = mu, in nats, higher = mo
   runtime.metrics.log_px_given_z); Gaussian (Frey Face, the manifest's gaussian_logvar):
   0.5 * sum(log 2 pi + lv + (x - sigmoid(l))**2 * exp(-lv)).
 - KL = 0.5 * sum(mu**2 + exp(logvar) - 1 - logvar).
+- floor: a 256-entry table of H(p / 255) summed over the pixels, or the Gaussian's constant.
 
 Both the integer networks and the sums are exact (fixed-point tables, `scoretables.py`), and
 the one float conversion at the end is rounded in integers, so `score_images` equals the C
@@ -29,15 +38,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, UsageError
+from ..runtime.score import DEFAULT as DEFAULT_KIND
 from .codegen import find_firmware_decoder
 from .encoder import IntEncoder, check_pixels, encode_q, load_int_encoder
 from .fixedpoint import dequantize_linear
 from .intref import IntModel, load_int_model, logits_q
-from .scoretables import LIKELIHOODS, LOG_2PI, ScoreTables, build_tables, to_float32
+from .scoretables import (
+    LIKELIHOODS,
+    LOG_2PI,
+    ScoreTables,
+    build_tables,
+    pixel_entropy,
+    to_float32,
+)
 
 ENCODER_NAME = "encoder.int8.static.onnx"
-SCORE_KIND = "elbo"
+KINDS = ("excess", "elbo")  # the runtime's scores a board computes; DEFAULT_KIND is excess
 
 
 @dataclass
@@ -49,15 +66,17 @@ class ScoreModel:
     likelihood: str
     gauss_logvar: np.ndarray | None
     tables: ScoreTables
-    threshold: float | None = None  # the manifest's firmware threshold, nats
+    kind: str = DEFAULT_KIND  # "excess" or "elbo": what score_images and the kernel compute
+    threshold: float | None = None  # the manifest's firmware threshold for `kind`, nats
     threshold_note: str = ""  # why there is none, when there is none
 
 
 @dataclass
 class ScoreParts:
-    score: np.ndarray  # float32 [N], nats
-    recon: np.ndarray  # float32 [N]: -log p(x | z = mu)
+    score: np.ndarray  # float32 [N], nats: the model's kind (excess: recon - floor + kl)
+    recon: np.ndarray  # float32 [N]: -log p(x | z = mu), whatever the kind
     kl: np.ndarray  # float32 [N]
+    floor: np.ndarray  # float32 [N]: the least -log p(x | z) of any decoder (what excess takes)
     mu_q: np.ndarray  # int64 [N, L]: the encoder heads' quantized outputs
     logvar_q: np.ndarray  # int64 [N, L]
     logits_q: np.ndarray  # int64 [N, D]: the decoder's quantized logits at z = mu
@@ -85,18 +104,38 @@ def find_firmware_encoder(export_dir: str | Path, man: dict | None = None) -> Pa
     return path
 
 
-def manifest_threshold(man: dict) -> tuple[float | None, str]:
-    """The manifest's firmware threshold for the elbo score (nats), or None and why not."""
+def check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise UsageError(
+            f"must be one of {', '.join(KINDS)} (the scores a board computes), got {kind!r}",
+            param="kind",
+        )
+
+
+def manifest_threshold(man: dict, kind: str | None = None) -> tuple[float | None, str, str]:
+    """(value, kind, note): the manifest's firmware threshold (nats) for score `kind`, or None
+    and why not. `kind` None takes the kind of the manifest's threshold when a board computes
+    it (elbo or excess), else DEFAULT_KIND."""
     entry = man.get("threshold")
+    stored = entry.get("score") if isinstance(entry, dict) else None
+    if kind is None:
+        kind = stored if stored in KINDS else DEFAULT_KIND
+    check_kind(kind)
     if entry is None:
-        return None, "no threshold in the manifest (`edgevae threshold` stores one)"
-    kind = entry.get("score") if isinstance(entry, dict) else None
-    value = entry.get("firmware") if isinstance(entry, dict) else None
-    if kind != SCORE_KIND:
-        return None, f"the manifest's threshold is for score {kind!r}; the firmware computes elbo"
+        return None, kind, "no threshold in the manifest"
+    if stored not in KINDS:
+        return (
+            None,
+            kind,
+            f"the manifest's threshold is for score {stored!r}, which a board does not compute "
+            f"(it computes {' or '.join(KINDS)})",
+        )
+    if stored != kind:
+        return None, kind, f"the manifest's threshold is for score {stored!r}, not {kind}"
+    value = entry.get("firmware")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None, "the manifest's threshold has no finite 'firmware' value"
-    return float(value), ""
+        return None, kind, "the manifest's threshold has no finite 'firmware' value"
+    return float(value), kind, ""
 
 
 def score_model(
@@ -105,9 +144,12 @@ def score_model(
     likelihood: str = "bernoulli",
     gauss_logvar: np.ndarray | None = None,
     weight_bits: int = 8,
+    kind: str = DEFAULT_KIND,
 ) -> ScoreModel:
     """A ScoreModel from the two QDQ files (or their loaded integer models); `weight_bits`
-    4 stores the decoder's 4-bit layers as such (the encoder stays int8)."""
+    4 stores the decoder's 4-bit layers as such (the encoder stays int8); `kind` the score,
+    "excess" or "elbo"."""
+    check_kind(kind)
     enc = encoder if isinstance(encoder, IntEncoder) else load_int_encoder(encoder)
     dec = decoder if isinstance(decoder, IntModel) else load_int_model(decoder, weight_bits)
     if dec.classes:
@@ -124,13 +166,17 @@ def score_model(
         raise ModelFileError(f"likelihood must be one of {', '.join(LIKELIHOODS)}: {likelihood!r}")
     logvar = None if gauss_logvar is None else np.asarray(gauss_logvar, np.float64).reshape(-1)
     tables = build_tables(enc, dec, likelihood, logvar if likelihood == "gaussian" else None)
-    return ScoreModel(enc, dec, likelihood, logvar, tables)
+    return ScoreModel(enc, dec, likelihood, logvar, tables, kind)
 
 
-def load_score_model(export_dir: str | Path, weight_bits: int = 8) -> ScoreModel:
+def load_score_model(
+    export_dir: str | Path, weight_bits: int = 8, kind: str | None = None
+) -> ScoreModel:
     """The firmware score of an export folder: its static encoder and decoder (with
     `weight_bits` 4 the int4 recipe's decoder), likelihood, Gaussian log-variances and
-    firmware threshold from the manifest."""
+    firmware threshold from the manifest. `kind` ("excess" or "elbo"); None: the kind of the
+    manifest's threshold when a board computes it, else excess (`manifest_threshold`). The
+    threshold goes with the model when it is of the model's kind."""
     from ..runtime import manifest
 
     export_dir = Path(export_dir)
@@ -140,6 +186,7 @@ def load_score_model(export_dir: str | Path, weight_bits: int = 8) -> ScoreModel
             f"{export_dir}: a conditional model; the firmware score supports unconditional "
             "models (anomaly models are unconditional)"
         )
+    threshold, kind, note = manifest_threshold(man, kind)
     likelihood = man.get("likelihood", "bernoulli")
     logvar = man.get("gaussian_logvar")
     model = score_model(
@@ -148,16 +195,17 @@ def load_score_model(export_dir: str | Path, weight_bits: int = 8) -> ScoreModel
         likelihood,
         None if logvar is None else np.asarray(logvar, np.float64),
         weight_bits,
+        kind,
     )
-    model.threshold, model.threshold_note = manifest_threshold(man)
+    model.threshold, model.threshold_note = threshold, note
     return model
 
 
 def fixed_point_sums(
     model: ScoreModel, pixels: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, ScoreParts]:
-    """The kernel's two int64 sums: reconstruction (units 2**-frac_bits) and KL (units
-    2**-kl_frac_bits), and the integer parts they came from (score fields left empty)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ScoreParts]:
+    """The kernel's int64 sums: reconstruction and floor (units 2**-frac_bits) and KL (units
+    2**-kl_frac_bits), and the integer parts they came from (float fields left empty)."""
     t = model.tables
     p = check_pixels(pixels, model.encoder.input_dim)
     mu_q, lv_q = encode_q(model.encoder, p)
@@ -171,44 +219,57 @@ def fixed_point_sums(
         rec = sp * (1 << (t.frac_bits - t.softplus_frac_bits)) + (
             p64 * t.neg_logit[k].astype(np.int64)
         ).sum(axis=1)
+        floor = t.entropy[p].astype(np.int64).sum(axis=1) << (t.frac_bits - t.entropy_frac_bits)
     else:
         e = 256 * p64 - t.gauss_mean[k].astype(np.int64)
         rec = t.gauss_const + (e * e * t.gauss_weight.astype(np.int64)).sum(axis=1)
+        floor = np.full(len(p), t.gauss_const, np.int64)
     empty = np.zeros(0, np.float32)
-    return rec, kl, ScoreParts(empty, empty, empty, mu_q, lv_q, lq)
+    return rec, floor, kl, ScoreParts(empty, empty, empty, empty, mu_q, lv_q, lq)
 
 
 def score_parts(model: ScoreModel, pixels: np.ndarray) -> ScoreParts:
-    """The score, its two terms and the integer parts, for uint8 images [N, D] or [N, H, W].
+    """The score of the model's kind, its terms and the integer parts, for uint8 images
+    [N, D] or [N, H, W].
 
-    score is the sum of the terms rounded once (it can differ from recon + kl in float32 by
-    one unit in the last place)."""
+    score is the exact fixed-point total (elbo: recon + kl; excess: recon - floor + kl)
+    rounded once, so it can differ from the same sum of the rounded terms by one unit in the
+    last place."""
     t = model.tables
-    rec, kl, parts = fixed_point_sums(model, pixels)
+    rec, floor, kl, parts = fixed_point_sums(model, pixels)
     total = rec + kl * (1 << (t.frac_bits - t.kl_frac_bits))
+    if model.kind == "excess":
+        total = total - floor
     parts.score = to_float32(total, t.frac_bits)
     parts.recon = to_float32(rec, t.frac_bits)
     parts.kl = to_float32(kl, t.kl_frac_bits)
+    parts.floor = to_float32(floor, t.frac_bits)
     return parts
 
 
-def score_images(model: str | Path | ScoreModel, pixels: np.ndarray) -> np.ndarray:
+def score_images(
+    model: str | Path | ScoreModel, pixels: np.ndarray, kind: str | None = None
+) -> np.ndarray:
     """Firmware anomaly scores (float32 [N], nats, higher = more anomalous) of uint8 images
     [N, D] or [N, H, W], bit-identical to edgevae_score() in C.
 
-    `model` is an export folder (its static encoder and decoder) or a ScoreModel. Images held
-    as floats in [0, 1] from uint8 data convert exactly with np.rint(x * 255).
+    `model` is an export folder (its static encoder and decoder) or a ScoreModel; `kind`
+    ("excess" or "elbo") for a folder, by default the kind `edgevae firmware --score`
+    generates for it (load_score_model). Images held as floats in [0, 1] from uint8 data
+    convert exactly with np.rint(x * 255).
     """
     if not isinstance(model, ScoreModel):
-        model = load_score_model(model)
+        model = load_score_model(model, kind=kind)
+    elif kind is not None and kind != model.kind:
+        raise UsageError(f"the model computes the {model.kind} score, not {kind}", param="kind")
     return score_parts(model, pixels).score
 
 
 def float64_score(model: ScoreModel, pixels: np.ndarray) -> np.ndarray:
-    """The score's formula in float64 on the same integer outputs (no fixed-point tables):
-    what the tables approximate, for measuring their rounding."""
+    """The formula of the model's score kind in float64 on the same integer outputs (no
+    fixed-point tables): what the tables approximate, for measuring their rounding."""
     p = check_pixels(pixels, model.encoder.input_dim)
-    _, _, parts = fixed_point_sums(model, p)
+    *_, parts = fixed_point_sums(model, p)
     enc = model.encoder
     mu = dequantize_linear(parts.mu_q, enc.mu.out_q).astype(np.float64)
     lv = dequantize_linear(parts.logvar_q, enc.logvar.out_q).astype(np.float64)
@@ -217,8 +278,10 @@ def float64_score(model: ScoreModel, pixels: np.ndarray) -> np.ndarray:
     kl = 0.5 * (mu**2 + np.exp(lv) - 1.0 - lv).sum(axis=1)
     if model.likelihood == "bernoulli":
         rec = (np.logaddexp(0.0, logits) - x * logits).sum(axis=1)
+        floor = pixel_entropy()[p].sum(axis=1)
     else:
         mean = 1.0 / (1.0 + np.exp(-logits))
         lvp = model.gauss_logvar
         rec = 0.5 * (LOG_2PI + lvp + (x - mean) ** 2 * np.exp(-lvp)).sum(axis=1)
-    return rec + kl
+        floor = np.full(len(p), 0.5 * float(np.sum(LOG_2PI + lvp)))
+    return rec + kl - floor if model.kind == "excess" else rec + kl

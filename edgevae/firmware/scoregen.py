@@ -4,8 +4,9 @@ The decoder part of edgevae_weights.h/.c is exactly what `codegen.generate_firmw
 this module appends the encoder's layers (body, then the mu and logvar heads, whose tables map
 a requantized value to the quantized output - qmin), the logit layer (the decoder's last layer
 with a table to its quantized logit instead of the grey level), the score's fixed-point tables
-(`scoretables.py`), the activation buffer sizes and, when the manifest has one,
-EDGEVAE_THRESHOLD_NATS.
+(`scoretables.py`; with the excess score also the pixel entropy table of a Bernoulli model),
+the activation buffer sizes, the score's kind (EDGEVAE_SCORE_KIND_EXCESS) and, when the
+manifest has one for that kind, EDGEVAE_THRESHOLD_NATS.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def _tables_source(score: ScoreModel) -> str:
             f"/* -logit / 255 in units of 2^-{t.frac_bits} nats (times the pixel value) */\n",
             c_array("int32_t", "edgevae_neg_logit", t.neg_logit, "{}", 8),
         ]
+        if score.kind == "excess":
+            parts += [
+                f"/* pixel p -> H(p / 255) = -x log x - (1 - x) log(1 - x), x = p / 255, in "
+                f"units of 2^-{t.entropy_frac_bits} nats:\n   the excess score's floor */\n",
+                c_array("int32_t", "edgevae_entropy", t.entropy, "{}", 8),
+            ]
     else:
         parts += [
             "/* sigmoid(logit) in 1/256 grey levels */\n",
@@ -158,20 +165,28 @@ def _header(score: ScoreModel, enc_layers: int, buffers: list[int]) -> str:
             f"typedef {'int8_t' if q.signed else 'uint8_t'} {ctype};",
         ]
     gaussian = int(t.likelihood == "gaussian")
+    excess = int(score.kind == "excess")
+    floor = "the constant EDGEVAE_GAUSS_CONST" if gaussian else "sum H(p_i / 255), edgevae_entropy"
     lines += [
+        f"/* the score edgevae_score computes: {score.kind} (runtime score {score.kind!r}) */",
+        f"#define EDGEVAE_SCORE_KIND_EXCESS {excess} /* 1: excess = elbo - the least "
+        f"-log p(x|z) of any decoder ({floor}); 0: elbo */",
         f"#define EDGEVAE_LIKELIHOOD_GAUSSIAN {gaussian} /* else Bernoulli */",
         f"#define EDGEVAE_SCORE_FRAC_BITS {t.frac_bits} /* fixed point: 2^-{t.frac_bits} nats */",
         f"#define EDGEVAE_SCORE_UNIT {c_float(2.0**-t.frac_bits)}",
         f"#define EDGEVAE_KL_UNIT {c_float(2.0**-t.kl_frac_bits)}",
         f"#define EDGEVAE_KL_SHIFT {t.frac_bits - t.kl_frac_bits}",
         f"#define EDGEVAE_SOFTPLUS_SHIFT {0 if gaussian else t.frac_bits - t.softplus_frac_bits}",
-        f"#define EDGEVAE_GAUSS_CONST ((int64_t){t.gauss_const}LL)",
+        f"#define EDGEVAE_GAUSS_CONST ((int64_t){t.gauss_const}LL) "
+        "/* sum 0.5 * (log 2 pi + lv_i), Gaussian */",
     ]
+    if excess and not gaussian:
+        lines.append(f"#define EDGEVAE_ENTROPY_SHIFT {t.frac_bits - t.entropy_frac_bits}")
     if score.threshold is not None:
         lines.append(
             f"#define EDGEVAE_THRESHOLD_NATS {c_float(score.threshold)} "
-            f"/* {score.threshold!r} nats: the manifest's threshold (score elbo); flag the "
-            "image when score > threshold */"
+            f"/* {score.threshold!r} nats: the manifest's threshold (score {score.kind}); flag "
+            "the image when score > threshold */"
         )
     else:
         lines.append(f"/* no EDGEVAE_THRESHOLD_NATS: {c_comment(score.threshold_note)} */")
@@ -194,6 +209,8 @@ def _header(score: ScoreModel, enc_layers: int, buffers: list[int]) -> str:
             "extern const int32_t edgevae_softplus[256];",
             "extern const int32_t edgevae_neg_logit[256];",
         ]
+        if excess:
+            lines.append("extern const int32_t edgevae_entropy[256];")
     return "\n".join(lines) + "\n"
 
 
@@ -201,7 +218,7 @@ def _table_bytes(score: ScoreModel) -> int:
     t = score.tables
     size = 2 * 256 + 256 + 2 * 4 * 256  # pixel input, mu -> zq, KL
     if t.likelihood == "bernoulli":
-        return size + 2 * 4 * 256
+        return size + (3 if score.kind == "excess" else 2) * 4 * 256
     return size + 2 * 256 + 4 * score.decoder.output_dim
 
 
@@ -244,6 +261,7 @@ def generate_score_firmware(score: ScoreModel, out_dir, *, command: str) -> Firm
         "encoder_layers": [layer_dict(a) for _, a in enc],
         "macs": score.encoder.macs + dec.macs,
         "likelihood": score.likelihood,
+        "kind": score.kind,
         "threshold_nats": score.threshold,
         "threshold_note": score.threshold_note,
         "frac_bits": score.tables.frac_bits,

@@ -11,6 +11,10 @@ and no libm function (expf, log1pf) is involved.
 Each F is the largest that keeps every table entry within int32 (the kernel's loads) and
 every sum within 2**62; the tables' rounding costs at most a few 1e-6 nats per pixel (the
 Gaussian mean, kept in 1/256 grey levels, slightly more: see README).
+
+The excess score subtracts the least -log p(x | z) any decoder reaches (runtime/score.py):
+for Bernoulli pixels the image's entropy sum_i H(p_i / 255), one more 256-entry table indexed
+by the pixel value; for a Gaussian likelihood the constant part gauss_const of the sum.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .qdq import QType
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 LOG_2PI = math.log(2 * math.pi)
+LN2 = math.log(2)
 INT32_LIMIT = 2**31 - 1
 UINT32_LIMIT = 2**32 - 1
 SUM_LIMIT = 2**61  # the reconstruction sum and the KL sum: their total stays below 2**62
@@ -49,6 +54,9 @@ class ScoreTables:
     softplus_frac_bits: int = 0
     softplus: np.ndarray | None = None  # int32 [256]
     neg_logit: np.ndarray | None = None  # int32 [256]: -l / 255, times the pixel value
+    # bernoulli, excess score: the floor sum_i H(p_i / 255), units 2**-entropy_frac_bits
+    entropy_frac_bits: int = 0
+    entropy: np.ndarray | None = None  # int32 [256]: H(p / 255), indexed by the pixel value
     # gaussian: const + sum weight[i] * (256 * p - mean[l])**2, units 2**-R
     gauss_mean: np.ndarray | None = None  # int32 [256]: sigmoid(l) in 1/256 grey levels
     gauss_weight: np.ndarray | None = None  # uint32 [D]: 0.5 * exp(-lv_i) / GAUSS_ONE**2
@@ -71,16 +79,29 @@ def _fixed(values: np.ndarray, frac: int, dtype=np.int32) -> np.ndarray:
     return np.rint(values * 2.0**frac).astype(dtype)
 
 
+def pixel_entropy() -> np.ndarray:
+    """H(p / 255) in nats for p = 0..255, float64: -x log x - (1 - x) log(1 - x), 0 at 0 and 255."""
+    x = np.arange(1, 255) / 255.0
+    h = np.zeros(256)
+    h[1:255] = -(x * np.log(x) + (1.0 - x) * np.log1p(-x))
+    return h
+
+
 def _bernoulli(tables: ScoreTables, logits: np.ndarray, dim: int) -> None:
     softplus = np.logaddexp(0.0, logits)
     neg = -logits / 255.0
+    entropy = pixel_entropy()
     frac = _frac_for(float(np.abs(neg).max()))
-    while frac > 0 and dim * (softplus.max() + 255 * np.abs(neg).max()) * 2.0**frac >= SUM_LIMIT:
+    # the reconstruction sum, and the entropy sum (<= dim * ln 2) the excess score subtracts
+    largest = max(float(softplus.max()), LN2) + 255 * float(np.abs(neg).max())
+    while frac > 0 and dim * largest * 2.0**frac >= SUM_LIMIT:
         frac -= 1
     tables.frac_bits = frac
     tables.softplus_frac_bits = min(_frac_for(float(softplus.max())), frac)
     tables.softplus = _fixed(softplus, tables.softplus_frac_bits)
     tables.neg_logit = _fixed(neg, frac)
+    tables.entropy_frac_bits = min(_frac_for(float(entropy.max())), frac)
+    tables.entropy = _fixed(entropy, tables.entropy_frac_bits)
 
 
 def _gaussian(tables: ScoreTables, logits: np.ndarray, logvar: np.ndarray) -> None:

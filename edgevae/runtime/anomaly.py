@@ -5,8 +5,9 @@ and puts the threshold at the (1 - fpr) quantile of their scores, so that at mos
 normal images score above it; the fraction measured on those images is stored beside it.
 The manifest's `threshold` entry holds the score kind, precision, k, value, target and measured
 FPR, how many images and the sha256 of their float32 pixels, and (when the export has the
-firmware models) the same threshold for the microcontroller's own score, which
-`edgevae firmware --score` writes into the C header as EDGEVAE_THRESHOLD_NATS.
+firmware models and the kind is one a board computes: excess or elbo) the same threshold for
+the microcontroller's own score of that kind, which `edgevae firmware --score` writes into
+the C header as EDGEVAE_THRESHOLD_NATS.
 """
 
 from __future__ import annotations
@@ -98,19 +99,24 @@ def calibrate(
     )
 
 
-def firmware_threshold(export_dir, x_normal: np.ndarray, fpr: float) -> float | None:
-    """The same threshold for the microcontroller's own elbo score (the static int8 encoder
-    and decoder, `firmware.score`), on the same normal images; None when the export has no
-    firmware pair or their pixels are not whole 8-bit levels (the firmware reads uint8)."""
-    from ..firmware.score import score_images as firmware_scores
+def firmware_threshold(
+    export_dir, x_normal: np.ndarray, fpr: float, kind: str = "excess"
+) -> float | None:
+    """The same threshold for the microcontroller's own score of `kind` ("excess" or "elbo":
+    the static int8 encoder and decoder, `firmware.score`), on the same normal images; None
+    when the export has no firmware pair or their pixels are not whole 8-bit levels (the
+    firmware reads uint8)."""
+    from ..firmware.score import check_kind, load_score_model, score_parts
 
+    check_kind(kind)
     man = manifest_mod.read(export_dir)
     if not (man.get("firmware_encoder") and man.get("firmware_decoder")) or man.get("classes"):
         return None
     levels = np.rint(np.asarray(x_normal, np.float32) * 255.0)
     if not np.array_equal((levels / 255.0).astype(np.float32), np.asarray(x_normal, np.float32)):
         return None
-    scores = firmware_scores(export_dir, levels.astype(np.uint8)).astype(np.float64)
+    model = load_score_model(export_dir, kind=kind)
+    scores = score_parts(model, levels.astype(np.uint8)).score.astype(np.float64)
     return quantile_threshold(scores, fpr)[0]
 
 

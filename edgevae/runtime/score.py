@@ -7,14 +7,14 @@
   even when the decoder predicts it exactly; that cost measures the image's stroke width and
   anti-aliasing, not how well the model knows it, and it ranks thin or small foreign images as
   normal. For a Gaussian likelihood the least cost is the constant 0.5 sum_i (log 2 pi + lv_i).
-  Same cost as `elbo` (the entropy is elementwise on the input).
+  Same cost as `elbo` (the entropy is elementwise on the input); the firmware computes it too.
 - `excess-ink`: the excess divided by sqrt(1 + the image's ink), ink = sum_i x_i: nats per
   square root of an inked pixel. A foreign image with little ink has little to get wrong, so
   its excess stays small; this scale undoes that. It helps where the anomalies carry less ink
   than the normal images (one-class MNIST: other digits against an 8) and is about neutral
   elsewhere (docs/anomaly.md has both measured); a heuristic, so not the default.
 - `elbo`: -ELBO with z = mu: -log p(x | z = mu) + KL(q(z|x) || N(0, I)). One encoder and one
-  decoder pass per image: what a board can afford (the firmware computes the same score).
+  decoder pass per image: what a board can afford (the firmware computes it, or excess).
 - `iwae`: the k-sample importance-weighted estimate of -log p(x) (k decoder passes).
 - `complexity`: the elbo score minus the image's own lossless-compression length in nats
   (Serrà et al., ICLR 2020). A likelihood model can rank simple out-of-distribution images as

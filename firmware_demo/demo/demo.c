@@ -11,8 +11,8 @@
  *
  * With weights from `edgevae firmware --score` it then scores the decoded images and their
  * negatives (255 - p, anomalies for a model of digits) and prints "score checksum:" (FNV-1a
- * over the scores' float32 bits, little-endian), the mean scores, and the score's stack and
- * instruction count.
+ * over the scores' float32 bits, little-endian), the mean scores (of the kind the weights
+ * compute, excess or elbo), and the score's stack and instruction count.
  */
 #include <stdio.h>
 #include <string.h>
@@ -143,7 +143,11 @@ static int run_scores(uint32_t cal_ticks, uint32_t cal_insns)
     (void)cal_insns;
     (void)ticks;
 #endif
-    print_nats("scores: decoded images, mean ", sum[0] / DEMO_COUNT);
+#if EDGEVAE_SCORE_KIND_EXCESS
+    print_nats("excess scores: decoded images, mean ", sum[0] / DEMO_COUNT);
+#else
+    print_nats("elbo scores: decoded images, mean ", sum[0] / DEMO_COUNT);
+#endif
     print_nats("; their negatives, mean ", sum[1] / DEMO_COUNT);
     printf("\nscore checksum: 0x%08lx\n", (unsigned long)h);
     return 0;

@@ -1,5 +1,5 @@
 """The firmware score's numpy reference: integer parts against onnxruntime, the fixed-point
-tail against the float64 formula, the API's checks and refusals."""
+tail against the float64 formula (elbo and excess), the API's checks and refusals."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from edgevae.errors import ModelFileError, UsageError
 from edgevae.firmware.encoder import encode_int, load_int_encoder
 from edgevae.firmware.fixedpoint import dequantize_linear
 from edgevae.firmware.score import (
+    DEFAULT_KIND,
+    KINDS,
     find_firmware_encoder,
     float64_score,
     load_score_model,
@@ -34,7 +36,8 @@ from edgevae.firmware.score import (
     score_model,
     score_parts,
 )
-from edgevae.firmware.scoretables import INT32_LIMIT, to_float32
+from edgevae.firmware.scoretables import INT32_LIMIT, pixel_entropy, to_float32
+from edgevae.runtime import score as runtime_score
 from edgevae.runtime.metrics import kl_to_standard_normal, log_px_given_z
 
 
@@ -65,12 +68,14 @@ def test_logits_at_mu_equal_onnxruntime(pairs, name):
     assert np.array_equal(logits, ort_encode_decode(export, pixels)[2])
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", sorted(PAIRS))
-def test_score_is_the_elbo_formula(pairs, name):
-    """The fixed-point tables against the float64 formula on the same integer outputs, and
-    against the runtime's own likelihood and KL on onnxruntime's outputs."""
+def test_score_is_its_formula(pairs, name, kind):
+    """The fixed-point tables against the float64 formula of the kind on the same integer
+    outputs, and against the runtime's own likelihood, KL and floor on onnxruntime's outputs."""
     export = pairs(name)
-    model = load_score_model(export)
+    model = load_score_model(export, kind=kind)
+    assert model.kind == kind
     pixels = score_images_for_tests(PAIRS[name].shape)
     parts = score_parts(model, pixels)
     assert parts.score.dtype == np.float32 and parts.score.shape == (len(pixels),)
@@ -78,13 +83,92 @@ def test_score_is_the_elbo_formula(pairs, name):
     # Bernoulli: 2**-30-ish tables; Gaussian: the mean in 1/256 grey levels (see scoretables)
     tolerance = 1e-4 if model.likelihood == "bernoulli" else 0.05
     assert np.abs(parts.score - exact).max() <= tolerance + 1e-6 * np.abs(exact).max()
-    assert np.abs(parts.recon + parts.kl - parts.score).max() <= 1e-6 * np.abs(exact).max()
+    floor = parts.floor if kind == "excess" else 0.0
+    total = parts.recon - floor + parts.kl
+    assert np.abs(total - parts.score).max() <= 1e-6 * np.abs(parts.recon).max()
     if name in PAIRS_ORT_EXACT:
         mu, logvar, logits = ort_encode_decode(export, pixels)
         x = pixels.astype(np.float64) / 255
         ref = -log_px_given_z(x, logits, model.likelihood, model.gauss_logvar)
         ref += kl_to_standard_normal(mu, logvar)
+        if kind == "excess":
+            ref -= runtime_score.floor_nats(model, x)
         assert np.abs(parts.score - ref).max() <= tolerance + 1e-6 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_excess_is_elbo_minus_the_floor(pairs, name):
+    """The two kinds share every integer part; excess takes the floor off exactly in fixed
+    point, and its float64 formula is the elbo's minus the runtime score's floor."""
+    export = pairs(name)
+    excess, elbo = (load_score_model(export, kind=k) for k in ("excess", "elbo"))
+    pixels = score_images_for_tests(PAIRS[name].shape)
+    a, b = score_parts(excess, pixels), score_parts(elbo, pixels)
+    for field in ("recon", "kl", "floor", "mu_q", "logvar_q", "logits_q"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    x = pixels.astype(np.float64) / 255
+    floor = runtime_score.floor_nats(elbo, x)
+    assert np.abs(a.floor - floor).max() <= 1e-4 + 1e-6 * np.abs(floor).max()
+    # the runtime's floor in float32 (entropy_nats): ~1e-7 relative per pixel
+    assert np.abs(float64_score(excess, pixels) - (float64_score(elbo, pixels) - floor)).max() <= (
+        1e-4 + 1e-6 * np.abs(floor).max()
+    )
+    scale = np.abs(b.score).max()
+    assert np.abs(a.score - (b.score - a.floor)).max() <= 2e-6 * scale  # one rounding each
+    if elbo.likelihood == "bernoulli":  # an entropy: never negative
+        assert (a.floor >= 0).all() and (a.score <= b.score).all()
+    else:  # the constant part: the squared errors remain
+        t = elbo.tables
+        assert np.array_equal(a.floor, np.full(len(pixels), to_float32(t.gauss_const, t.frac_bits)))
+
+
+def test_a_binary_image_has_an_excess_floor_of_exactly_zero(pairs):
+    """H(0) = H(1) = 0: for 0/255 pixels excess equals elbo to the last bit."""
+    model = load_score_model(pairs("firmware"), kind="excess")
+    rng = np.random.default_rng(5)
+    pixels = rng.choice(np.array([0, 255], np.uint8), (50, 784))
+    pixels[0], pixels[1] = 0, 255
+    parts = score_parts(model, pixels)
+    assert np.array_equal(parts.floor, np.zeros(50, np.float32))
+    elbo = score_parts(load_score_model(pairs("firmware"), kind="elbo"), pixels).score
+    assert np.array_equal(parts.score.view(np.uint32), elbo.view(np.uint32))
+    grey = np.full((1, 784), 128, np.uint8)  # the most uncertain pixel: ~ln 2 nats each
+    assert abs(score_parts(model, grey).floor[0] - 784 * pixel_entropy()[128]) < 1e-4
+
+
+def test_the_entropy_table(pairs):
+    tables = load_score_model(pairs("firmware")).tables
+    exact = pixel_entropy()
+    assert exact[0] == exact[255] == 0.0 and np.allclose(exact, exact[::-1])
+    p = np.arange(1, 255) / 255
+    assert np.allclose(exact[1:255], -(p * np.log(p) + (1 - p) * np.log(1 - p)), rtol=1e-13)
+    t, f = tables.entropy, tables.entropy_frac_bits
+    assert t.dtype == np.int32 and t[0] == t[255] == 0 and np.array_equal(t, t[::-1])
+    assert f <= tables.frac_bits and np.abs(t.astype(np.int64)).max() <= INT32_LIMIT
+    assert np.abs(t * 2.0**-f - exact).max() <= 2.0 ** -(f + 1)  # rounded once per entry
+    assert f == min(31, tables.frac_bits)  # the finest unit that keeps ln 2 within int32
+
+
+def test_the_default_kind_and_the_kind_of_a_folder(pairs, tmp_path):
+    assert DEFAULT_KIND == runtime_score.DEFAULT == "excess" and set(KINDS) == {"excess", "elbo"}
+    pixels = score_images_for_tests((9, 11), n=20)
+    export = pairs("deep-odd")
+    assert load_score_model(export).kind == "excess"
+    excess = score_parts(load_score_model(export, kind="excess"), pixels).score
+    assert np.array_equal(score_images(export, pixels), excess)
+    stored = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "elbo", "firmware": 10.0}
+    )
+    elbo = score_parts(load_score_model(stored, kind="elbo"), pixels).score
+    assert load_score_model(stored).kind == "elbo"  # the stored threshold's kind
+    assert np.array_equal(score_images(stored, pixels), elbo)
+    assert np.array_equal(score_images(stored, pixels, kind="excess"), excess)
+    with pytest.raises(UsageError, match="computes the excess score, not elbo") as info:
+        score_images(load_score_model(export), pixels, kind="elbo")
+    assert info.value.param == "kind"
+    with pytest.raises(UsageError, match="must be one of excess, elbo") as info:
+        load_score_model(export, kind="iwae")
+    assert info.value.param == "kind" and "--" not in str(info.value)
 
 
 def test_anomalies_score_higher(pairs):
@@ -127,13 +211,20 @@ def test_fixed_point_to_float32_rounds_once_half_to_even():
 def test_tables_fit_the_kernels_types(pairs, name):
     tables = load_score_model(pairs(name)).tables
     assert tables.kl_frac_bits <= tables.frac_bits
-    for array in (tables.kl_mu, tables.kl_logvar, tables.softplus, tables.neg_logit):
+    for array in (
+        tables.kl_mu,
+        tables.kl_logvar,
+        tables.softplus,
+        tables.neg_logit,
+        tables.entropy,
+    ):
         if array is not None:
             assert array.dtype == np.int32 and np.abs(array.astype(np.int64)).max() <= INT32_LIMIT
     if tables.likelihood == "gaussian":
         assert tables.gauss_weight.dtype == np.uint32 and tables.gauss_mean.max() <= 255 * 256
     else:
         assert tables.softplus_frac_bits <= tables.frac_bits
+        assert tables.entropy_frac_bits <= tables.frac_bits
     assert tables.mu_to_zq.size == 256
 
 
@@ -204,27 +295,38 @@ def test_float_outputs_and_dynamic_encoders_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("entry", "value", "why"),
+    ("entry", "asked", "value", "kind", "why"),
     [
-        (None, None, "no threshold in the manifest"),
-        ({"score": "elbo", "firmware": 87.5, "fpr": 0.01}, 87.5, ""),
-        ({"score": "iwae", "firmware": 87.5}, None, "for score 'iwae'"),
-        ({"score": "elbo"}, None, "no finite 'firmware' value"),
-        ({"score": "elbo", "firmware": float("nan")}, None, "no finite"),
-        ("87", None, "for score None"),
+        (None, None, None, "excess", "no threshold in the manifest"),
+        (None, "elbo", None, "elbo", "no threshold in the manifest"),
+        ({"score": "elbo", "firmware": 87.5, "fpr": 0.01}, None, 87.5, "elbo", ""),
+        ({"score": "elbo", "firmware": 87.5}, "elbo", 87.5, "elbo", ""),
+        ({"score": "excess", "firmware": 12.5}, None, 12.5, "excess", ""),
+        ({"score": "excess", "firmware": 12.5}, "elbo", None, "elbo", "'excess', not elbo"),
+        ({"score": "elbo", "firmware": 87.5}, "excess", None, "excess", "'elbo', not excess"),
+        ({"score": "iwae", "firmware": 87.5}, None, None, "excess", "'iwae', which a board"),
+        ({"score": "excess-ink", "firmware": None}, "elbo", None, "elbo", "does not compute"),
+        ({"score": "elbo"}, None, None, "elbo", "no finite 'firmware' value"),
+        ({"score": "excess", "firmware": float("nan")}, None, None, "excess", "no finite"),
+        ({"score": "elbo", "firmware": True}, None, None, "elbo", "no finite"),
+        ("87", None, None, "excess", "for score None"),
     ],
 )
-def test_manifest_threshold(entry, value, why):
-    got, note = manifest_threshold({} if entry is None else {"threshold": entry})
-    assert got == value and why in note
+def test_manifest_threshold(entry, asked, value, kind, why):
+    got, got_kind, note = manifest_threshold({} if entry is None else {"threshold": entry}, asked)
+    assert got == value and got_kind == kind and why in note
+    assert (note == "") == (value is not None)
 
 
 def test_threshold_is_read_from_the_manifest(tmp_path):
-    export = make_pair(
-        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "elbo", "firmware": 123.25}
-    )
-    model = load_score_model(export)
-    assert model.threshold == 123.25 and model.threshold_note == ""
+    for kind, value in (("elbo", 123.25), ("excess", 23.5)):
+        export = make_pair(
+            tmp_path / kind, PAIRS["deep-odd"], threshold={"score": kind, "firmware": value}
+        )
+        model = load_score_model(export)
+        assert model.kind == kind and model.threshold == value and model.threshold_note == ""
+        other = load_score_model(export, kind="elbo" if kind == "excess" else "excess")
+        assert other.threshold is None and f"for score {kind!r}" in other.threshold_note
 
 
 @pytest.mark.slow
@@ -243,9 +345,14 @@ def test_real_export(tiny_export, tmp_path):
     enc_mu, enc_logvar = encode_int(model.encoder, pixels)
     assert np.array_equal(enc_mu, mu) and np.array_equal(enc_logvar, logvar)
     assert np.array_equal(dequantize_linear(parts.logits_q, model.decoder.logit_q), logits)
-    ref = -log_px_given_z(test[:400].astype(np.float64), logits, "bernoulli")
-    ref += kl_to_standard_normal(mu, logvar)
-    assert np.abs(parts.score - ref).max() <= 1e-4 + 1e-6 * ref.max()
+    x = test[:400].astype(np.float64)
+    ref = -log_px_given_z(x, logits, "bernoulli") + kl_to_standard_normal(mu, logvar)
+    assert model.kind == "excess"  # the default
+    assert (
+        np.abs(parts.score - (ref - runtime_score.entropy_nats(x))).max() <= 1e-4 + 1e-6 * ref.max()
+    )
+    elbo = score_parts(load_score_model(export, kind="elbo"), pixels).score
+    assert np.abs(elbo - ref).max() <= 1e-4 + 1e-6 * ref.max()
 
 
 def test_score_imports_neither_torch_nor_onnx_nor_onnxruntime(pairs, tmp_path):

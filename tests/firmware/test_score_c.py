@@ -35,7 +35,7 @@ from support.firmware_score import (
 from edgevae.firmware.codegen import generate_firmware
 from edgevae.firmware.encoder import encode_int
 from edgevae.firmware.intref import decode_int, demo_latents, fnv1a32
-from edgevae.firmware.score import load_score_model, score_images, score_parts
+from edgevae.firmware.score import KINDS, load_score_model, score_images, score_parts
 from edgevae.firmware.scoregen import generate_score_firmware
 
 MCU = Pair("mcu", latent=8, hidden=(128,), seed=11)  # the mcu preset's shape, 784-128-8
@@ -43,20 +43,27 @@ MCU = Pair("mcu", latent=8, hidden=(128,), seed=11)  # the mcu preset's shape, 7
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """name -> (export folder, weights dir, build dir), the host programs built."""
+    """(name, kind) -> (export folder, weights dir, build dir), the host programs built for
+    the score of that kind (default: excess, the default kind)."""
     need_tools("gcc", "make")
     root = tmp_path_factory.mktemp("score")
-    cache: dict[str, tuple] = {}
+    cache: dict[tuple[str, str], tuple] = {}
 
-    def get(name: str, pair: Pair | None = None, targets: tuple[str, ...] = ("host",)):
-        if name not in cache:
+    def get(
+        name: str,
+        pair: Pair | None = None,
+        targets: tuple[str, ...] = ("host",),
+        kind: str = "excess",
+    ):
+        if (name, kind) not in cache:
             export = shared_pair(tmp_path_factory, name) if pair is None else None
             export = export or make_pair(root / name / "export", pair)
-            weights, build = root / name / "gen", root / name / "build"
-            generate_score_firmware(load_score_model(export), weights, command=f"test {name}")
+            weights, build = root / name / kind / "gen", root / name / kind / "build"
+            model = load_score_model(export, kind=kind)
+            generate_score_firmware(model, weights, command=f"test {name} {kind}")
             make(weights, build, *targets)
-            cache[name] = (export, weights, build)
-        return cache[name]
+            cache[name, kind] = (export, weights, build)
+        return cache[name, kind]
 
     return get
 
@@ -65,10 +72,13 @@ def bits(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, np.float32).view(np.uint32)
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", sorted(PAIRS))
-def test_host_score_equals_numpy_bit_for_bit(built, name):
-    export, _, build = built(name)
-    model = load_score_model(export)
+def test_host_score_equals_numpy_bit_for_bit(built, name, kind):
+    export, weights, build = built(name, kind=kind)
+    model = load_score_model(export, kind=kind)
+    header = (weights / "edgevae_weights.h").read_text()
+    assert f"#define EDGEVAE_SCORE_KIND_EXCESS {int(kind == 'excess')} " in header
     pixels = score_images_for_tests(PAIRS[name].shape)
     parts = score_parts(model, pixels)
     got = score_with(build / "host" / "edgevae_score", pixels)
@@ -101,21 +111,36 @@ def test_score_program_input_errors_and_info(built):
     info = subprocess.run([program, "--info"], capture_output=True, text=True)
     assert info.returncode == 0 and "99 bytes per image" in info.stdout
     assert "threshold: none" in info.stdout
+    assert "\nscore: excess (elbo - the least -log p(x|z) of any decoder)\n" in info.stdout
+    _, _, elbo = built("deep-odd", kind="elbo")
+    info = subprocess.run(
+        [str(elbo / "host" / "edgevae_score"), "--info"], capture_output=True, text=True
+    )
+    assert info.returncode == 0 and "\nscore: elbo\n" in info.stdout
     bad = subprocess.run([program, "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
-def test_header_threshold_and_decode_only_output(tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_header_threshold_and_decode_only_output(tmp_path, kind):
     export = make_pair(
-        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "elbo", "firmware": 123.4}
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": kind, "firmware": 123.4}
     )
     model = load_score_model(export)
+    assert model.kind == kind
     generate_score_firmware(model, tmp_path / "with", command="x")
     header = (tmp_path / "with" / "edgevae_weights.h").read_text()
     line = next(x for x in header.splitlines() if x.startswith("#define EDGEVAE_THRESHOLD_NATS"))
     value = float.fromhex(line.split()[2].rstrip("f"))
-    assert value == float(np.float32(123.4)) and "123.4 nats" in line
+    assert (
+        value == float(np.float32(123.4))
+        and f"123.4 nats: the manifest's threshold (score {kind})" in line
+    )
     assert "#define EDGEVAE_HAS_SCORE 1" in header
+    assert f"#define EDGEVAE_SCORE_KIND_EXCESS {int(kind == 'excess')} " in header
+    source = (tmp_path / "with" / "edgevae_weights.c").read_text()
+    entropy = "const int32_t edgevae_entropy[256]"
+    assert (entropy in source) == ("EDGEVAE_ENTROPY_SHIFT" in header) == (kind == "excess")
     assert f'#define EDGEVAE_ENCODER_SHA256 "{model.encoder.sha256}"' in header
 
     model.threshold, model.threshold_note = None, "no threshold in the manifest (x)"
@@ -149,8 +174,10 @@ def test_header_threshold_reaches_the_program(tmp_path):
     assert "threshold: 80.5 nats" in info.stdout
 
 
-def test_score_sources_are_strict_c99(built, tmp_path):
-    _, weights, _ = built("gaussian")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["gaussian", "deep-odd"])
+def test_score_sources_are_strict_c99(built, tmp_path, name, kind):
+    _, weights, _ = built(name, kind=kind)
     for source in (KERNEL / "edgevae_kernel.c", KERNEL / "host" / "edgevae_score.c"):
         done = subprocess.run(
             [
@@ -174,8 +201,8 @@ def test_score_sources_are_strict_c99(built, tmp_path):
 
 
 def test_sanitizers_find_nothing_in_the_score(built):
-    for name in ("deep-odd", "gaussian"):
-        export, weights, build = built(name)
+    for name, kind in (("deep-odd", "excess"), ("gaussian", "excess"), ("deep-odd", "elbo")):
+        export, weights, build = built(name, kind=kind)
         make(weights, build, "asan", timeout=300)
         shape = PAIRS[name].shape
         rng = np.random.default_rng(4)
@@ -186,7 +213,7 @@ def test_sanitizers_find_nothing_in_the_score(built):
             ]
         )
         got = score_with(build / "asan" / "edgevae_score", pixels)
-        assert np.array_equal(bits(got), bits(score_images(export, pixels)))
+        assert np.array_equal(bits(got), bits(score_images(export, pixels, kind)))
 
 
 @pytest.mark.slow
@@ -220,10 +247,10 @@ TARGETS = {
 }
 
 
-def demo_score_checksum(export) -> str:
+def demo_score_checksum(export, kind: str = "excess") -> str:
     """What the demo prints: FNV-1a over the float32 scores of the decoded demo images and
     their negatives."""
-    model = load_score_model(export)
+    model = load_score_model(export, kind=kind)
     pixels = decode_int(model.decoder, demo_latents(16, model.decoder.latent_dim))
     scores = score_images(model, np.concatenate([pixels, 255 - pixels]))
     return f"score checksum: 0x{fnv1a32(scores.astype('<f4').tobytes()):08x}"
@@ -235,12 +262,16 @@ def score_checksum_line(output: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("target", ["run-host", *sorted(TARGETS)])
-def test_every_target_prints_the_numpy_score_checksum(built, target):
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [*((t, "excess") for t in ("run-host", *sorted(TARGETS))), ("run-m4", "elbo")],
+)
+def test_every_target_prints_the_numpy_score_checksum(built, target, kind):
     need_tools("make", *TARGETS.get(target, ()))
-    export, weights, build = built("firmware")
+    export, weights, build = built("firmware", kind=kind)
     out = make(weights, build, target, timeout=300).stdout
-    assert score_checksum_line(out) == demo_score_checksum(export)
+    assert score_checksum_line(out) == demo_score_checksum(export, kind)
+    assert re.search(rf"^{kind} scores: decoded images, mean ", out, re.M), out
     decoded = decode_int(load_score_model(export).decoder, demo_latents(16, 8))
     assert checksum_line(out) == f"checksum: 0x{fnv1a32(decoded.tobytes()):08x}"
     if target in ("run-m4", "run-m33"):
@@ -344,12 +375,15 @@ def test_cli_firmware_score(built, tmp_path, monkeypatch):
     assert (
         report["score"]["likelihood"] == "bernoulli" and report["score"]["threshold_nats"] is None
     )
+    assert report["score"]["kind"] == "excess" and report["score"]["kind_from"] == "default"
     model = load_score_model(export)
     assert report["score"]["macs"] == model.encoder.macs + model.decoder.macs == 4697 + 4587
     lines = result.output.splitlines()
     for key in ("build_command", "run_command", "score_build_command", "score_run_command"):
         assert f"  {report[key]}" in lines
     assert "no EDGEVAE_THRESHOLD_NATS: no threshold in the manifest" in result.output
+    assert "score: excess (EDGEVAE_SCORE_KIND_EXCESS 1; the default: " in result.output
+    assert "`edgevae threshold --score excess` stores one" in result.output
     assert "--score" in (tmp_path / "fw" / "edgevae_weights.h").read_text()
     assert (tmp_path / "fw" / "edgevae_score.c").read_bytes() == (
         KERNEL / "host" / "edgevae_score.c"
@@ -372,6 +406,72 @@ def test_cli_firmware_score(built, tmp_path, monkeypatch):
     assert plain.exit_code == 0 and "score" not in json.loads((tmp_path / "p.json").read_text())
     assert not (tmp_path / "p" / "edgevae_score.c").exists()
     assert "edgevae_score" not in plain.output
+
+
+def test_cli_firmware_score_takes_the_kind_of_the_threshold(tmp_path, monkeypatch):
+    """--score generates the stored threshold's kind with its EDGEVAE_THRESHOLD_NATS;
+    --score-kind chooses (and implies --score); the other kind of a stored firmware threshold
+    is refused in one line, naming the option."""
+    from typer.testing import CliRunner
+
+    import edgevae.cli  # noqa: F401  (registers every command)
+    from edgevae.cli import main
+    from edgevae.cli.common import app
+
+    monkeypatch.chdir(tmp_path)
+    export = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "elbo", "firmware": 80.5}
+    )
+    args = ["firmware", "--export-dir", str(export), "--weights-only"]
+    for out, extra in (("a", ["--score"]), ("b", ["--score-kind", "elbo"])):
+        result = CliRunner().invoke(app, [*args, "--out", out, *extra, "--json", f"{out}.json"])
+        assert result.exit_code == 0, result.output
+        score = json.loads((tmp_path / f"{out}.json").read_text())["score"]
+        assert score["kind"] == "elbo" and score["threshold_nats"] == 80.5
+        assert score["kind_from"] == ("threshold" if out == "a" else "asked")
+        header = (tmp_path / out / "edgevae_weights.h").read_text()
+        assert "#define EDGEVAE_SCORE_KIND_EXCESS 0 " in header
+        assert "#define EDGEVAE_THRESHOLD_NATS 0x1.4200000000000p+6f " in header
+        assert "EDGEVAE_THRESHOLD_NATS = 80.5 (the manifest's, score elbo)" in result.output
+        assert "score: elbo (EDGEVAE_SCORE_KIND_EXCESS 0; " in result.output
+    assert "--score --score-kind elbo" in (tmp_path / "b" / "edgevae_weights.h").read_text()
+
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([*args, "--out", "c", "--score-kind", "excess"])
+    assert code == 2 and sorted(p.name for p in tmp_path.iterdir()) == before
+    from edgevae.errors import UsageError
+    from edgevae.firmware.deploy import write_firmware
+
+    with pytest.raises(UsageError, match="threshold for the elbo score, not excess") as info:
+        write_firmware(export, tmp_path / "c", command="x", score=True, score_kind="excess")
+    assert info.value.param == "score_kind" and "--" not in str(info.value)
+    with pytest.raises(UsageError) as info:
+        write_firmware(export, tmp_path / "c", command="x", score_kind="elbo")
+    assert info.value.param == "score_kind"
+
+    # a threshold of a kind the board does not compute: the default kind, no threshold
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["threshold"] = {"score": "iwae", "firmware": None}
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    for extra in ([], ["--score-kind", "elbo"]):
+        result = CliRunner().invoke(app, [*args, "--out", "d", "--score", *extra])
+        assert result.exit_code == 0, result.output
+        assert "which a board does not compute (it computes excess or elbo)" in result.output
+        assert "EDGEVAE_THRESHOLD_NATS " not in (tmp_path / "d" / "edgevae_weights.h").read_text()
+
+
+def test_cli_score_kind_mismatch_is_one_line(tmp_path, capsys):
+    from edgevae.cli import main
+
+    export = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "excess", "firmware": 9.5}
+    )
+    code = main(["firmware", "--export-dir", str(export), "--out", str(tmp_path / "o"),
+                 "--score-kind", "elbo"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "--score-kind: " in err and "threshold for the excess score, not elbo" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_score_errors_name_the_flag(built, tmp_path):

@@ -196,7 +196,7 @@ def test_threshold_is_stored_and_detect_uses_it(export_copy, tiny_run):
     found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run)
     man = manifest.read(export_copy)
     assert man["threshold"]["value"] == found.value and man["threshold"]["score"] == DEFAULT
-    assert found.firmware is None  # the board computes elbo, not the default score
+    assert man["threshold"]["firmware"] == found.firmware is not None  # the board's own
     assert found.fpr_measured <= 0.05 and len(found.data["sha256"]) == 64
     model = api.load(export_copy)
     normal = model.heldout()
@@ -274,28 +274,56 @@ def test_cli_errors_are_one_line(export_copy, tmp_path, capsys, monkeypatch, arg
     assert (export_copy / "manifest.json").read_bytes() == before
 
 
-def test_threshold_stores_the_firmware_score_threshold_too(export_copy, tiny_run):
-    """The static int8 pair's own elbo score (what `edgevae_score` computes in C) gets a
-    threshold of its own, at the same false-positive rate on the same images."""
+@pytest.mark.parametrize("kind", ["excess", "elbo"])
+def test_threshold_stores_the_firmware_score_threshold_too(export_copy, tiny_run, kind):
+    """The static int8 pair's own score of the kind (what `edgevae_score` computes in C) gets
+    a threshold of its own, at the same false-positive rate on the same images."""
     from edgevae.firmware.score import score_images as firmware_scores
 
-    found = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run, score="elbo")
-    assert found.firmware is not None
-    normal = api.load(export_copy).heldout()  # any uint8-exact images score the same way
+    normal = api.load(export_copy).heldout()  # uint8-exact images
     pixels = np.rint(normal * 255).astype(np.uint8)
-    assert np.isfinite(firmware_scores(export_copy, pixels)).all()
+    found = api.threshold(export_copy, fpr=0.05, score=kind, images=normal)
+    board = firmware_scores(export_copy, pixels, kind).astype(np.float64)
+    assert found.firmware == anomaly.quantile_threshold(board, 0.05)[0]
     assert manifest.read(export_copy)["threshold"]["firmware"] == found.firmware
+    host = score_images(api.load(export_copy), normal, kind).scores
+    assert abs(found.firmware - found.value) < 0.25 * np.std(host)  # the int8 pairs agree
     iwae = api.threshold(export_copy, fpr=0.05, run_dir=tiny_run, score="iwae", k=4)
-    assert iwae.firmware is None  # the board computes the elbo score only
+    assert iwae.firmware is None  # a board computes excess or elbo only
+    grey = api.threshold(export_copy, fpr=0.05, score=kind, images=normal * 0.999)
+    assert grey.firmware is None  # not whole 8-bit levels: the board reads uint8
 
 
-def test_threshold_cli_says_when_the_firmware_gets_no_threshold(export_copy, tiny_run, capsys):
-    """The default score is excess; the board computes elbo, so only --score elbo stores the
-    firmware's threshold, and the CLI says so instead of leaving the header silently without."""
+def test_threshold_then_firmware_gives_the_board_the_default_score(
+    export_copy, tiny_run, tmp_path, capsys
+):
+    """The defaults end to end: `edgevae threshold` stores an excess threshold for the board
+    too, and `edgevae firmware --score` generates the excess kernel with that threshold."""
     args = ["threshold", "--export-dir", str(export_copy), "--run-dir", str(tiny_run)]
     assert main([*args, "--fpr", "0.05"]) == 0
-    assert "no firmware threshold: the board computes the elbo score" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    stored = manifest.read(export_copy)["threshold"]
+    assert stored["score"] == DEFAULT == "excess" and stored["firmware"] is not None
+    assert f"firmware threshold {stored['firmware']:.3f} nats (excess, " in out
+    assert "no firmware threshold" not in out
+    fw = tmp_path / "fw"
+    report = tmp_path / "r.json"
+    firmware = ["firmware", "--export-dir", str(export_copy), "--out", str(fw), "--score"]
+    assert main([*firmware, "--weights-only", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "score: excess (EDGEVAE_SCORE_KIND_EXCESS 1; the kind of the manifest's threshold)" in out
+    )
+    assert f"EDGEVAE_THRESHOLD_NATS = {stored['firmware']!r} (the manifest's, score excess)" in out
+    header = (fw / "edgevae_weights.h").read_text()
+    assert "#define EDGEVAE_SCORE_KIND_EXCESS 1 " in header
+    assert "#define EDGEVAE_THRESHOLD_NATS " in header
+    assert json.loads(report.read_text())["score"]["threshold_nats"] == stored["firmware"]
+
+    assert main([*args, "--fpr", "0.05", "--score", "iwae", "--k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "no firmware threshold: a board computes excess or elbo, not iwae" in out
     assert manifest.read(export_copy)["threshold"]["firmware"] is None
-    assert main([*args, "--fpr", "0.05", "--score", "elbo"]) == 0
-    assert "no firmware threshold" not in capsys.readouterr().out
-    assert manifest.read(export_copy)["threshold"]["firmware"] is not None
+    assert main([*firmware, "--weights-only"]) == 0
+    assert "score: excess (EDGEVAE_SCORE_KIND_EXCESS 1; the default: " in capsys.readouterr().out
+    assert "EDGEVAE_THRESHOLD_NATS " not in (fw / "edgevae_weights.h").read_text()

@@ -599,9 +599,17 @@ int edgevae_encode(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float mu[EDGEVAE_LA
     return EDGEVAE_OK;
 }
 
-/* -log p(x | z = mu) in units of 2^-EDGEVAE_SCORE_FRAC_BITS nats */
+#if EDGEVAE_SCORE_KIND_EXCESS
+#define EV_EXCESS 1
+#else
+#define EV_EXCESS 0 /* the elbo score (also weights generated before the excess score) */
+#endif
+
+/* -log p(x | z = mu) in units of 2^-EDGEVAE_SCORE_FRAC_BITS nats; for the excess score also
+ * *least, the least -log p(x | z) any decoder reaches for these pixels, in the same units
+ * (Bernoulli: sum H(p / 255); Gaussian: the constant part of the sum) */
 static int64_t ev_recon_sum(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
-                            const uint8_t logit[EDGEVAE_OUTPUT_DIM])
+                            const uint8_t logit[EDGEVAE_OUTPUT_DIM], int64_t *least)
 {
     unsigned i;
 #if EDGEVAE_LIKELIHOOD_GAUSSIAN
@@ -612,15 +620,27 @@ static int64_t ev_recon_sum(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
         uint32_t u = (uint32_t)(e < 0 ? -e : e);
         acc += (int64_t)((uint64_t)(u * u) * edgevae_gauss_weight[i]);
     }
+    *least = EV_EXCESS ? EDGEVAE_GAUSS_CONST : 0;
     return acc;
 #else
     /* sum softplus(l) - (p / 255) * l: softplus in 2^-EDGEVAE_SOFTPLUS_SHIFT coarser units */
     int64_t sp = 0, xl = 0;
+#if EV_EXCESS
+    int64_t h = 0; /* sum H(p / 255), in 2^-EDGEVAE_ENTROPY_SHIFT coarser units */
+#endif
     for (i = 0; i < EDGEVAE_OUTPUT_DIM; i++) {
-        const unsigned k = logit[i];
+        const unsigned k = logit[i], p = pixels[i];
         sp += edgevae_softplus[k];
-        xl += (int64_t)pixels[i] * edgevae_neg_logit[k];
+        xl += (int64_t)p * edgevae_neg_logit[k];
+#if EV_EXCESS
+        h += edgevae_entropy[p];
+#endif
     }
+#if EV_EXCESS
+    *least = h * ((int64_t)1 << EDGEVAE_ENTROPY_SHIFT);
+#else
+    *least = 0;
+#endif
     return sp * ((int64_t)1 << EDGEVAE_SOFTPLUS_SHIFT) + xl;
 #endif
 }
@@ -646,7 +666,7 @@ int edgevae_score_parts(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score, 
     edgevae_zq_t zq[EDGEVAE_LATENT_DIM];
     /* the logit bytes reuse the activation buffer the last decoder layer does not read */
     uint8_t *logit = (uint8_t *)EV_BUF(EDGEVAE_NUM_LAYERS);
-    int64_t rec, kls = 0;
+    int64_t rec, least, kls = 0;
     unsigned j;
     if (pixels == NULL || score == NULL)
         return EDGEVAE_ERR_NULL;
@@ -656,8 +676,10 @@ int edgevae_score_parts(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score, 
         kls += (int64_t)edgevae_kl_mu[mu[j]] + edgevae_kl_logvar[logvar[j]];
     }
     ev_decoder(zq, 0u, &edgevae_logit_layer, logit);
-    rec = ev_recon_sum(pixels, logit);
-    *score = ev_to_float(rec + kls * ((int64_t)1 << EDGEVAE_KL_SHIFT), EDGEVAE_SCORE_UNIT);
+    rec = ev_recon_sum(pixels, logit, &least);
+    /* elbo: least is 0; excess: rec - least + kl stays within int64 (scoretables.py's limits) */
+    *score = ev_to_float(rec - least + kls * ((int64_t)1 << EDGEVAE_KL_SHIFT),
+                         EDGEVAE_SCORE_UNIT);
     if (recon != NULL)
         *recon = ev_to_float(rec, EDGEVAE_SCORE_UNIT);
     if (kl != NULL)

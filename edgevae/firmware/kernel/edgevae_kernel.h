@@ -69,15 +69,20 @@ int edgevae_encode_q(const uint8_t pixels[EDGEVAE_OUTPUT_DIM],
                      edgevae_muq_t mu_q[EDGEVAE_LATENT_DIM],
                      edgevae_lvq_t logvar_q[EDGEVAE_LATENT_DIM]);
 
-/* The anomaly score in nats, higher = more anomalous: -log p(x | z = mu) + KL(q(z|x) || N(0,I))
- * with z = mu (one encoder and one decoder pass). Writes *score; returns EDGEVAE_OK or
- * EDGEVAE_ERR_NULL. With a threshold in the manifest, the header defines
- * EDGEVAE_THRESHOLD_NATS: flag the image when score > EDGEVAE_THRESHOLD_NATS. */
+/* The anomaly score in nats, higher = more anomalous, with z = mu (one encoder and one decoder
+ * pass), of the kind the weights were generated for: EDGEVAE_SCORE_KIND_EXCESS 1 (the
+ * default) the excess score, -log p(x | z = mu) + KL(q(z|x) || N(0,I)) minus the least
+ * -log p(x | z) any decoder reaches for the image (Bernoulli: its entropy sum H(p_i / 255),
+ * 0 for a binary image; Gaussian: the constant part), else the elbo score without that term.
+ * Writes *score; returns EDGEVAE_OK or EDGEVAE_ERR_NULL. With a threshold for that kind in
+ * the manifest, the header defines EDGEVAE_THRESHOLD_NATS: flag the image when
+ * score > EDGEVAE_THRESHOLD_NATS. */
 int edgevae_score(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score);
 
-/* The score and its two terms (recon = -log p(x | z = mu), kl; either may be NULL). Each is
- * rounded once from the exact fixed-point sum, so score may differ from recon + kl by one
- * unit in the last place. */
+/* The score and the elbo's two terms (recon = -log p(x | z = mu), kl; either may be NULL),
+ * whatever the kind: the excess score's floor is score - recon - kl. Each is rounded once
+ * from the exact fixed-point sum, so score may differ from the sum of the terms by one unit
+ * in the last place. */
 int edgevae_score_parts(const uint8_t pixels[EDGEVAE_OUTPUT_DIM], float *score, float *recon,
                         float *kl);
 #endif

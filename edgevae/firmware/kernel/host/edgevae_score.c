@@ -3,10 +3,12 @@
  *   edgevae_score < images.raw > scores.txt
  *
  * stdin holds EDGEVAE_OUTPUT_DIM bytes per image (grey levels 0..255, row-major, no header);
- * each output line holds one score in nats (higher = more anomalous), printed with 9
- * significant digits, which is enough to recover the float32 exactly. --parts prints
- * "score recon kl mu[0..L-1] logvar[0..L-1]" per line instead. Input that ends inside an
- * image stops the program with a message and exit status 1.
+ * each output line holds one score in nats (higher = more anomalous; the kind the weights
+ * were generated for, excess or elbo: --info prints it), printed with 9 significant digits,
+ * which is enough to recover the float32 exactly. --parts prints
+ * "score recon kl mu[0..L-1] logvar[0..L-1]" per line instead (recon = -log p(x | z = mu)
+ * for either kind). Input that ends inside an image stops the program with a message and
+ * exit status 1.
  *
  * Needs weights from `edgevae firmware --score`; that command prints the cc line, e.g.
  *   cc -std=c99 -O2 -I. -o edgevae_score edgevae_score.c edgevae_kernel.c edgevae_weights.c
@@ -20,6 +22,12 @@
 #error "these weights have no encoder: generate them with edgevae firmware --score"
 #endif
 
+#if EDGEVAE_SCORE_KIND_EXCESS
+#define SCORE_KIND "excess (elbo - the least -log p(x|z) of any decoder)"
+#else
+#define SCORE_KIND "elbo"
+#endif
+
 static uint8_t image[EDGEVAE_OUTPUT_DIM];
 
 static void usage(FILE *out)
@@ -28,6 +36,7 @@ static void usage(FILE *out)
             "usage: edgevae_score [--parts] < images.raw   (%d bytes per image -> one score "
             "per line)\nkernel: %s\nweights: %s\n",
             EDGEVAE_OUTPUT_DIM, edgevae_kernel_variant(), edgevae_provenance);
+    fprintf(out, "score: %s\n", SCORE_KIND);
 #ifdef EDGEVAE_THRESHOLD_NATS
     fprintf(out, "threshold: %.9g nats\n", (double)EDGEVAE_THRESHOLD_NATS);
 #else
