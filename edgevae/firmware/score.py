@@ -187,11 +187,17 @@ def load_score_model(
             "models (anomaly models are unconditional)"
         )
     threshold, kind, note = manifest_threshold(man, kind)
+    encoder, decoder = (
+        find_firmware_encoder(export_dir, man),
+        find_firmware_decoder(export_dir, weight_bits),
+    )
+    if threshold is not None:
+        threshold, note = _threshold_of(man, threshold, (encoder.name, decoder.name), export_dir)
     likelihood = man.get("likelihood", "bernoulli")
     logvar = man.get("gaussian_logvar")
     model = score_model(
-        find_firmware_encoder(export_dir, man),
-        find_firmware_decoder(export_dir, weight_bits),
+        encoder,
+        decoder,
         likelihood,
         None if logvar is None else np.asarray(logvar, np.float64),
         weight_bits,
@@ -199,6 +205,29 @@ def load_score_model(
     )
     model.threshold, model.threshold_note = threshold, note
     return model
+
+
+def _threshold_of(
+    man: dict, value: float, names: tuple[str, str], export_dir: Path
+) -> tuple[float | None, str]:
+    """The firmware threshold when it was calibrated with these two model files: a
+    threshold whose recorded sha256 differ from the files' is refused (the models changed
+    since, or it was copied from another export); one calibrated with another decoder (the
+    int8 pair's threshold for a 4-bit decoder) is left out, with the reason."""
+    from ..runtime import anomaly, manifest
+
+    where = str(export_dir / manifest.NAME)
+    models = man["threshold"].get("models") or {}
+    if not isinstance(models, dict) or not all(isinstance(v, str) for v in models.values()):
+        raise ModelFileError(f"{where}: the threshold's models are not file name -> sha256")
+    anomaly.check_models(models, man, where, names)
+    missing = [n for n in names if n not in models]
+    if models and missing:
+        return None, (
+            f"the threshold was calibrated with {', '.join(sorted(models))}, "
+            f"not {', '.join(missing)}"
+        )
+    return value, ""
 
 
 def fixed_point_sums(

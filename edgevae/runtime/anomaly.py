@@ -161,13 +161,14 @@ def _number(v: Any) -> bool:
 
 
 def check_models(
-    t: Threshold, man: dict[str, Any], where: str, names: tuple[str, ...] | None = None
+    models: dict[str, str], man: dict[str, Any], where: str, names: tuple[str, ...] | None = None
 ) -> None:
-    """The threshold was calibrated with the models this manifest lists (`names` of them, or
-    all it recorded): a threshold stored before a re-quantization, or copied from another
-    export, belongs to other models. Thresholds that recorded no models pass."""
+    """The threshold was calibrated with the models this manifest lists: `models`, the
+    threshold's record (file name -> sha256), checked for `names` of them or all it recorded.
+    A threshold stored before a re-quantization, or copied from another export, belongs to
+    other models. Thresholds that recorded no models pass."""
     files = man.get("files") or {}
-    for name, digest in t.models.items():
+    for name, digest in models.items():
         if names is not None and name not in names:
             continue
         if (files.get(name) or {}).get("sha256") != digest:
@@ -183,7 +184,8 @@ def detect(model, x: np.ndarray, threshold: Threshold | None = None) -> Detectio
     model's precision must be the threshold's: scores of int8 and fp32 models differ."""
     where = str(model.export_dir / manifest_mod.NAME)
     t = threshold or stored(model.manifest, where)
-    check_models(t, model.manifest, where, (model.path("encoder").name, model.path("decoder").name))
+    names = (model.path("encoder").name, model.path("decoder").name)
+    check_models(t.models, model.manifest, where, names)
     if t.precision != model.precision:
         raise UsageError(
             f"the threshold was calibrated for the {t.precision} models, not {model.precision}",

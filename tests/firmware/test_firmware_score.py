@@ -329,6 +329,49 @@ def test_threshold_is_read_from_the_manifest(tmp_path):
         assert other.threshold is None and f"for score {kind!r}" in other.threshold_note
 
 
+def _with_files(export, threshold_models: dict[str, str]) -> None:
+    """Record the folder's model files' sha256 in the manifest, as an export does, and
+    `threshold_models` as the models the threshold was calibrated with."""
+    from edgevae import fsio
+
+    man = json.loads((export / "manifest.json").read_text())
+    man["files"] = {p.name: {"sha256": fsio.sha256_file(p)} for p in export.glob("*.onnx")}
+    man["threshold"]["models"] = threshold_models
+    (export / "manifest.json").write_text(json.dumps(man))
+
+
+def test_a_threshold_of_other_models_is_refused(tmp_path):
+    """A firmware threshold recorded with other model files (re-quantized since, or copied
+    from another export) is refused, naming the file; with the pair it recorded it is kept."""
+    from edgevae import fsio
+
+    export = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "excess", "firmware": 9.5}
+    )
+    names = ("encoder.int8.static.onnx", "decoder.int8.static.onnx")
+    _with_files(export, {n: fsio.sha256_file(export / n) for n in names})
+    assert load_score_model(export).threshold == 9.5
+    _with_files(export, {names[0]: fsio.sha256_file(export / names[0]), names[1]: "ab" * 32})
+    with pytest.raises(ModelFileError, match="calibrated with another decoder.int8.static.onnx"):
+        load_score_model(export)
+
+
+def test_the_int8_pairs_threshold_is_not_given_to_a_4_bit_decoder(tmp_path):
+    from support.firmware_int4 import make_int4_decoder
+
+    from edgevae import fsio
+
+    export = make_pair(
+        tmp_path / "t", PAIRS["deep-odd"], threshold={"score": "excess", "firmware": 9.5}
+    )
+    make_int4_decoder(export, PAIRS["deep-odd"].decoder())
+    names = ("encoder.int8.static.onnx", "decoder.int8.static.onnx")
+    _with_files(export, {n: fsio.sha256_file(export / n) for n in names})
+    model = load_score_model(export, weight_bits=4)
+    assert model.threshold is None
+    assert "not decoder.int4.static.onnx" in model.threshold_note
+
+
 @pytest.mark.slow
 def test_real_export(tiny_export, tmp_path):
     """The tiny trained run: its firmware encoder (made here with the firmware recipe until

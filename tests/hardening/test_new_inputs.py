@@ -232,6 +232,13 @@ def _other_format(c: Ctx) -> bytes:
     return npz_bytes(**arrays)
 
 
+def _firmware_score_of_a_changed_pair(c: Ctx) -> list[str]:
+    exp = c.copy("thresholded_export", "exp")
+    _manifest(c, exp, lambda m: m["threshold"]["models"].update(
+        {"decoder.int8.static.onnx": "0" * 64}))  # fmt: skip
+    return ["firmware", "--export-dir", exp, "--out", "fw", "--score"]
+
+
 def _firmware_score_without_static_encoder(c: Ctx) -> list[str]:
     exp = c.copy("tiny_export", "exp")
     (c.tmp / exp / "encoder.int8.static.onnx").unlink()
@@ -420,6 +427,9 @@ CASES = [
     Case("firmware --score without the static encoder", _firmware_score_without_static_encoder, 1,
          r"exp: no encoder\.int8\.static\.onnx; the firmware score needs the statically "
          r"quantized encoder", absent=("fw",)),
+    Case("firmware --score: the threshold's pair changed since", _firmware_score_of_a_changed_pair, 1,
+         r"exp/manifest\.json: the threshold was calibrated with another "
+         r"decoder\.int8\.static\.onnx", absent=("fw",)),
     Case("firmware of a float model", _firmware_float_model, 1,
          r"dec\.onnx: node 'dec\.out' \(op Gemm\) is not quantized to int8", absent=("fw",)),
     Case("firmware --out is a file", lambda c: ["firmware", "--export-dir", c.export(), "--out",
