@@ -427,7 +427,7 @@ CASES = [
     Case("firmware --score without the static encoder", _firmware_score_without_static_encoder, 1,
          r"exp: no encoder\.int8\.static\.onnx; the firmware score needs the statically "
          r"quantized encoder", absent=("fw",)),
-    Case("firmware --score: the threshold's pair changed since", _firmware_score_of_a_changed_pair, 1,
+    Case("firmware --score: its pair changed since", _firmware_score_of_a_changed_pair, 1,
          r"exp/manifest\.json: the threshold was calibrated with another "
          r"decoder\.int8\.static\.onnx", absent=("fw",)),
     Case("firmware of a float model", _firmware_float_model, 1,
