@@ -104,7 +104,7 @@ def _score_model(export_dir: Path, weight_bits: int, score_kind: str | None):
             f"generate the {stored} score",
             param="score_kind",
         )
-    model = load_score_model(export_dir, weight_bits, score_kind)
+    model = load_score_model(export_dir, weight_bits, score_kind, check_threshold=True)
     entry = man.get("threshold")
     from_threshold = isinstance(entry, dict) and entry.get("score") == model.kind
     source = "asked" if score_kind is not None else "threshold" if from_threshold else "default"

@@ -170,13 +170,18 @@ def score_model(
 
 
 def load_score_model(
-    export_dir: str | Path, weight_bits: int = 8, kind: str | None = None
+    export_dir: str | Path,
+    weight_bits: int = 8,
+    kind: str | None = None,
+    check_threshold: bool = False,
 ) -> ScoreModel:
     """The firmware score of an export folder: its static encoder and decoder (with
     `weight_bits` 4 the int4 recipe's decoder), likelihood, Gaussian log-variances and
     firmware threshold from the manifest. `kind` ("excess" or "elbo"); None: the kind of the
     manifest's threshold when a board computes it, else excess (`manifest_threshold`). The
-    threshold goes with the model when it is of the model's kind."""
+    threshold goes with the model when it is of the model's kind; with `check_threshold`
+    (deploying it) only when it was calibrated with these model files (`_threshold_of`):
+    scoring alone, or calibrating a new threshold, does not depend on the old one."""
     from ..runtime import manifest
 
     export_dir = Path(export_dir)
@@ -191,7 +196,7 @@ def load_score_model(
         find_firmware_encoder(export_dir, man),
         find_firmware_decoder(export_dir, weight_bits),
     )
-    if threshold is not None:
+    if threshold is not None and check_threshold:
         threshold, note = _threshold_of(man, threshold, (encoder.name, decoder.name), export_dir)
     likelihood = man.get("likelihood", "bernoulli")
     logvar = man.get("gaussian_logvar")

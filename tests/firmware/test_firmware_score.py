@@ -38,6 +38,7 @@ from edgevae.firmware.score import (
 )
 from edgevae.firmware.scoretables import INT32_LIMIT, pixel_entropy, to_float32
 from edgevae.runtime import score as runtime_score
+from edgevae.runtime.anomaly import firmware_threshold
 from edgevae.runtime.metrics import kl_to_standard_normal, log_px_given_z
 
 
@@ -350,10 +351,18 @@ def test_a_threshold_of_other_models_is_refused(tmp_path):
     )
     names = ("encoder.int8.static.onnx", "decoder.int8.static.onnx")
     _with_files(export, {n: fsio.sha256_file(export / n) for n in names})
-    assert load_score_model(export).threshold == 9.5
+    assert load_score_model(export, check_threshold=True).threshold == 9.5
     _with_files(export, {names[0]: fsio.sha256_file(export / names[0]), names[1]: "ab" * 32})
     with pytest.raises(ModelFileError, match="calibrated with another decoder.int8.static.onnx"):
-        load_score_model(export)
+        load_score_model(export, check_threshold=True)
+    # Scoring, and calibrating a new threshold over the stale one, do not depend on it.
+    assert load_score_model(export).threshold == 9.5
+    man = json.loads((export / "manifest.json").read_text())
+    man["firmware_encoder"] = names[0]
+    (export / "manifest.json").write_text(json.dumps(man))
+    pixels = sample_images(PAIRS["deep-odd"].shape, 40, 5)
+    x = pixels.astype(np.float32) / np.float32(255)
+    assert np.isfinite(firmware_threshold(export, x, 0.1, "excess"))
 
 
 def test_the_int8_pairs_threshold_is_not_given_to_a_4_bit_decoder(tmp_path):
@@ -367,7 +376,7 @@ def test_the_int8_pairs_threshold_is_not_given_to_a_4_bit_decoder(tmp_path):
     make_int4_decoder(export, PAIRS["deep-odd"].decoder())
     names = ("encoder.int8.static.onnx", "decoder.int8.static.onnx")
     _with_files(export, {n: fsio.sha256_file(export / n) for n in names})
-    model = load_score_model(export, weight_bits=4)
+    model = load_score_model(export, weight_bits=4, check_threshold=True)
     assert model.threshold is None
     assert "not decoder.int4.static.onnx" in model.threshold_note
 
