@@ -30,13 +30,7 @@ from .common import (
 )
 from .runtime import DATA, Split, _images
 
-
-class ScoreKind(str, Enum):
-    excess = "excess"
-    excess_ink = "excess-ink"
-    elbo = "elbo"
-    iwae = "iwae"
-    complexity = "complexity"
+ScoreKind = Enum("ScoreKind", {k.replace("-", "_"): k for k in SCORES}, type=str)  # type: ignore[misc]
 
 
 SCORE = typer.Option(
@@ -115,7 +109,7 @@ def score(
     s = result.scores
     summary = {
         "n_images": len(s), "score": kind.value, "precision": precision.value,
-        "k": k if kind == ScoreKind.iwae else None, "mean": float(s.mean()),
+        "k": k if kind == "iwae" else None, "mean": float(s.mean()),
         "median": float(np.median(s)), "min": float(s.min()), "max": float(s.max()),
     }  # fmt: skip
     if json_path is not None:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ..fsio import write_json
+from ..runtime.score import BOARD_SCORES
 from .common import app, check_output_path, console
 
 if TYPE_CHECKING:
@@ -24,11 +25,7 @@ class WeightBits(str, Enum):
     four = "4"
 
 
-class ScoreKind(str, Enum):
-    """The anomaly scores the kernel computes (edgevae.firmware.score.KINDS)."""
-
-    excess = "excess"
-    elbo = "elbo"
+ScoreKind = Enum("ScoreKind", {k: k for k in BOARD_SCORES}, type=str)  # type: ignore[misc]
 
 
 _KIND_FROM = {

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError, UsageError
+from ..runtime.score import BOARD_SCORES as KINDS
 from ..runtime.score import DEFAULT as DEFAULT_KIND
 from .codegen import find_firmware_decoder
 from .encoder import IntEncoder, check_pixels, encode_q, load_int_encoder
@@ -54,7 +55,6 @@ from .scoretables import (
 )
 
 ENCODER_NAME = "encoder.int8.static.onnx"
-KINDS = ("excess", "elbo")  # the runtime's scores a board computes; DEFAULT_KIND is excess
 
 
 @dataclass

@@ -45,6 +45,8 @@ from . import metrics
 
 SCORES = ("excess", "excess-ink", "elbo", "iwae", "complexity")
 DEFAULT = "excess"
+#: The scores the firmware kernel computes too (`edgevae.firmware.score`).
+BOARD_SCORES = ("excess", "elbo")
 BATCH = 256
 MAX_DECODE_ROWS = 65536
 _TINY = np.float32(1e-30)
