@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import one_line
 from ..onnxio import proto
 from ..runtime import timing
 
@@ -138,7 +139,7 @@ def peak_probe(
             sess.run(None, {"a": a})
             per_call = max(time.perf_counter() - t1, 1e-6)
         except Exception as exc:  # onnxruntime raises its own types
-            per[fmt]["error"] = str(exc).splitlines()[0][:200] if str(exc) else repr(exc)
+            per[fmt]["error"] = one_line(exc, 200)
             continue
         # A block of calls per round, ~BLOCK_S long whatever the format's speed, so the first
         # call's cold caches (the previous format's operands evicted this one's) are a small

@@ -6,7 +6,6 @@ Only numpy is imported: `arm/run_check.py` reads on the host what the emulated t
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fsio
+from ..errors import one_line
 from .compare import CrosscheckError
 
 FORMAT = "edgevae.crosscheck/1"
@@ -72,7 +72,7 @@ def load_results(path: str | os.PathLike) -> Results:
     except MemoryError:
         raise
     except Exception as exc:  # zipfile, zlib and numpy's parsers raise many types
-        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        why = one_line(exc, 160)
         raise CrosscheckError(f"{path}: not a crosscheck results file ({why})") from None
     if "meta" not in arrays:
         raise CrosscheckError(f"{path}: not a crosscheck results file (no meta)")
@@ -96,7 +96,7 @@ def _array_summary(a: np.ndarray) -> dict:
     summary = {
         "shape": list(a.shape),
         "dtype": str(a.dtype),
-        "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
+        "sha256": fsio.sha256_of(np.ascontiguousarray(a).tobytes()),
     }
     if a.size and np.issubdtype(a.dtype, np.number):
         summary.update(
@@ -113,5 +113,5 @@ def results_summary(results: Results) -> dict:
         **results.meta,
         "inputs": {k: _array_summary(v) for k, v in results.inputs.items()},
         "outputs": {k: _array_summary(v) for k, v in results.outputs.items()},
-        "png_sha256": None if results.png is None else hashlib.sha256(results.png).hexdigest(),
+        "png_sha256": None if results.png is None else fsio.sha256_of(results.png),
     }
