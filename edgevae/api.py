@@ -250,11 +250,10 @@ def threshold(
     it in the export's manifest. The normal images are the run's validation split (found as
     for `quantize`), `data`'s validation split, or `images` given directly. Returns the
     `runtime.anomaly.Threshold`. score: a `runtime.score.SCORES` kind, by default `excess`;
-    for the kinds a board computes (`firmware.score.KINDS`: excess, elbo) the firmware's own
+    for the kinds a board computes (`runtime.score.BOARD_SCORES`: excess, elbo) the firmware's own
     threshold is stored too."""
-    from .firmware.score import KINDS as FIRMWARE_KINDS
-    from .runtime import anomaly, manifest
-    from .runtime.score import DEFAULT, check_kind
+    from .runtime import anomaly
+    from .runtime.score import BOARD_SCORES, DEFAULT, check_kind
 
     score = DEFAULT if score is None else score
     check_kind(score, k)  # the options first: the images may take a while to read
@@ -264,14 +263,14 @@ def threshold(
     if images is not None:
         x, desc = images, {"source": "images"}
     else:
-        man = manifest.read(Path(export_dir))
         from .data.runs import load_run_data
 
+        man = model.manifest
         train_cfg = _run_train_config(Path(export_dir), man, run_dir, data)
         x = load_run_data(train_cfg, man["image_shape"], data).valid
         desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
-    if score in FIRMWARE_KINDS:
+    if score in BOARD_SCORES:
         found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr, score)
         if found.firmware is not None:  # the static pair it was computed with
             names = (model.manifest["firmware_encoder"], model.manifest["firmware_decoder"])

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from .. import api, fsio
-from ..runtime.score import DEFAULT, SCORES
+from ..runtime.score import BOARD_SCORES, DEFAULT, SCORES
 from .common import (
     EXPORT_DIR,
     PRECISION,
@@ -159,13 +159,11 @@ def threshold(
             markup=False,
         )
     elif _has_firmware_pair(export_dir):
-        from ..firmware.score import KINDS as FIRMWARE_KINDS
-
         why = (
             "the normal images are not whole 8-bit grey levels (the board reads uint8)"
-            if found.score in FIRMWARE_KINDS
-            else f"a board computes {' or '.join(FIRMWARE_KINDS)}, not {found.score} "
-            f"(`edgevae threshold --score {FIRMWARE_KINDS[0]}` stores one for "
+            if found.score in BOARD_SCORES
+            else f"a board computes {' or '.join(BOARD_SCORES)}, not {found.score} "
+            f"(`edgevae threshold --score {BOARD_SCORES[0]}` stores one for "
             "`edgevae firmware --score`)"
         )
         console.print(f"no firmware threshold: {why}", highlight=False, markup=False)
