@@ -24,12 +24,13 @@ CPU (model, kind, flags), the total seconds and, per class, the training time an
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from trained import trained_export
 
 import edgevae
 from edgevae import fsio
@@ -53,27 +54,14 @@ def settings(a: argparse.Namespace) -> dict:
 
 def train_one(a: argparse.Namespace, d: int) -> tuple[Path, dict]:
     """Train, export and quantize the model of class `d` (or reuse it); its export dir."""
-    work = a.work / f"class{d}"
-    run_dir, export_dir, stamp = work / "run", work / "export", work / "settings.json"
-    want = {**settings(a), "class": d}
-    quantize = "int8" in a.precisions
-    if a.reuse and stamp.is_file():
-        info = json.loads(stamp.read_text())
-        if info["settings"] == want and (info["recipe"] or not quantize):
-            return export_dir, info
-    t0 = time.perf_counter()
-    run = edgevae.train(
-        a.data, run_dir=run_dir, epochs=a.epochs, latent_dim=a.latent, hidden=a.hidden,
-        batch_size=a.batch_size, binarize=a.binarize, seed=a.seed, classes=[d], overwrite=True,
-    )  # fmt: skip
-    edgevae.export(run_dir, export_dir)
-    recipe = edgevae.quantize(export_dir, run_dir=run_dir).chosen if quantize else None
-    info = {
-        "settings": want, "seconds": time.perf_counter() - t0, "train_seconds": run.seconds,
-        "valid_neg_elbo": run.valid_neg_elbo, "recipe": recipe,
+    kwargs = {
+        "data": a.data, "epochs": a.epochs, "latent_dim": a.latent, "hidden": a.hidden,
+        "batch_size": a.batch_size, "binarize": a.binarize, "seed": a.seed, "classes": [d],
     }  # fmt: skip
-    fsio.write_json(stamp, info)
-    return export_dir, info
+    return trained_export(
+        a.work / f"class{d}", {**settings(a), "class": d}, kwargs,
+        quantize="int8" in a.precisions, reuse=a.reuse,
+    )  # fmt: skip
 
 
 def summary(per_class: dict[int, dict], kinds: tuple[str, ...], precisions) -> dict:

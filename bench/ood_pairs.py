@@ -25,11 +25,12 @@ Usage: .venv/bin/python bench/ood_pairs.py [--mnist mnist | DIR] [--fashion fash
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
+
+from trained import trained_export
 
 import edgevae
 from edgevae import fsio
@@ -45,29 +46,15 @@ SHOWN = {"invert": "inverted", "rotate": "rotated 90 degrees", "noise": "Gaussia
 
 def train_one(a: argparse.Namespace, name: str, spec: str) -> tuple[Path, dict]:
     """Train, export and quantize a model of all of `spec` (or reuse it); its export dir."""
-    work = a.work / name
-    run_dir, export_dir, stamp = work / "run", work / "export", work / "settings.json"
     want = {
         "data": spec, "epochs": a.epochs, "latent": a.latent, "hidden": a.hidden,
         "seed": a.seed,
     }  # fmt: skip
-    if a.reuse and stamp.is_file() and (export_dir / "encoder.int8.onnx").is_file():
-        info = json.loads(stamp.read_text())
-        if info["settings"] == want:
-            return export_dir, info
-    t0 = time.perf_counter()
-    run = edgevae.train(
-        spec, run_dir=run_dir, epochs=a.epochs, latent_dim=a.latent, hidden=a.hidden,
-        seed=a.seed, overwrite=True,
-    )  # fmt: skip
-    edgevae.export(run_dir, export_dir)
-    report = edgevae.quantize(export_dir, run_dir=run_dir)
-    info = {
-        "settings": want, "seconds": time.perf_counter() - t0,
-        "valid_neg_elbo": run.valid_neg_elbo, "recipe": report.chosen,
+    kwargs = {
+        "data": spec, "epochs": a.epochs, "latent_dim": a.latent, "hidden": a.hidden,
+        "seed": a.seed,
     }  # fmt: skip
-    fsio.write_json(stamp, info)
-    return export_dir, info
+    return trained_export(a.work / name, want, kwargs, reuse=a.reuse)
 
 
 def speed(export_dir: Path, spec: str, kinds: tuple[str, ...], rounds: int) -> dict:

@@ -1,0 +1,38 @@
+"""One trained, exported (and quantized) model per benchmark setting, kept for --reuse.
+
+Shared by bench/one_class.py and bench/ood_pairs.py (run as scripts: this folder is on their
+import path).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import edgevae
+from edgevae import fsio
+
+
+def trained_export(
+    work: Path, settings: dict, train_kwargs: dict, *, quantize: bool = True, reuse: bool = False
+) -> tuple[Path, dict]:
+    """`edgevae.train(**train_kwargs)` into work/run, export to work/export and, with
+    `quantize`, `edgevae.quantize` there; work/settings.json records `settings`, the seconds,
+    the validation -ELBO and the chosen recipe. With `reuse`, a model recorded with the same
+    settings (and quantized, when asked) is kept. Returns (export dir, that record)."""
+    run_dir, export_dir, stamp = work / "run", work / "export", work / "settings.json"
+    if reuse and stamp.is_file() and (export_dir / "manifest.json").is_file():
+        info = json.loads(stamp.read_text())
+        if info["settings"] == settings and (info["recipe"] or not quantize):
+            return export_dir, info
+    t0 = time.perf_counter()
+    run = edgevae.train(**train_kwargs, run_dir=run_dir, overwrite=True)
+    edgevae.export(run_dir, export_dir)
+    recipe = edgevae.quantize(export_dir, run_dir=run_dir).chosen if quantize else None
+    info = {
+        "settings": settings, "seconds": time.perf_counter() - t0, "train_seconds": run.seconds,
+        "valid_neg_elbo": run.valid_neg_elbo, "recipe": recipe,
+    }  # fmt: skip
+    fsio.write_json(stamp, info)
+    return export_dir, info
