@@ -9,7 +9,6 @@ text with a provenance stamp.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,15 +90,9 @@ def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
     key = "firmware_decoder_int4" if weight_bits == 4 else "firmware_decoder"
     manifest = export_dir / "manifest.json"
     if manifest.is_file():
-        from ..fsio import read_regular
-        from ..runtime.manifest import MAX_MANIFEST_BYTES
+        from ..runtime.manifest import parse
 
-        data = read_regular(manifest, MAX_MANIFEST_BYTES, ModelFileError)
-        try:
-            man = json.loads(data.decode("utf-8"))
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
-            raise ModelFileError(f"{manifest}: not valid JSON ({why})") from None
+        man = parse(manifest)
         if not isinstance(man, dict):
             raise ModelFileError(f"{manifest}: not an edgevae manifest (not a JSON object)")
         name = man.get(key)

@@ -228,11 +228,16 @@ def read(export_dir: Path) -> dict[str, Any]:
         )
     if not path.exists() and not path.is_symlink():
         raise ModelFileError(f"{path}: missing; is {export_dir} an edgevae export?")
+    return _check(path, parse(path))
+
+
+def parse(path: Path) -> Any:
+    """The JSON of the manifest file `path`, read within MAX_MANIFEST_BYTES, not yet checked
+    (`read` checks the fields the runtime uses; the firmware reads only its model names)."""
     data = fsio.read_regular(path, MAX_MANIFEST_BYTES, ModelFileError)
     try:
-        man = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except RecursionError:  # "[[[[..."
         raise ModelFileError(f"{path}: unreadable or not JSON (nested too deeply)") from None
-    except ValueError as exc:
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise ModelFileError(f"{path}: unreadable or not JSON ({one_line(exc, 200)})") from None
-    return _check(path, man)
