@@ -100,32 +100,6 @@ def _print_score(report: FirmwareReport) -> None:
     _plain(f"  {report.score_run_command}")
 
 
-def _check_size(export_dir: Path, score: bool, weight_bits: int) -> None:
-    """Refuse before any work when the C text of the models (a few characters per weight byte,
-    built in memory) would not fit in the memory limit; an export the generator will refuse
-    anyway is left to it."""
-    from .. import limits
-    from ..errors import EdgeVAEError
-    from ..runtime import manifest
-
-    if export_dir.is_file():
-        files = [export_dir]
-    else:
-        try:
-            man = manifest.read(export_dir)
-        except EdgeVAEError:
-            return
-        decoder = (
-            man.get("firmware_decoder_int4") or "decoder.int4.static.onnx"
-            if weight_bits == 4
-            else man.get("firmware_decoder") or "decoder.int8.static.onnx"
-        )
-        names = [decoder, man.get("firmware_encoder") if score else None]
-        files = [export_dir / n for n in names if isinstance(n, str) and n]
-    total = sum(p.stat().st_size for p in files if p.is_file())
-    limits.check(24 * total, f"C source for {total:,} bytes of int8 models", "export_dir")
-
-
 @app.command(
     epilog=(
         "Example (the folder then builds a stdin -> stdout host decoder with one cc line):\n\n"
@@ -204,7 +178,6 @@ def firmware(
         return
     if json_path is not None:
         check_output_path(json_path, "--json")
-    _check_size(export_dir, score, int(weight_bits.value))
     command = f"edgevae firmware --export-dir {export_dir} --out {out_dir}"
     command += " --weights-only" if weights_only else ""
     score = score or score_kind is not None

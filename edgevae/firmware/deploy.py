@@ -111,6 +111,23 @@ def _score_model(export_dir: Path, weight_bits: int, score_kind: str | None):
     return model, source
 
 
+def _check_c_size(export_dir: Path, score: bool, weight_bits: int) -> None:
+    """Refuse before any work when the C text of the models (a few characters per weight
+    byte, built in memory) would not fit in the memory limit; models the generator will
+    refuse anyway are left to it."""
+    from .. import limits
+    from .score import find_firmware_encoder
+
+    try:
+        files = [find_firmware_decoder(export_dir, weight_bits)]
+        if score:
+            files.append(find_firmware_encoder(export_dir))
+    except EdgeVAEError:
+        return
+    total = sum(p.stat().st_size for p in files)
+    limits.check(24 * total, f"C source for {total:,} bytes of int8 models", "export_dir")
+
+
 def write_firmware(
     export_dir: str | Path,
     out_dir: str | Path,
@@ -157,6 +174,7 @@ def write_firmware(
                 "chooses the anomaly score's kind, and the score is not being generated",
                 param="score_kind",
             )
+    _check_c_size(export_dir, score, weight_bits)
     kernel = kernel_dir()
     copies = {}
     if sources:
