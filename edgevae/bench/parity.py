@@ -27,6 +27,7 @@ from ..errors import UsageError, one_line
 from ..runtime import images
 from ..runtime.generate import prior_z
 from ..runtime.labels import cycle_one_hot
+from ..runtime.manifest import FIRMWARE_DECODER
 from ..runtime.model import Model
 from ..runtime.session import feeds, open_session
 
@@ -224,7 +225,7 @@ def _ort_rows(decoded: _Decoded, export_dir: Path, man: dict[str, Any], z: _Late
         lambda: images.to_uint8(Model(export_dir, "int8").decode(z.z, z.labels)),
         "decoder.int8.onnx",
     )
-    static_name = man.get("firmware_decoder") or "decoder.int8.static.onnx"
+    static_name = man.get("firmware_decoder") or FIRMWARE_DECODER
 
     def static() -> np.ndarray:
         sess = open_session(export_dir / static_name, "decoder", conditional=z.n_classes > 0)

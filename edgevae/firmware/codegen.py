@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError
+from ..runtime.manifest import FIRMWARE_DECODER, FIRMWARE_DECODER_INT4
 from .csource import FORMAT, HEADER, SOURCE, write_weights
 from .fixedpoint import SATURATED
 from .intmodel import IntLayer, IntModel, load_int_model
@@ -76,9 +77,6 @@ class FirmwareReport:
         return d
 
 
-INT4_DECODER = "decoder.int4.static.onnx"  # the int4 recipe's decoder (quant/int4.py)
-
-
 def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
     """The decoder to deploy: a file as given, or manifest.json's choice, or the usual names;
     with `weight_bits` 4 the int4 recipe's (manifest firmware_decoder_int4)."""
@@ -104,17 +102,17 @@ def find_firmware_decoder(export_dir: Path, weight_bits: int = 8) -> Path:
                 raise ModelFileError(f"{manifest}: {key} {name!r:.60} does not exist")
             return path
     if weight_bits == 4:
-        if (export_dir / INT4_DECODER).is_file():
-            return export_dir / INT4_DECODER
+        if (export_dir / FIRMWARE_DECODER_INT4).is_file():
+            return export_dir / FIRMWARE_DECODER_INT4
         raise ModelFileError(
-            f"{export_dir}: no {INT4_DECODER} (`edgevae quantize` writes it; fine-tune the run "
-            "with 4-bit quantization-aware training first for accuracy)"
+            f"{export_dir}: no {FIRMWARE_DECODER_INT4} (`edgevae quantize` writes it; fine-tune "
+            "the run with 4-bit quantization-aware training first for accuracy)"
         )
-    for name in ("decoder.int8.static.onnx", "decoder.int8.onnx"):
+    for name in (FIRMWARE_DECODER, "decoder.int8.onnx"):
         if (export_dir / name).is_file():
             return export_dir / name
     raise ModelFileError(
-        f"{export_dir}: no decoder.int8.static.onnx or decoder.int8.onnx "
+        f"{export_dir}: no {FIRMWARE_DECODER} or decoder.int8.onnx "
         "(run `edgevae export` / `edgevae quantize` first)"
     )
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError, UsageError
+from ..runtime.manifest import FIRMWARE_ENCODER
 from ..runtime.score import BOARD_SCORES as KINDS
 from ..runtime.score import DEFAULT as DEFAULT_KIND
 from .codegen import find_firmware_decoder
@@ -54,7 +55,7 @@ from .scoretables import (
     to_float32,
 )
 
-ENCODER_NAME = "encoder.int8.static.onnx"
+ENCODER_NAME = FIRMWARE_ENCODER
 
 
 @dataclass

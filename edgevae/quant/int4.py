@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import fsio
+from ..runtime.manifest import FIRMWARE_DECODER_INT4
 from .recipes import FIRMWARE_INT4
 
 QMIN, QMAX = -8, 7
 RATIOS = np.array([r / 100 for r in range(50, 101)], np.float64)  # clipping: max|w| * r
 GRID_TOLERANCE = 1e-3  # |w / s - round(w / s)| on a stored 4-bit grid (float32 rounding)
-NAME = "decoder.int4.static.onnx"
+NAME = FIRMWARE_DECODER_INT4
 
 
 def _grid(row: np.ndarray) -> tuple[np.ndarray, float] | None:

@@ -43,7 +43,7 @@ from .recipes import FIRMWARE, RECIPES, Recipe, auto_candidates, cpu_info, gemm_
 Progress = Callable[[str, int, int], None]
 EVAL_IMAGES = 1000  # held-out images at most (the report's; decisions stop earlier)
 REPORT_IMAGES = 1000  # the chosen candidate's and the firmware pair's figures
-STATIC = {"encoder": "encoder.int8.static.onnx", "decoder": "decoder.int8.static.onnx"}
+STATIC = {"encoder": manifest.FIRMWARE_ENCODER, "decoder": manifest.FIRMWARE_DECODER}
 
 __all__ = ["BudgetError", "Candidate", "QuantReport", "calibration_sets", "quantize_export"]
 

@@ -18,6 +18,12 @@ from ..errors import ModelFileError, one_line
 
 NAME = "manifest.json"
 SCHEMA = 1
+#: The firmware's models, which every quantize writes beside the chosen recipe's: the int8
+#: encoder and decoder with fixed scales, and the 4-bit decoder (manifest firmware_encoder,
+#: firmware_decoder, firmware_decoder_int4).
+FIRMWARE_ENCODER = "encoder.int8.static.onnx"
+FIRMWARE_DECODER = "decoder.int8.static.onnx"
+FIRMWARE_DECODER_INT4 = "decoder.int4.static.onnx"
 MODEL_FILES = ("encoder.fp32.onnx", "decoder.fp32.onnx", "encoder.int8.onnx", "decoder.int8.onnx")
 
 

@@ -30,9 +30,9 @@ OPSET = 20
 STALE_AFTER_EXPORT = (
     "encoder.int8.onnx",
     "decoder.int8.onnx",
-    "decoder.int8.static.onnx",
-    "encoder.int8.static.onnx",
-    "decoder.int4.static.onnx",
+    manifest.FIRMWARE_DECODER,
+    manifest.FIRMWARE_ENCODER,
+    manifest.FIRMWARE_DECODER_INT4,
 )
 PARITY_N = 1000
 PARITY_TOL = 1e-4
