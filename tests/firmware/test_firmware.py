@@ -15,6 +15,8 @@ import pytest
 from support.firmware import (
     FIRMWARE,
     KERNEL,
+    TARGETS,
+    WIDE,
     Variant,
     checksum_line,
     decode_with,
@@ -42,7 +44,6 @@ HOST_VARIANTS = (
     "full-range",
     "matmul-add",
 )
-WIDE = ("DEMO_FLAGS=-DDEMO_COUNT=32 -DEDGEVAE_DEMO_WIDE",)
 
 
 @pytest.fixture(scope="module")
@@ -255,13 +256,6 @@ def test_real_export_end_to_end(tiny_export, tmp_path):
 
 
 # ------------------------------------------------------------------------ emulated targets
-
-TARGETS = {
-    "run-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
-    "run-m33": ("arm-none-eabi-gcc", "qemu-system-arm"),
-    "run-aarch64": ("aarch64-linux-gnu-gcc", "qemu-aarch64-static"),
-    "run-armv7": ("arm-linux-gnueabihf-gcc", "qemu-arm-static"),
-}
 
 
 @pytest.fixture(scope="module")

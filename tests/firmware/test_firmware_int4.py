@@ -12,6 +12,8 @@ import re
 import numpy as np
 import pytest
 from support.firmware import (
+    TARGETS,
+    WIDE,
     Variant,
     checksum_line,
     decode_with,
@@ -35,13 +37,6 @@ VARIANTS = {
         Variant("int4-mnist", latent=20, hidden=(96,), mnist_like=True, seed=1),
     )
 }
-TARGETS = {
-    "run-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
-    "run-m33": ("arm-none-eabi-gcc", "qemu-system-arm"),
-    "run-aarch64": ("aarch64-linux-gnu-gcc", "qemu-aarch64-static"),
-    "run-armv7": ("arm-linux-gnueabihf-gcc", "qemu-arm-static"),
-}
-WIDE = ("DEMO_FLAGS=-DDEMO_COUNT=32 -DEDGEVAE_DEMO_WIDE",)
 
 
 @pytest.fixture(scope="module")

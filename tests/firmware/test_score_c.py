@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from support.firmware import (
     KERNEL,
+    TARGETS,
     checksum_line,
     decode_with,
     make,
@@ -238,13 +239,6 @@ def test_real_export_score_c(tiny_export, tmp_path):
 
 
 # ------------------------------------------------------------------------ emulated targets
-
-TARGETS = {
-    "run-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
-    "run-m33": ("arm-none-eabi-gcc", "qemu-system-arm"),
-    "run-aarch64": ("aarch64-linux-gnu-gcc", "qemu-aarch64-static"),
-    "run-armv7": ("arm-linux-gnueabihf-gcc", "qemu-arm-static"),
-}
 
 
 def demo_score_checksum(export, kind: str = "excess") -> str:

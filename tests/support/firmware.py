@@ -247,6 +247,17 @@ def ort_pixels(model: Path, z: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------ tools
 
 
+#: The firmware_demo make targets that run under QEMU, and the tools each needs.
+TARGETS = {
+    "run-m4": ("arm-none-eabi-gcc", "qemu-system-arm"),
+    "run-m33": ("arm-none-eabi-gcc", "qemu-system-arm"),
+    "run-aarch64": ("aarch64-linux-gnu-gcc", "qemu-aarch64-static"),
+    "run-armv7": ("arm-linux-gnueabihf-gcc", "qemu-arm-static"),
+}
+#: make arguments for a demo of 32 latents with extreme values (EDGEVAE_DEMO_WIDE).
+WIDE = ("DEMO_FLAGS=-DDEMO_COUNT=32 -DEDGEVAE_DEMO_WIDE",)
+
+
 def need_tools(*names: str) -> None:
     """Skip when a tool is missing, except under CI=true where it must be installed."""
     missing = [name for name in names if shutil.which(name) is None]
