@@ -19,7 +19,8 @@ from edgevae.data.named import download
 from edgevae.data.registry import Named, RemoteFile
 from edgevae.errors import DataError
 
-TIMEOUT = 0.5  # seconds; a stalled server must end the test quickly
+TIMEOUT = 30.0  # seconds; generous, so a loaded machine never fails a good download
+STALL = 0.5  # seconds; a stalled server must end its test quickly
 
 
 def payloads() -> dict[str, bytes]:
@@ -176,8 +177,8 @@ def _assert_clean_failure(message: str, env: Path, url: str, name: str) -> None:
         ({"status": 404}, "HTTP 404"),
         ({"corrupt": True}, "corrupt download"),
         ({"cut": 200}, "transfer cut short"),
-        ({"stall": "headers"}, f"no response for {TIMEOUT:g} s"),
-        ({"stall": "body"}, f"no response for {TIMEOUT:g} s"),
+        ({"stall": "headers"}, f"no response for {STALL:g} s"),
+        ({"stall": "body"}, f"no response for {STALL:g} s"),
         ({"length": 10**12}, "announces"),
         ({"not_gzip": True}, "corrupt download"),
     ],
@@ -194,7 +195,7 @@ def test_failed_download_leaves_nothing(env, server, monkeypatch, route, why):
         route.pop("status")
     else:
         server.serve(f"/a/{name}", body, **route)
-    message = one_line_error(lambda: download("toy", timeout=TIMEOUT))
+    message = one_line_error(lambda: download("toy", timeout=STALL))
     assert why in message, message
     _assert_clean_failure(message, env, f"{server.url}/a/{name}", name)
 
