@@ -92,7 +92,16 @@ def _run(model, feed):
     return sess.run(None, feed)
 
 
-@pytest.mark.parametrize("recipe", ["static-pc-rr", "firmware", "dynamic-pc", "dynamic-pt-u8"])
+# x86 without VNNI sums u8 x s8 pairs in saturating 16 bits, so there a full-range s8-weight
+# model computes something no exact quantize/dequantize edit can (auto never offers it there).
+SATURATES = cpu_info().kind in ("x86-avx2", "x86")
+FULL_RANGE = pytest.mark.skipif(SATURATES, reason="u8 x s8 saturates in 16 bits on this CPU")
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    ["static-pc-rr", "firmware", pytest.param("dynamic-pc", marks=FULL_RANGE), "dynamic-pt-u8"],
+)
 def test_every_edit_together_reproduces_the_quantized_decoder(tiny_export, calib, tmp_path, recipe):
     """The single quantizations explain measures are the recipe's own: all of them applied to
     the fp32 model compute what the quantized model computes."""

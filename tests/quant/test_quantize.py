@@ -218,7 +218,8 @@ def test_huge_budget_picks_the_best_score_via_cli(export_copy, fast, monkeypatch
 
 
 def test_clearly_over_budget_is_dropped_before_timing(export_copy, images, fast, monkeypatch):
-    _shift_deltas(monkeypatch, lambda cand, d: 5.0 if cand.recipe == "dynamic-pt" else d)
+    # dynamic-pc within the budget on every CPU (it saturates without VNNI: +5 nats or more)
+    _shift_deltas(monkeypatch, lambda cand, d: 5.0 if cand.recipe == "dynamic-pt" else 0.0)
     timed: list[str] = []
     real = measure.time_candidates
 
