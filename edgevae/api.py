@@ -25,7 +25,9 @@ def _need_train_extra(feature: str, modules: tuple[str, ...] = ("torch", "onnx")
 def load(export_dir: str | Path = "export", precision: str = "int8", threads: int = 1):
     """The exported model in `export_dir`, run with onnxruntime (no torch).
 
-    precision: "int8" (the quantized pair the export chose) or "fp32".
+    precision: "int8" (the quantized pair the export chose), "fp32", "firmware" (the static
+    int8 pair the C firmware computes bit for bit) or "int4" (that encoder with the firmware's
+    4-bit decoder).
     Returns an `edgevae.Model`: `sample`, `encode`, `decode`, `reconstruct`, `interpolate`,
     `manifold`, `heldout`, `evaluate`.
     """
@@ -251,8 +253,9 @@ def threshold(
     for `quantize`), `data`'s validation split, or `images` given directly. Returns the
     `runtime.anomaly.Threshold`. score: a `runtime.score.SCORES` kind, by default `excess`;
     for the kinds a board computes (`runtime.score.BOARD_SCORES`: excess, elbo) the firmware's own
-    threshold is stored too."""
+    threshold is stored too: for its int8 decoder, or its 4-bit one when `precision` is "int4"."""
     from .runtime import anomaly
+    from .runtime.manifest import pair_files
     from .runtime.score import BOARD_SCORES, DEFAULT, check_kind
 
     score = DEFAULT if score is None else score
@@ -271,9 +274,12 @@ def threshold(
         desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
     if score in BOARD_SCORES:
-        found.firmware = anomaly.firmware_threshold(Path(export_dir), model.as_input(x), fpr, score)
+        bits = 4 if precision == "int4" else 8  # the firmware's decoder of this precision
+        found.firmware = anomaly.firmware_threshold(
+            Path(export_dir), model.as_input(x), fpr, score, bits
+        )
         if found.firmware is not None:  # the static pair it was computed with
-            names = (model.manifest["firmware_encoder"], model.manifest["firmware_decoder"])
+            names = pair_files(model.manifest, "int4" if bits == 4 else "firmware")
             files = model.manifest.get("files") or {}
             found.models.update({n: files[n]["sha256"] for n in names if n in files})
     anomaly.store(Path(export_dir), found)

@@ -22,6 +22,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from ..errors import EdgeVAEError, UsageError
+from ..runtime.manifest import PRECISIONS
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -182,15 +183,17 @@ def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-class Precision(str, Enum):
-    """Which models of an export a runtime command uses."""
-
-    int8 = "int8"
-    fp32 = "fp32"
+# Which models of an export a runtime command uses.
+Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)  # type: ignore[misc]
 
 
 EXPORT_DIR = typer.Option(Path("export"), help="An export dir made by `edgevae train`/`export`.")
-PRECISION = typer.Option(Precision.int8, help="The quantized (int8) or the float (fp32) models.")
+PRECISION = typer.Option(
+    Precision.int8,
+    help="int8: the quantized pair `quantize` chose; fp32: the float models; firmware: the "
+    "static int8 pair the C firmware computes bit for bit; int4: that encoder with the "
+    "firmware's 4-bit decoder.",
+)
 THREADS = typer.Option(1, min=1, help="onnxruntime intra-op threads.")
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelFileError, UsageError
-from ..runtime.manifest import FIRMWARE_ENCODER
+from ..runtime.manifest import pair_files
 from ..runtime.score import BOARD_SCORES as KINDS
 from ..runtime.score import DEFAULT as DEFAULT_KIND
 from .codegen import find_firmware_decoder
@@ -54,8 +54,6 @@ from .scoretables import (
     pixel_entropy,
     to_float32,
 )
-
-ENCODER_NAME = FIRMWARE_ENCODER
 
 
 @dataclass
@@ -91,7 +89,7 @@ def find_firmware_encoder(export_dir: str | Path, man: dict | None = None) -> Pa
     export_dir = Path(export_dir)
     if man is None and (export_dir / manifest.NAME).is_file():
         man = manifest.read(export_dir)
-    name = (man or {}).get("firmware_encoder") or ENCODER_NAME
+    name = pair_files(man or {}, "firmware")[0]
     if not isinstance(name, str) or Path(name).name != name:
         raise ModelFileError(
             f"{export_dir}: manifest firmware_encoder {name!r:.60} is not a file name"
@@ -229,9 +227,10 @@ def _threshold_of(
     anomaly.check_models(models, man, where, names)
     missing = [n for n in names if n not in models]
     if models and missing:
+        again = " (calibrate it at precision int4 for the 4-bit decoder)"
         return None, (
             f"the threshold was calibrated with {', '.join(sorted(models))}, "
-            f"not {', '.join(missing)}"
+            f"not {', '.join(missing)}{again if pair_files(man, 'int4')[1] in missing else ''}"
         )
     return value, ""
 

@@ -100,12 +100,12 @@ def calibrate(
 
 
 def firmware_threshold(
-    export_dir, x_normal: np.ndarray, fpr: float, kind: str = "excess"
+    export_dir, x_normal: np.ndarray, fpr: float, kind: str = "excess", weight_bits: int = 8
 ) -> float | None:
     """The same threshold for the microcontroller's own score of `kind` ("excess" or "elbo":
-    the static int8 encoder and decoder, `firmware.score`), on the same normal images; None
-    when the export has no firmware pair or their pixels are not whole 8-bit levels (the
-    firmware reads uint8)."""
+    the static int8 encoder and decoder, `firmware.score`; `weight_bits` 4: with the 4-bit
+    decoder), on the same normal images; None when the export has no firmware pair or their
+    pixels are not whole 8-bit levels (the firmware reads uint8)."""
     from ..firmware.score import check_kind, load_score_model, score_parts
 
     check_kind(kind)
@@ -115,7 +115,7 @@ def firmware_threshold(
     levels = np.rint(np.asarray(x_normal, np.float32) * 255.0)
     if not np.array_equal((levels / 255.0).astype(np.float32), np.asarray(x_normal, np.float32)):
         return None
-    model = load_score_model(export_dir, kind=kind)
+    model = load_score_model(export_dir, weight_bits, kind=kind)
     scores = score_parts(model, levels.astype(np.uint8)).score.astype(np.float64)
     return quantile_threshold(scores, fpr)[0]
 
@@ -135,7 +135,7 @@ def stored(man: dict[str, Any], where: str = "manifest.json") -> Threshold:
         t = Threshold(**entry)
         ok = (
             t.score in SCORES
-            and t.precision in ("int8", "fp32")
+            and t.precision in manifest_mod.PRECISIONS
             and _number(t.value)
             and _number(t.fpr_target)
             and 0.0 < t.fpr_target < 1.0

@@ -25,6 +25,10 @@ FIRMWARE_ENCODER = "encoder.int8.static.onnx"
 FIRMWARE_DECODER = "decoder.int8.static.onnx"
 FIRMWARE_DECODER_INT4 = "decoder.int4.static.onnx"
 MODEL_FILES = ("encoder.fp32.onnx", "decoder.fp32.onnx", "encoder.int8.onnx", "decoder.int8.onnx")
+#: The encoder/decoder pairs a runtime command can run: the chosen int8 recipe's, the float
+#: export's, the firmware's (what the C kernel computes, bit for bit) and the firmware's with
+#: the 4-bit decoder.
+PRECISIONS = ("int8", "fp32", "firmware", "int4")
 
 
 def timestamp() -> str:
@@ -222,6 +226,17 @@ def _check(path: Path, man: Any) -> dict[str, Any]:
         ):
             raise ModelFileError(f"{path}: {key} {name!r:.40} is not a file name")
     return man
+
+
+def pair_files(man: dict[str, Any], precision: str) -> tuple[str, str]:
+    """The (encoder, decoder) file names of `precision` (one of PRECISIONS) in an export whose
+    checked manifest is `man`: the firmware's as the manifest names them, else the usual names."""
+    if precision in ("int8", "fp32"):
+        return f"encoder.{precision}.onnx", f"decoder.{precision}.onnx"
+    encoder = man.get("firmware_encoder") or FIRMWARE_ENCODER
+    if precision == "int4":
+        return encoder, man.get("firmware_decoder_int4") or FIRMWARE_DECODER_INT4
+    return encoder, man.get("firmware_decoder") or FIRMWARE_DECODER
 
 
 def read(export_dir: Path) -> dict[str, Any]:

@@ -23,8 +23,6 @@ from . import manifest as manifest_mod
 from .generate import manifold_z, prior_z
 from .session import open_session, run_session
 
-PRECISIONS = ("int8", "fp32")
-
 
 class Model:
     """An exported VAE of one precision; sessions are created on first use, once.
@@ -34,8 +32,9 @@ class Model:
     """
 
     def __init__(self, export_dir: str | Path, precision: str = "int8", threads: int = 1):
-        if precision not in PRECISIONS:
-            raise UsageError(f"must be one of {', '.join(PRECISIONS)}", param="precision")
+        if precision not in manifest_mod.PRECISIONS:
+            choices = ", ".join(manifest_mod.PRECISIONS)
+            raise UsageError(f"must be one of {choices}", param="precision")
         if threads < 1:
             raise UsageError(f"must be >= 1, got {threads}", param="threads")
         self.export_dir = Path(export_dir)
@@ -67,7 +66,8 @@ class Model:
 
     def path(self, role: str) -> Path:
         """The ONNX file of `role` ("encoder" or "decoder") at this precision."""
-        return self.export_dir / f"{role}.{self.precision}.onnx"
+        encoder, decoder = manifest_mod.pair_files(self.manifest, self.precision)
+        return self.export_dir / (encoder if role == "encoder" else decoder)
 
     # ------------------------------------------------------------------ sessions
 

@@ -432,7 +432,10 @@ def test_external_data_models_are_refused(exp, tmp_path, capsys, location):
         (["--n", "-3"], "'--n': -3 is not in the range 1<=x<=100000"),
         (["--nrow", "0"], "'--nrow': 0 is not in the range x>=1"),
         (["--temperature", "0"], "--temperature: must be > 0, got 0.0"),
-        (["--precision", "int4"], "'--precision': 'int4' is not one of 'int8', 'fp32'"),
+        (
+            ["--precision", "int2"],
+            "'--precision': 'int2' is not one of 'int8', 'fp32', 'firmware', 'int4'",
+        ),
         (["--threads", "0"], "'--threads': 0 is not in the range x>=1"),
     ],
 )
