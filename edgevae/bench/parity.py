@@ -1,9 +1,10 @@
 """`edgevae parity`: the same seeded z through every decoder we ship, side by side.
 
 Rows (each followed by its amplified |difference vs ORT fp32| map): torch fp32 (when torch is
-installed and the run dir exists), ORT fp32, ORT int8, ORT int8 static (the firmware's graph)
-and, when its path is given, the C firmware host binary (`edgevae firmware` prints the `cc`
-line that builds it). Differences are in 8-bit pixel units (0-255), after each decoder's output
+installed and the run dir exists), ORT fp32, ORT int8, ORT int8 static and ORT int4 static (the
+firmware's graphs, 8- and 4-bit decoder) and, when its path is given, the C firmware host
+binary (`edgevae firmware` prints the `cc` line that builds it), which must equal one of the
+two static rows exactly. Differences are in 8-bit pixel units (0-255), after each decoder's output
 is rounded to pixels as `images.to_uint8` does; the firmware binary prints pixels itself.
 
 A conditional model decodes column i's z with class i mod C (classes 0, 1, 2, ... across the
@@ -27,14 +28,13 @@ from ..errors import UsageError, one_line
 from ..runtime import images
 from ..runtime.generate import prior_z
 from ..runtime.labels import cycle_one_hot
-from ..runtime.manifest import FIRMWARE_DECODER
 from ..runtime.model import Model
-from ..runtime.session import feeds, open_session
 
 LABEL_WIDTH = 64
 AMPLIFY = 10.0
 FIRMWARE_TIMEOUT_S = 60
-SHORT = {"ORT int8 static": "int8 static"}  # labels that must fit LABEL_WIDTH
+STATIC_ROWS = {"ORT int8 static": "firmware", "ORT int4 static": "int4"}  # row -> precision
+SHORT = {"ORT int8 static": "int8 static", "ORT int4 static": "int4 static"}  # fit LABEL_WIDTH
 
 
 @dataclass
@@ -44,9 +44,11 @@ class ParityRow:
     note: str = ""
     max_abs_px: float | None = None
     mean_abs_px: float | None = None
-    # The firmware must reproduce ORT's integer-only graph exactly: its difference to that row.
+    # The firmware must reproduce ORT's integer-only graph exactly: its difference to the
+    # static row it is closest to (`vs_static`: the 8-bit or the 4-bit decoder's).
     max_abs_vs_static_px: float | None = None
     exact_vs_static: bool | None = None
+    vs_static: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,9 +170,10 @@ def parity_grid(
     """The parity picture (uint8 [H, W]) and one ParityRow per decoder tried.
 
     Picture rows are the decoders that ran, in the order torch fp32, ORT fp32, ORT int8,
-    ORT int8 static, firmware; each is followed by |pixels - ORT fp32 pixels| * amplify,
-    clipped to 255 (the ORT fp32 row's map is black by definition). `picture_size` gives its
-    shape. The firmware row runs the host binary at `firmware`; None skips it with a note."""
+    ORT int8 static, ORT int4 static, firmware; each is followed by |pixels - ORT fp32
+    pixels| * amplify, clipped to 255 (the ORT fp32 row's map is black by definition).
+    `picture_size` gives its shape. The firmware row runs the host binary at `firmware`; None
+    skips it with a note."""
     if n < 1:
         raise UsageError(f"must be >= 1, got {n}", param="n")
     if not amplify > 0:
@@ -183,7 +186,7 @@ def parity_grid(
         _torch_row(decoded, fp32.manifest, run_dir, z)
     ref = images.to_uint8(fp32.decode(z.z, z.labels))
     decoded.add(ParityRow("ORT fp32", "ok", "reference"), ref)
-    _ort_rows(decoded, export_dir, fp32.manifest, z)
+    _ort_rows(decoded, export_dir, z)
     _firmware_row(decoded, firmware, z, fp32.input_dim)
     tiles = _compare(decoded, ref, amplify, n, fp32.image_shape)
     picture = images.grid(np.concatenate(tiles), nrow=n)
@@ -218,20 +221,15 @@ def _torch_row(decoded: _Decoded, man: dict[str, Any], run_dir: Path | None, z: 
         decoded.attempt("torch fp32", lambda: _torch_pixels(run, z.z, z.y), f"run dir {run}")
 
 
-def _ort_rows(decoded: _Decoded, export_dir: Path, man: dict[str, Any], z: _Latents) -> None:
-    """ORT int8 (the export's chosen recipe) and ORT int8 static (the firmware's graph)."""
-    decoded.attempt(
-        "ORT int8",
-        lambda: images.to_uint8(Model(export_dir, "int8").decode(z.z, z.labels)),
-        "decoder.int8.onnx",
-    )
-    static_name = man.get("firmware_decoder") or FIRMWARE_DECODER
-
-    def static() -> np.ndarray:
-        sess = open_session(export_dir / static_name, "decoder", conditional=z.n_classes > 0)
-        return images.to_uint8(sess.run(["x_mean"], feeds("decoder", z.z, z.y))[0])
-
-    decoded.attempt("ORT int8 static", static, static_name)
+def _ort_rows(decoded: _Decoded, export_dir: Path, z: _Latents) -> None:
+    """ORT int8 (the export's chosen recipe) and the firmware's graphs (8- and 4-bit decoder)."""
+    for name, precision in (("ORT int8", "int8"), *STATIC_ROWS.items()):
+        model = Model(export_dir, precision)
+        decoded.attempt(
+            name,
+            lambda m=model: images.to_uint8(m.decode(z.z, z.labels)),
+            model.path("decoder").name,
+        )
 
 
 def _firmware_row(decoded: _Decoded, firmware: Path | None, z: _Latents, dim: int) -> None:
@@ -249,17 +247,18 @@ def _firmware_row(decoded: _Decoded, firmware: Path | None, z: _Latents, dim: in
 def _compare(
     decoded: _Decoded, ref: np.ndarray, amplify: float, n: int, shape: tuple[int, int]
 ) -> list[np.ndarray]:
-    """Fill each row's differences (the firmware's also against ORT int8 static) and return
-    the picture's tiles: each decoder's images, then its amplified |difference| map."""
-    static_px = next((px for r, px in decoded.pixels if r.name == "ORT int8 static"), None)
+    """Fill each row's differences (the firmware's also against the closer static row) and
+    return the picture's tiles: each decoder's images, then its amplified |difference| map."""
+    statics = {r.name: px.astype(np.int16) for r, px in decoded.pixels if r.name in STATIC_ROWS}
     tiles = []
     for row, px in decoded.pixels:
         diff = np.abs(px.astype(np.int16) - ref.astype(np.int16))
         row.max_abs_px, row.mean_abs_px = float(diff.max()), float(diff.mean())
-        if row.name == "C firmware" and static_px is not None:
-            d2 = np.abs(px.astype(np.int16) - static_px.astype(np.int16))
-            row.max_abs_vs_static_px = float(d2.max())
-            row.exact_vs_static = bool(d2.max() == 0)
+        if row.name == "C firmware" and statics:
+            gaps = {name: int(np.abs(px.astype(np.int16) - s).max()) for name, s in statics.items()}
+            row.vs_static = min(gaps, key=gaps.__getitem__)  # the 8-bit row on a tie
+            row.max_abs_vs_static_px = float(gaps[row.vs_static])
+            row.exact_vs_static = gaps[row.vs_static] == 0
         amp = np.clip(np.rint(diff * amplify), 0, 255).astype(np.uint8)
         tiles += [px.reshape(n, *shape), amp.reshape(n, *shape)]
     return tiles

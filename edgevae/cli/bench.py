@@ -216,7 +216,7 @@ def parity(
     from ..runtime.images import save_png
 
     check_suffix(out, (".png",))
-    _check_rows(export_dir, n, 6, "n", f"{n} latent vectors through every decoder")
+    _check_rows(export_dir, n, 7, "n", f"{n} latent vectors through every decoder")
     picture, rows = parity_grid(
         export_dir, n=n, seed=seed, firmware=firmware, run_dir=run_dir, amplify=amplify,
         labels=labels,
@@ -234,14 +234,17 @@ def parity(
 
 
 def _print_parity(rows, n: int, seed: int) -> None:
+    from ..bench.parity import SHORT
+
     table = Table(title=f"Same {n} z (seed {seed}), |difference| vs ORT fp32 in pixels (0-255)")
-    for col in ("decoder", "status", "max |Δ|", "mean |Δ|", "vs int8 static", "note"):
+    for col in ("decoder", "status", "max |Δ|", "mean |Δ|", "vs static", "note"):
         table.add_column(col, justify="right" if "Δ" in col or "vs" in col else "left")
     for r in rows:
         status = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(r.status, "[dim]skipped[/]")
         vs = ""
         if r.max_abs_vs_static_px is not None:
             vs = "exact" if r.exact_vs_static else f"max {r.max_abs_vs_static_px:.0f}"
+            vs += f" ({SHORT.get(r.vs_static, r.vs_static)})"
         table.add_row(
             r.name,
             status,

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.firmware import make, need_tools
 
 from edgevae.bench import parity, peak
 from edgevae.bench import report as benchreport
 from edgevae.bench import run as bench
 from edgevae.cli import main
+from edgevae.firmware.deploy import write_firmware
 from edgevae.runtime import images
 
 # Small enough to keep each bench call to a few seconds.
@@ -291,7 +293,9 @@ def test_peak_probe_weights_cover_the_format_range(fmt, low, high):
 def test_parity_grid_dims(tiny_export, tiny_run, n):
     pic, rows = parity.parity_grid(tiny_export, n=n, run_dir=tiny_run, firmware=None)
     shown = [r for r in rows if r.status == "ok"]
-    assert [r.name for r in shown] == ["torch fp32", "ORT fp32", "ORT int8", "ORT int8 static"]
+    assert [r.name for r in shown] == [
+        "torch fp32", "ORT fp32", "ORT int8", "ORT int8 static", "ORT int4 static"
+    ]  # fmt: skip
     assert pic.dtype == np.uint8
     pad = images.PAD
     assert pic.shape == (
@@ -306,7 +310,7 @@ def test_parity_grid_dims(tiny_export, tiny_run, n):
 
 def test_parity_unlabelled_and_reference_diff_is_black(tiny_export):
     pic, rows = parity.parity_grid(tiny_export, n=3, torch_row=False, firmware=None, labels=False)
-    assert pic.shape == parity.picture_size(3, (28, 28), 3, labels=False)
+    assert pic.shape == parity.picture_size(3, (28, 28), 4, labels=False)
     pad = images.PAD
     ref_diff = pic[pad + 28 + pad : pad + 2 * 28 + pad, :]  # the ORT fp32 row's diff map
     assert ref_diff.max() == 0
@@ -332,7 +336,25 @@ def test_parity_firmware_row_with_a_fake_binary(tiny_export, tmp_path):
     fw = rows[-1]
     assert fw.name == "C firmware" and fw.status == "ok", fw
     assert fw.exact_vs_static is True and fw.max_abs_vs_static_px == 0
-    assert pic.shape == parity.picture_size(4, (28, 28), 4)
+    assert fw.vs_static == "ORT int8 static"
+    assert pic.shape == parity.picture_size(4, (28, 28), 5)
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_parity_with_the_real_firmware_of_either_width(tiny_export, tmp_path, bits):
+    """The C host decoder built with 8- or 4-bit weights equals the static row of its width
+    on every pixel, and the parity table says which row that is."""
+    need_tools("gcc", "make")
+    write_firmware(tiny_export, tmp_path / "fw", sources=False, command="t", weight_bits=bits)
+    build = tmp_path / "build"
+    make(tmp_path / "fw", build, str(build / "host" / "edgevae_decode"))
+    _, rows = parity.parity_grid(
+        tiny_export, n=16, torch_row=False, firmware=build / "host" / "edgevae_decode"
+    )
+    by = {r.name: r for r in rows}
+    assert by["C firmware"].status == "ok", by["C firmware"].note
+    assert by["C firmware"].exact_vs_static is True
+    assert by["C firmware"].vs_static == f"ORT int{bits} static"  # (a tie would name int8)
 
 
 def test_parity_firmware_failure_is_a_row_not_a_crash(tiny_export, tmp_path):

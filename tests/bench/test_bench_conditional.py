@@ -93,7 +93,7 @@ def test_parity_decodes_each_column_with_its_class(cond_int8, tiny_cond_run, tmp
     assert all(r.status == "ok" for r in rows), [(r.name, r.note) for r in rows]
     assert by["torch fp32"].max_abs_px <= 1 and by["ORT fp32"].max_abs_px == 0
     assert by["C firmware"].exact_vs_static is True
-    assert pic.shape == parity.picture_size(12, (28, 28), 5)
+    assert pic.shape == parity.picture_size(12, (28, 28), 6)
     # The reference row is column i's z decoded with class i mod 10.
     model = edgevae.load(cond_int8, "fp32")
     z = prior_z(12, 2, 0)
