@@ -80,6 +80,7 @@ def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
     models = {}
     for path in paths:
         data = fsio.read_regular(path, MAX_MODEL_BYTES, CrosscheckError)
+        proto.check_parse_memory(len(data), str(path), CrosscheckError)
         try:
             ops, dtypes = onnx_graph_info(data)
         except CrosscheckError as exc:

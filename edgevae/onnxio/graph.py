@@ -110,7 +110,9 @@ def graph_of(model: Any) -> Graph:
 
 
 def parse_graph(data: bytes, label: str = "model") -> Graph:
-    """The Graph of serialized ModelProto bytes; ModelFileError naming `label` if malformed."""
+    """The Graph of serialized ModelProto bytes; ModelFileError naming `label` if malformed
+    (or when parsing it could exceed the memory limit)."""
+    proto.check_parse_memory(len(data), label)
     try:
         return graph_of(proto.decode_model(data))
     except proto.OnnxFormatError as exc:

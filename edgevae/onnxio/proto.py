@@ -18,8 +18,9 @@ The parser (upb) caps message nesting at 100 levels, so a hostile deeply nested 
 to decode instead of exhausting the stack; fields it does not know are kept as unknown fields
 and ignored here. onnx-ml.proto is proto2, so string fields are not checked for UTF-8 when
 parsed: upb hands out invalid ones as bytes, and `text` turns either kind into str. Like any
-protobuf parser it builds every message: ~150 bytes of memory for each empty one (2 bytes on
-the wire), which the callers' file-size cap bounds.
+protobuf parser it builds every message, so a crafted file of empty messages takes up to
+PARSE_BYTES_PER_BYTE bytes of memory per byte: `check_parse_memory` refuses a file whose
+worst case is over the memory limit (`edgevae.limits`) before it is parsed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import limits
 from ..errors import ModelFileError
 
 SCHEMA = Path(__file__).with_name("onnx-ml.desc")
@@ -99,9 +101,27 @@ def decode_model(data: bytes) -> Any:
         raise OnnxFormatError("truncated or not protobuf") from exc
 
 
+#: Memory protobuf may take per byte of a file: every 2 bytes on the wire can be an empty
+#: message that upb builds whole (measured with onnx-ml.proto, upb 6: 100 bytes per wire byte
+#: for empty AttributeProtos, the costliest; 85 for TensorProtos, 77 for NodeProtos).
+PARSE_BYTES_PER_BYTE = 128
+#: Files up to this size are parsed unchecked: the most they can take (256 MiB) is not worth
+#: reading the memory limit for on every model load (the usual models are 0.1-3 MB).
+UNCHECKED_BYTES = 2 << 20
+
+
+def check_parse_memory(size: int, label: str, error: type = ModelFileError) -> None:
+    """Refuse (`error`, naming `label`) to parse a file of `size` bytes whose worst case is
+    over the memory limit."""
+    if size > UNCHECKED_BYTES:
+        what = f"{label}: parsing this {limits.human(size)} model (protobuf's worst case)"
+        limits.check(size * PARSE_BYTES_PER_BYTE, what, error=error)
+
+
 def parse_model(data: bytes, label: str) -> Any:
     """ModelProto from serialized bytes; ModelFileError "<label>: truncated or not an ONNX
-    model" if they do not decode."""
+    model" if they do not decode, or when parsing them could exceed the memory limit."""
+    check_parse_memory(len(data), label)
     try:
         return decode_model(data)
     except OnnxFormatError:

@@ -1,7 +1,8 @@
 """Vet an ONNX file before onnxruntime sees it: refuse anything but a single-file edgevae model.
 
 Parsed with `proto` (protobuf's runtime and onnx's schema; no `onnx` package on the device).
-Refused: files over MAX_MODEL_BYTES (before parsing), empty or undecodable files, external
+Refused: files over MAX_MODEL_BYTES or whose worst-case parse is over the memory limit
+(`proto.check_parse_memory`; both before parsing), empty or undecodable files, external
 data, model-local functions, subgraphs, ops outside ALLOWED_OPS, initializers over
 MAX_INITIALIZER_ELEMENTS and graph I/O that is not the role's contract. The OnnxInfo it
 returns also carries the IR version, opsets and metadata, for callers' messages.

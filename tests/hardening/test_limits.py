@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -329,7 +330,7 @@ def _peak(args: list[str], cwd: Path, limit: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "stderr": proc.stderr}
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's VmHWM")
@@ -348,6 +349,35 @@ def test_many_importance_samples_run_in_chunks(tiny_export, tiny_run, tmp_path) 
     got = _peak(ev, tmp_path, "512M")
     print("eval --k 200000:", got)
     assert got["code"] == 0 and got["maxrss_kb"] < 1_000_000, got
+
+
+def _empty_attributes(n: int) -> bytes:
+    """ONNX bytes of one node with `n` empty attributes (2 bytes each on the wire)."""
+
+    def field(num: int, payload: bytes) -> bytes:
+        out, v = bytearray([num << 3 | 2]), len(payload)
+        while v > 0x7F:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        return bytes(out) + bytes([v]) + payload
+
+    return field(7, field(1, field(5, b"") * n))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's VmHWM")
+def test_a_model_of_empty_messages_is_refused_before_it_is_parsed(tiny_export, tmp_path) -> None:
+    """A 6 MiB decoder of empty attributes would take ~600 MB inside protobuf (~100 bytes per
+    byte); under a 256 MiB limit `sample` refuses it in one line before parsing, and the whole
+    process stays near its usual size."""
+    export = shutil.copytree(tiny_export, tmp_path / "export")
+    (export / "decoder.int8.onnx").write_bytes(_empty_attributes(3 << 20))
+    args = ["sample", "--export-dir", str(export), "--n", "4", "--out", "g.png"]
+    got = _peak(args, tmp_path, "256M")
+    print("hostile decoder:", got)
+    assert got["code"] == 1 and got["maxrss_kb"] < 250_000, got
+    line = got["stderr"].strip().splitlines()[-1]
+    assert "decoder.int8.onnx: parsing this 6.0 MiB model (protobuf's worst case)" in line
+    assert "more than the memory limit of 256.0 MiB" in line and not (tmp_path / "g.png").exists()
 
 
 # ----------------------------------------------------------------------- the limit itself

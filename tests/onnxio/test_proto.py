@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgevae import limits
 from edgevae.bench.peak import matmul_model
 from edgevae.errors import ModelFileError
 from edgevae.onnxio import graph, proto, vet
@@ -158,3 +159,31 @@ def test_unknown_fields_and_wire_types_are_ignored(tmp_path):
     path.write_bytes(m.SerializeToString() + extra)
     info = vet.vet(path, "decoder", ["z"], ["x_mean"])
     assert info.ops == [("", "Sigmoid", "sig")] and info.ir_version == 10
+
+
+def _empty_attributes(n: int) -> bytes:
+    """A ModelProto whose one node holds `n` empty attributes: 2 bytes each on the wire, the
+    message protobuf spends the most memory on per byte."""
+    return _field(7, _field(1, _field(5, b"") * n))
+
+
+def test_files_that_could_parse_past_the_memory_limit_are_refused_first(tmp_path, monkeypatch):
+    """Above UNCHECKED_BYTES, a file whose worst case (PARSE_BYTES_PER_BYTE a byte) is over
+    the memory limit is refused by every reader before protobuf sees it; under the limit it
+    parses. (tests/hardening/test_limits.py runs a real-sized one in a child process.)"""
+    monkeypatch.setattr(proto, "UNCHECKED_BYTES", 1000)
+    hostile = _empty_attributes(2048)  # 4 KiB and a few bytes: up to 513 KiB to parse
+    path = tmp_path / "decoder.int8.onnx"
+    path.write_bytes(hostile)
+    monkeypatch.setenv(limits.ENV, "256K")
+    want = r"h\.onnx: parsing this 4\.0 KiB model \(protobuf's worst case\) would need 512\.\d KiB"
+    for parse in (proto.parse_model, graph.parse_graph):
+        with pytest.raises(ModelFileError, match=want):
+            parse(hostile, "h.onnx")
+    with pytest.raises(ModelFileError, match=r"decoder\.int8\.onnx: parsing .* memory limit"):
+        vet.read_info(path)
+    monkeypatch.setenv(limits.ENV, "1M")
+    assert len(proto.parse_model(hostile, "h.onnx").graph.node[0].attribute) == 2048
+    monkeypatch.setattr(proto, "UNCHECKED_BYTES", len(hostile))  # at the size: not checked
+    monkeypatch.setenv(limits.ENV, "1K")
+    assert proto.parse_model(hostile, "h.onnx").graph.node[0].attribute
