@@ -109,6 +109,13 @@ def _crosscheck(c: Ctx) -> list[str]:
     return ["crosscheck", "run", "--export-dir", exp, "--out", "r.npz", "--no-sample"]
 
 
+def _hostile_model(c: Ctx) -> list[str]:
+    """The tiny export with a 6 MiB int8 decoder of empty attributes (2 bytes each)."""
+    exp = c.copy("tiny_export", "exp")
+    c.write(f"{exp}/decoder.int8.onnx", _empty_attributes(3 << 20))
+    return ["sample", "--export-dir", exp, "--out", "g.png"]
+
+
 EXP = ("exp/manifest.json", "exp/decoder.int8.onnx", "exp/encoder.int8.onnx")
 
 CASES = [
@@ -177,6 +184,11 @@ CASES = [
     Case("crosscheck run: the models' inputs and outputs", _crosscheck, 2,
          rf"exp: crosschecking \d+ models of 784 pixels, 4 latent dims {NEED}1\.0 MiB",
          absent=("r.npz", "r.json"), limit="1M"),
+    # model files: what protobuf could take to parse them
+    Case("a model file of empty messages", _hostile_model, 1,
+         rf"exp/decoder\.int8\.onnx: parsing this 6\.0 MiB model \(protobuf's worst case\) "
+         rf"{NEED}256\.0 MiB", keep=("exp/decoder.int8.onnx",), absent=("g.png",),
+         limit="256M"),
     # data files and class counts
     Case("8-bit data as float32", _float32_data, 1,
          rf"big\.npy: 20000 images of 28x28 as float32 {NEED}32\.0 MiB {BY_ENV}",

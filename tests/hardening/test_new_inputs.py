@@ -250,6 +250,34 @@ def _firmware_float_model(c: Ctx) -> list[str]:
     return ["firmware", "--export-dir", "dec.onnx", "--out", "fw"]
 
 
+def _precision(precision: str, edit=None, *extra: str):
+    """sample at `precision` on a copy of the tiny export, changed by `edit(c, exp)` first."""
+
+    def setup(c: Ctx) -> list[str]:
+        exp = c.copy("tiny_export", "exp")
+        if edit is not None:
+            edit(c, exp)
+        return ["sample", "--export-dir", exp, "--precision", precision, "--out", "g.png", *extra]
+
+    return setup
+
+
+def _without(name: str):
+    return lambda c, exp: (c.tmp / exp / name).unlink()
+
+
+def _firmware_names(key: str, value):
+    return lambda c, exp: _manifest(c, exp, lambda m: m.update({key: value}))
+
+
+def _detect_int4_after_requantize(c: Ctx) -> list[str]:
+    """A threshold calibrated at int4, then the 4-bit decoder replaced by another one."""
+    exp = c.copy("thresholded_export", "exp")
+    _manifest(c, exp, lambda m: m["threshold"].update(
+        precision="int4", models={"decoder.int4.static.onnx": "0" * 64}))  # fmt: skip
+    return ["detect", "--export-dir", exp, "--out", "f.png"]
+
+
 def _score(*args: str):
     def setup(c: Ctx) -> list[str]:
         heldout(c.tmp / c.export())
@@ -430,6 +458,20 @@ CASES = [
     Case("firmware --score: its pair changed since", _firmware_score_of_a_changed_pair, 1,
          r"exp/manifest\.json: the threshold was calibrated with another "
          r"decoder\.int8\.static\.onnx", absent=("fw",)),
+    # the firmware's models through the runtime (--precision firmware|int4)
+    Case("--precision int4 without the 4-bit decoder", _precision(
+         "int4", _without("decoder.int4.static.onnx")), 1,
+         r"exp/decoder\.int4\.static\.onnx: no such model file", absent=("g.png",)),
+    Case("--precision firmware: the manifest names a missing decoder", _precision(
+         "firmware", _firmware_names("firmware_decoder", "board.onnx")), 1,
+         r"exp/board\.onnx: no such model file", absent=("g.png",)),
+    Case("--precision firmware: the manifest's name is a path", _precision(
+         "firmware", _firmware_names("firmware_encoder", "../encoder.int8.onnx")), 1,
+         r"exp/manifest\.json: firmware_encoder '\.\./encoder\.int8\.onnx' is not a file name",
+         absent=("g.png",)),
+    Case("detect: an int4 threshold of another 4-bit decoder", _detect_int4_after_requantize, 1,
+         r"the threshold was calibrated with another decoder\.int4\.static\.onnx",
+         absent=("f.png",)),
     Case("firmware of a float model", _firmware_float_model, 1,
          r"dec\.onnx: node 'dec\.out' \(op Gemm\) is not quantized to int8", absent=("fw",)),
     Case("firmware --out is a file", lambda c: ["firmware", "--export-dir", c.export(), "--out",
