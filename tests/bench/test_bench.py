@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.firmware import make, need_tools
+from support.firmware import parity_rows_with_c
 
 from edgevae.bench import parity, peak
 from edgevae.bench import report as benchreport
 from edgevae.bench import run as bench
 from edgevae.cli import main
-from edgevae.firmware.deploy import write_firmware
 from edgevae.runtime import images
 
 # Small enough to keep each bench call to a few seconds.
@@ -344,14 +343,7 @@ def test_parity_firmware_row_with_a_fake_binary(tiny_export, tmp_path):
 def test_parity_with_the_real_firmware_of_either_width(tiny_export, tmp_path, bits):
     """The C host decoder built with 8- or 4-bit weights equals the static row of its width
     on every pixel, and the parity table says which row that is."""
-    need_tools("gcc", "make")
-    write_firmware(tiny_export, tmp_path / "fw", sources=False, command="t", weight_bits=bits)
-    build = tmp_path / "build"
-    make(tmp_path / "fw", build, str(build / "host" / "edgevae_decode"))
-    _, rows = parity.parity_grid(
-        tiny_export, n=16, torch_row=False, firmware=build / "host" / "edgevae_decode"
-    )
-    by = {r.name: r for r in rows}
+    by = parity_rows_with_c(tiny_export, tmp_path, 16, bits)
     assert by["C firmware"].status == "ok", by["C firmware"].note
     assert by["C firmware"].exact_vs_static is True
     assert by["C firmware"].vs_static == f"ORT int{bits} static"  # (a tie would name int8)

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from support.conditional import RECIPE, quantized_copy
-from support.firmware import make, need_tools
+from support.firmware import parity_rows_with_c
 
 import edgevae
 from edgevae.bench import latency, parity
@@ -17,7 +17,6 @@ from edgevae.bench import run as bench
 from edgevae.bench.report import REFERENCE
 from edgevae.bench.rows import recipe_contenders
 from edgevae.cli import main
-from edgevae.firmware.deploy import write_firmware
 from edgevae.runtime import images, manifest
 from edgevae.runtime.generate import prior_z
 
@@ -109,14 +108,7 @@ def test_parity_decodes_each_column_with_its_class(cond_int8, tiny_cond_run, tmp
 def test_parity_with_the_real_conditional_firmware(cond_int8, tmp_path):
     """The C host decoder built from this export (label, then z, on each line) equals the
     ORT int8 static row on every pixel of every (z, class) column."""
-    need_tools("gcc", "make")
-    write_firmware(cond_int8, tmp_path / "fw", sources=False, command="t")
-    build = tmp_path / "build"
-    make(tmp_path / "fw", build, str(build / "host" / "edgevae_decode"))
-    _, rows = parity.parity_grid(
-        cond_int8, n=12, torch_row=False, firmware=build / "host" / "edgevae_decode"
-    )
-    by = {r.name: r for r in rows}
+    by = parity_rows_with_c(cond_int8, tmp_path, 12)
     assert by["C firmware"].status == "ok", by["C firmware"].note
     assert by["C firmware"].exact_vs_static is True
 

@@ -301,3 +301,17 @@ def decode_with(binary: Path, z: np.ndarray, timeout: float = 120) -> np.ndarray
     assert result.stderr == "", result.stderr
     values = np.fromstring(result.stdout, dtype=np.int64, sep=" ")  # text mode: not deprecated
     return values.reshape(len(z), -1)
+
+
+def parity_rows_with_c(export: Path, tmp_path: Path, n: int, weight_bits: int = 8) -> dict:
+    """`parity_grid`'s rows by name, its C row from a host decoder built (gcc, make) from the
+    export's firmware with `weight_bits` weights."""
+    from edgevae.bench import parity
+    from edgevae.firmware.deploy import write_firmware
+
+    need_tools("gcc", "make")
+    write_firmware(export, tmp_path / "fw", sources=False, command="t", weight_bits=weight_bits)
+    binary = tmp_path / "build" / "host" / "edgevae_decode"
+    make(tmp_path / "fw", tmp_path / "build", str(binary))
+    _, rows = parity.parity_grid(export, n=n, torch_row=False, firmware=binary)
+    return {r.name: r for r in rows}
