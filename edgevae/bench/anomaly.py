@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..runtime import timing
+from ..runtime import manifest, timing
 from ..runtime.score import DEFAULT, SCORES, score_images
 
 TRANSFORMS = ("invert", "rotate", "noise")
@@ -140,6 +140,14 @@ def latency(
     return out
 
 
+def _check_names(names: tuple[str, ...], known: tuple[str, ...], what: str, param: str) -> None:
+    if not names:
+        raise UsageError(f"name at least one {what}", param=param)
+    for name in names:
+        if name not in known:
+            raise UsageError(f"unknown {what} {name!r} ({', '.join(known)})", param=param)
+
+
 def anomaly_bench(
     export_dir,
     *,
@@ -158,12 +166,9 @@ def anomaly_bench(
     from ..api import load
     from ..data.core import load_images
 
-    if not kinds:
-        raise UsageError("name at least one score kind", param="kinds")
-    for kind in kinds:
-        if kind not in SCORES:
-            raise UsageError(f"unknown score {kind!r} ({', '.join(SCORES)})", param="kinds")
-    models = {p: load(export_dir, p) for p in precisions}
+    _check_names(kinds, SCORES, "score kind", "kinds")
+    _check_names(precisions, manifest.PRECISIONS, "precision", "precisions")
+    models = {p: load(export_dir, p).open() for p in dict.fromkeys(precisions)}
     first = next(iter(models.values()))
     if normal is None:
         x = first.heldout().reshape(-1, first.input_dim)

@@ -226,7 +226,8 @@ def detect(
 @app.command(
     name="anomaly-bench",
     epilog="Examples:\n\n  edgevae anomaly-bench                   # vs inverted/rotated/noisy\n\n"
-    "  edgevae anomaly-bench --anomalous fashion-mnist --json anomaly.json",
+    "  edgevae anomaly-bench --anomalous fashion-mnist --json anomaly.json\n\n"
+    "  edgevae anomaly-bench --precisions int8,firmware,int4   # what a board keeps",
 )
 def anomaly_bench(
     export_dir: Path = EXPORT_DIR,
@@ -241,22 +242,28 @@ def anomaly_bench(
     kinds: str = typer.Option(
         ",".join(SCORES), "--scores", help=f"Comma-separated score kinds ({', '.join(SCORES)})."
     ),
+    precisions: str = typer.Option(
+        "fp32,int8",
+        help="Comma-separated precisions to compare: fp32, int8, firmware (the static pair the "
+        "C firmware runs), int4 (with its 4-bit decoder).",
+    ),
     k: int = K,
     limit: int = typer.Option(2000, min=0, help="Images per set (0 = all)."),
     seed: int = typer.Option(0, min=0, help="Seed for noise and iwae samples."),
     json_path: Path = JSON,
 ) -> None:
-    """AUROC, AUPRC, FPR at 95 % TPR per score kind, fp32 and int8 side by side; latency."""
+    """AUROC, AUPRC, FPR at 95 % TPR per score kind and precision side by side; latency."""
     from ..bench.anomaly import anomaly_bench as run
     from .progress import stage_progress
 
     _check_json(json_path)
     sets = tuple(a.strip() for a in anomalous.split(",") if a.strip())
     names = tuple(s.strip() for s in kinds.split(",") if s.strip())
+    chosen = tuple(p.strip() for p in precisions.split(",") if p.strip())
     with stage_progress(err_console) as progress:
         report = run(
-            export_dir, normal=normal, anomalous=sets, kinds=names, k=k, seed=seed,
-            limit=limit or None, progress=progress,
+            export_dir, normal=normal, anomalous=sets, kinds=names, precisions=chosen, k=k,
+            seed=seed, limit=limit or None, progress=progress,
         )  # fmt: skip
     table = Table(title=f"anomaly detection, {export_dir} (k={k} for iwae)")
     for col in ("anomalies", "score", "precision", "AUROC", "AUPRC", "FPR@95%TPR"):

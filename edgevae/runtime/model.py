@@ -120,6 +120,12 @@ class Model:
 
     # ------------------------------------------------------------------ the two networks
 
+    def open(self) -> Model:
+        """Create both sessions now (each file vetted), so that a missing or bad model file
+        is refused before any work rather than midway; returns the model."""
+        _ = self.encoder, self.decoder
+        return self
+
     def encode(self, x: np.ndarray, labels=None) -> tuple[np.ndarray, np.ndarray]:
         """Posterior q(z|x) (q(z|x, y) with labels) of each image: (mu, logvar), float32
         [N, latent_dim] each."""

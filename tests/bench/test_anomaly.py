@@ -83,3 +83,21 @@ def test_anomaly_bench_cli_refuses_an_unknown_score(tiny_export, tmp_path, capsy
     err = capsys.readouterr().err
     assert code != 0 and "bogus" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "a.json").exists()
+
+
+def test_anomaly_bench_compares_the_firmware_precisions(tiny_export, tmp_path, capsys):
+    """--precisions picks the pairs side by side: the board's int8 and 4-bit pairs too."""
+    out = tmp_path / "a.json"
+    code = main(
+        ["anomaly-bench", "--export-dir", str(tiny_export), "--limit", "40", "--scores",
+         "excess", "--anomalous", "invert", "--precisions", "int8,firmware,int4",
+         "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert [r["precision"] for r in report["rows"]] == ["int8", "firmware", "int4"]
+    assert all(r["auroc"] > 0.9 for r in report["rows"])
+    assert set(report["latency_us"]) == {"int8", "firmware", "int4"}
+    code = main(["anomaly-bench", "--export-dir", str(tiny_export), "--precisions", "int2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--precisions: unknown precision 'int2'" in err, err

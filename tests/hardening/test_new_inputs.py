@@ -290,6 +290,12 @@ def _anomaly_bench(*args: str):
     return lambda c: ["anomaly-bench", "--export-dir", c.copy("tiny_export", "exp"), *args]
 
 
+def _anomaly_bench_no_int4(c: Ctx) -> list[str]:
+    argv = _anomaly_bench("--precisions", "int8,int4", "--limit", "10")(c)
+    (c.tmp / "exp" / "decoder.int4.static.onnx").unlink()
+    return argv
+
+
 def _threshold(*args: str):
     return lambda c: ["threshold", "--export-dir", c.export(), *args]
 
@@ -436,6 +442,10 @@ CASES = [
          r"'--max-images': 0 is not in the range 1<=x<=10000"),
     Case("anomaly-bench: an anomaly set that does not exist", _anomaly_bench(
          "--anomalous", "invert,bogus", "--limit", "10"), 1, r"bogus: no such file or directory"),
+    Case("anomaly-bench --precisions: none named", _anomaly_bench("--precisions", " , "), 2,
+         r"--precisions: name at least one precision", absent=("a.json",)),
+    Case("anomaly-bench --precisions: int4 without the 4-bit decoder", _anomaly_bench_no_int4, 1,
+         r"exp/decoder\.int4\.static\.onnx: no such model file"),
     Case("anomaly-bench: too few normal images to split", lambda c: _anomaly_bench(
          "--normal", c.write("one.npy", npy_bytes(images(1))))(c), 1,
          r"one\.npy: only 1 images: too few to split"),
