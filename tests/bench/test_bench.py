@@ -349,6 +349,17 @@ def test_parity_with_the_real_firmware_of_either_width(tiny_export, tmp_path, bi
     assert by["C firmware"].vs_static == f"ORT int{bits} static"  # (a tie would name int8)
 
 
+def test_parity_skips_a_static_row_whose_model_the_export_lacks(tiny_export, tmp_path):
+    export = shutil.copytree(tiny_export, tmp_path / "e")
+    (export / "decoder.int4.static.onnx").unlink()
+    pic, rows = parity.parity_grid(export, n=2, torch_row=False, firmware=None)
+    by = {r.name: r for r in rows}
+    assert by["ORT int4 static"].status == "skipped"
+    assert "no decoder.int4.static.onnx" in by["ORT int4 static"].note
+    assert by["ORT int8 static"].status == "ok"
+    assert pic.shape == parity.picture_size(2, (28, 28), 3)
+
+
 def test_parity_firmware_failure_is_a_row_not_a_crash(tiny_export, tmp_path):
     bad = tmp_path / "bad_fw.sh"
     bad.write_text("#!/bin/sh\necho 'edgevae_decode: line 1: expected 4 numbers' >&2\nexit 1\n")
