@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..quant.recipes import RECIPES
-from ..runtime.manifest import FIRMWARE_DECODER
+from ..quant.recipes import FIRMWARE_INT4, RECIPES
+from ..runtime.manifest import FIRMWARE_DECODER, pair_files
 from ..runtime.session import feeds, open_session
 from .parity import torch_row_skip
 from .report import FAILED, REFERENCE, Row
@@ -69,8 +69,9 @@ def _load_or_fail(row: Row, load: Callable[[], Contender]) -> Contender:
 
 
 def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> list[Contender]:
-    """ORT fp32 (the reference), ORT int8 (the recipe the export chose) and ORT int8 static
-    (the firmware pair: encoder.int8.static.onnx and decoder.int8.static.onnx)."""
+    """ORT fp32 (the reference), ORT int8 (the recipe the export chose), ORT int8 static (the
+    firmware pair: encoder.int8.static.onnx and decoder.int8.static.onnx) and ORT int4 static
+    (that encoder with decoder.int4.static.onnx, when the export has it)."""
     ref = Row(
         REFERENCE,
         "onnxruntime",
@@ -102,12 +103,23 @@ def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> li
         if static_encoder
         else "firmware decoder (integer-only) with the int8 encoder",
     )
+    # The firmware's 4-bit decoder (int8 tensors holding -8..7, so onnxruntime runs it with the
+    # static row's int8 kernels): what 4 bits cost in nats. Older exports have none.
+    int4_name = pair_files(man, "int4")[1]
+    four = Row(
+        "ORT int4 static",
+        "onnxruntime",
+        "int4",
+        recipe=FIRMWARE_INT4.name,
+        encoder_file=static.encoder_file,
+        decoder_file=int4_name,
+        note="firmware pair with the 4-bit decoder (`firmware --weight-bits 4`)",
+    )
     # No _load_or_fail for the reference: without it there is nothing to compare against.
     cond = bool(man.get("classes"))
     out = [_ort_row(ref, export_dir, threads, cond)]
-    out += [
-        _load_or_fail(r, lambda r=r: _ort_row(r, export_dir, threads, cond)) for r in (int8, static)
-    ]
+    rows = (int8, static, four) if (export_dir / int4_name).is_file() else (int8, static)
+    out += [_load_or_fail(r, lambda r=r: _ort_row(r, export_dir, threads, cond)) for r in rows]
     return out
 
 

@@ -112,7 +112,15 @@ def test_json_has_the_documented_keys(report):
     d = report.to_dict()
     assert set(d) == TOP_KEYS
     names = [r["name"] for r in d["rows"]]
-    assert names[:4] == ["torch fp32", "ORT fp32", "ORT int8 (static-pc-rr)", "ORT int8 static"]
+    assert names[:5] == [
+        "torch fp32", "ORT fp32", "ORT int8 (static-pc-rr)", "ORT int8 static", "ORT int4 static"
+    ]  # fmt: skip
+    four, static = d["rows"][4], d["rows"][3]
+    assert four["precision"] == "int4" and four["recipe"] == "firmware-int4"
+    assert (four["encoder_file"], four["decoder_file"]) == (
+        "encoder.int8.static.onnx", "decoder.int4.static.onnx"
+    )  # fmt: skip
+    assert four["nll_delta"] != static["nll_delta"]  # its own decoder, scored on the same noise
     for row in d["rows"]:
         assert set(row) == ROW_KEYS
         assert row["status"] == "passed", row

@@ -36,7 +36,9 @@ def report(cond_int8, tiny_cond_run):
 
 def test_every_row_is_scored_on_the_conditional_nll(report, cond_int8):
     rows = {r.name: r for r in report.rows}
-    assert list(rows) == ["torch fp32", REFERENCE, f"ORT int8 ({RECIPE})", "ORT int8 static"]
+    assert list(rows) == [
+        "torch fp32", REFERENCE, f"ORT int8 ({RECIPE})", "ORT int8 static", "ORT int4 static"
+    ]  # fmt: skip
     assert all(r.status == "passed" for r in rows.values()), [r.reason for r in rows.values()]
     assert rows["torch fp32"].nll_delta == pytest.approx(0.0, abs=1e-3)
     # The reference is the fp32 model's -log p(x | y) on the export's held-out images.
