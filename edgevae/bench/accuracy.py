@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..quant.recipes import FIRMWARE_INT4
 from ..runtime import metrics
 from ..threads import set_torch_threads
 from .report import FAILED, FAILED_VALIDATION, REFERENCE, Row
@@ -128,7 +129,8 @@ def compare_to_reference(
     rows: list[Row], means: dict[str, np.ndarray], ref: Row, budget: float, budget_from: str
 ) -> None:
     """Deltas vs the reference (NLL, decoded pixels); a non-finite accuracy or an NLL delta over
-    the budget fails validation (the reference itself is not held to the budget)."""
+    the budget fails validation (the reference itself, and the firmware's 4-bit pair, whose
+    cost the int8 budget does not bound, are not held to it)."""
     base, ref_mean = ref.nll_iw, means[REFERENCE]
     for r in rows:
         if r.status == FAILED:
@@ -139,7 +141,12 @@ def compare_to_reference(
         vals = (r.neg_elbo, r.nll_iw, r.recon_mse)
         if not all(v is not None and math.isfinite(v) for v in vals):
             r.fail(FAILED_VALIDATION, "non-finite accuracy")
-        elif r.name != REFERENCE and r.nll_delta is not None and r.nll_delta > budget:
+        elif (
+            r.name != REFERENCE
+            and r.recipe != FIRMWARE_INT4.name
+            and r.nll_delta is not None
+            and r.nll_delta > budget
+        ):
             r.fail(
                 FAILED_VALIDATION,
                 f"NLL delta {r.nll_delta:+.3f} nats > budget {budget:g} ({budget_from})",

@@ -113,7 +113,8 @@ def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> li
         recipe=FIRMWARE_INT4.name,
         encoder_file=static.encoder_file,
         decoder_file=int4_name,
-        note="firmware pair with the 4-bit decoder (`firmware --weight-bits 4`)",
+        note="firmware pair with the 4-bit decoder (`firmware --weight-bits 4`); not held to "
+        "the int8 budget",
     )
     # No _load_or_fail for the reference: without it there is nothing to compare against.
     cond = bool(man.get("classes"))

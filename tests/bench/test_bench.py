@@ -7,6 +7,7 @@ session export into its own tmp dir before writing anything.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -115,12 +116,12 @@ def test_json_has_the_documented_keys(report):
     assert names[:5] == [
         "torch fp32", "ORT fp32", "ORT int8 (static-pc-rr)", "ORT int8 static", "ORT int4 static"
     ]  # fmt: skip
-    four, static = d["rows"][4], d["rows"][3]
+    four = d["rows"][4]
     assert four["precision"] == "int4" and four["recipe"] == "firmware-int4"
     assert (four["encoder_file"], four["decoder_file"]) == (
         "encoder.int8.static.onnx", "decoder.int4.static.onnx"
     )  # fmt: skip
-    assert four["nll_delta"] != static["nll_delta"]  # its own decoder, scored on the same noise
+    assert four["nll_delta"] != d["rows"][3]["nll_delta"]  # its own decoder, the same noise
     for row in d["rows"]:
         assert set(row) == ROW_KEYS
         assert row["status"] == "passed", row
@@ -147,6 +148,21 @@ def test_json_has_the_documented_keys(report):
     assert d["macs_per_image"] == {"decoder": 4 * 64 + 64 * 784, "encoder": 784 * 64 + 64 * 8}
     assert d["noise"]["verdict"].split(":")[0] in ("quiet", "moderate", "noisy")
     json.dumps(d, allow_nan=False)  # strict JSON: no NaN anywhere
+
+
+def test_the_4_bit_row_is_not_held_to_the_int8_budget(tiny_export, tiny_run):
+    """Under a budget of 1e-9 nats the int8 rows are held to it; the 4-bit pair, which costs
+    more than that, is reported, not failed (its cost is what the row is there to show)."""
+    report = bench.run_bench(
+        tiny_export, batch_sizes=[1], k=8, limit=16, torch_row=False, rounds=1, round_ms=1,
+        peak=False, max_delta_nats=1e-9,
+    )  # fmt: skip
+    rows = {r.name: r for r in report.rows}
+    four = rows["ORT int4 static"]
+    assert four.status == "passed" and "not held to the int8 budget" in four.note
+    assert four.nll_delta is not None and math.isfinite(four.nll_delta) and four.nll_delta > 1e-9
+    held = [r for name, r in rows.items() if name not in ("ORT fp32", "ORT int4 static")]
+    assert all(r.status == "passed" or "budget" in (r.reason or "") for r in held)
 
 
 def test_every_key_is_documented_in_the_module_docstring(report):
