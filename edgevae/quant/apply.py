@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,7 +150,11 @@ def apply_recipe(
     """Write dst, the recipe applied to the fp32 model src, with edgevae metadata. `calib` is
     the static recipes' calibration: feeds by input name (`calibration_sets`), or one array
     for the input `input_name`. The nodes named in `keep_float` stay in float (int8 recipes:
-    mixed precision)."""
+    mixed precision).
+
+    onnxruntime's quantizers write a shape-inferred copy next to the model they are given
+    (`<name>-inferred.onnx`) and delete it: they get a private copy of src, so that nothing is
+    written into an export dir and two quantizations of one export never share that file."""
     import onnx
 
     if not isinstance(calib, dict):
@@ -159,6 +164,7 @@ def apply_recipe(
 
     with tempfile.TemporaryDirectory() as tmp, _quiet():
         out = Path(tmp) / "q.onnx"
+        src = Path(shutil.copyfile(src, Path(tmp) / "src.onnx"))
         if recipe.method in ("static", "dynamic"):
             _quantize_int8(recipe, src, out, calib, list(keep_float))
         elif recipe.method == "int4":

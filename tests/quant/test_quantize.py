@@ -329,6 +329,36 @@ def test_calibration_sets_shapes(tiny_export, images):
         q.calibration_sets(tiny_export, images[0], 0, seed=3)
 
 
+@pytest.mark.parametrize("recipe", ["dynamic-pc", "static-pc-rr", "firmware", "int4"])
+def test_a_recipe_writes_nothing_beside_its_source(
+    tiny_export, images, tmp_path, monkeypatch, recipe
+):
+    """onnxruntime's quantizers write `<model>-inferred.onnx` next to the model they are given;
+    apply_recipe gives them a private copy, so an export dir is never written to (two
+    quantizations of one export shared that file: one read the other's half-written copy)."""
+    import onnx.shape_inference
+
+    from edgevae.quant.apply import apply_recipe
+
+    src_dir = tmp_path / "export"
+    src_dir.mkdir()
+    src = Path(shutil.copy(tiny_export / "decoder.fp32.onnx", src_dir))
+    before = sorted(p.name for p in src_dir.iterdir())
+    written: list[Path] = []
+    real = onnx.shape_inference.infer_shapes_path
+
+    def spy(model_path, output_path="", *args, **kwargs):
+        written.append(Path(output_path or model_path))
+        return real(model_path, output_path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", spy)
+    _, dec = q.calibration_sets(tiny_export, images[0], 20, seed=0)
+    apply_recipe(RECIPES[recipe], src, tmp_path / "q.onnx", dec)
+    assert (tmp_path / "q.onnx").stat().st_size > 0
+    assert all(src_dir not in p.parents for p in written), written
+    assert sorted(p.name for p in src_dir.iterdir()) == before
+
+
 # --------------------------------------------------------------------------- recipes / CPU
 
 
