@@ -30,14 +30,14 @@ import sys
 import time
 from pathlib import Path
 
-from trained import trained_export
+from trained import add_model_args, parse_model_args, trained_export
 
 import edgevae
 from edgevae import fsio
 from edgevae.bench.anomaly import separation
 from edgevae.data.core import load_dataset
 from edgevae.quant.recipes import cpu_info
-from edgevae.runtime.score import DEFAULT, SCORES
+from edgevae.runtime.score import DEFAULT
 
 # Published mean AUROCs for this protocol, by named data set (Deep SVDD reports MNIST and
 # CIFAR-10 only, so other data get none).
@@ -113,24 +113,11 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="mnist", help="A labelled data spec (default: mnist).")
     ap.add_argument("--digits", default=None, help="Comma-separated class positions (all).")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--latent", type=int, default=20)
-    ap.add_argument("--hidden", default="400", help="Hidden sizes, comma-separated.")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--binarize", default="none", choices=("none", "static", "dynamic"))
     ap.add_argument("--precisions", default="fp32,int8", help="fp32, int8 or both.")
-    ap.add_argument("--scores", default=",".join(SCORES))
-    ap.add_argument("--k", type=int, default=64, help="Importance samples for iwae.")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=Path("build/bench/one_class"))
-    ap.add_argument(
-        "--reuse", action="store_true", help="Keep models trained with the same settings."
-    )
-    ap.add_argument("--json", type=Path, default=Path("build/bench/one_class.json"))
-    ap.add_argument("--markdown", type=Path, default=Path("build/bench/one_class.md"))
-    a = ap.parse_args()
-    a.hidden = [int(h) for h in a.hidden.split(",")]
-    a.scores = tuple(s.strip() for s in a.scores.split(",") if s.strip())
+    add_model_args(ap, "one_class", "one_class")
+    a = parse_model_args(ap)
     a.precisions = tuple(p for p in ("fp32", "int8") if p in a.precisions.split(","))
     return a
 

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from trained import trained_export
+from trained import add_model_args, parse_model_args, trained_export
 
 import edgevae
 from edgevae import fsio
@@ -38,7 +38,7 @@ from edgevae.bench.anomaly import TRANSFORMS, anomaly_bench
 from edgevae.data.core import load_dataset
 from edgevae.quant.recipes import cpu_info
 from edgevae.runtime import timing
-from edgevae.runtime.score import DEFAULT, SCORES, score_images
+from edgevae.runtime.score import DEFAULT, score_images
 
 PRECISIONS = ("fp32", "int8")
 SHOWN = {"invert": "inverted", "rotate": "rotated 90 degrees", "noise": "Gaussian noise 0.25"}
@@ -111,24 +111,10 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mnist", default="mnist")
     ap.add_argument("--fashion", default="fashion-mnist")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--latent", type=int, default=20)
-    ap.add_argument("--hidden", default="400", help="Hidden sizes, comma-separated.")
-    ap.add_argument("--scores", default=",".join(SCORES))
-    ap.add_argument("--k", type=int, default=64, help="Importance samples for iwae.")
     ap.add_argument("--limit", type=int, default=0, help="Images per set (0 = all).")
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speed-rounds", type=int, default=7, help="0 skips the speed part.")
-    ap.add_argument("--work", type=Path, default=Path("build/bench/ood"))
-    ap.add_argument(
-        "--reuse", action="store_true", help="Keep models trained with the same settings."
-    )
-    ap.add_argument("--json", type=Path, default=Path("build/bench/ood_pairs.json"))
-    ap.add_argument("--markdown", type=Path, default=Path("build/bench/ood_pairs.md"))
-    a = ap.parse_args()
-    a.hidden = [int(h) for h in a.hidden.split(",")]
-    a.scores = tuple(s.strip() for s in a.scores.split(",") if s.strip())
-    return a
+    add_model_args(ap, "ood_pairs", "ood")
+    return parse_model_args(ap)
 
 
 def main() -> int:

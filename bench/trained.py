@@ -6,12 +6,14 @@ import path).
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
 import edgevae
 from edgevae import fsio
+from edgevae.runtime.score import SCORES
 
 
 def trained_export(
@@ -36,3 +38,28 @@ def trained_export(
     }  # fmt: skip
     fsio.write_json(stamp, info)
     return export_dir, info
+
+
+def add_model_args(ap: argparse.ArgumentParser, stem: str, work: str) -> None:
+    """The options both scripts share: the model trained, the scores, and where things go
+    (build/bench/<work> for models, build/bench/<stem>.json and .md for the results)."""
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--latent", type=int, default=20)
+    ap.add_argument("--hidden", default="400", help="Hidden sizes, comma-separated.")
+    ap.add_argument("--scores", default=",".join(SCORES))
+    ap.add_argument("--k", type=int, default=64, help="Importance samples for iwae.")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=Path("build/bench") / work)
+    ap.add_argument(
+        "--reuse", action="store_true", help="Keep models trained with the same settings."
+    )
+    ap.add_argument("--json", type=Path, default=Path(f"build/bench/{stem}.json"))
+    ap.add_argument("--markdown", type=Path, default=Path(f"build/bench/{stem}.md"))
+
+
+def parse_model_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, with --hidden as a list of ints and --scores as a tuple of names."""
+    a = ap.parse_args()
+    a.hidden = [int(h) for h in a.hidden.split(",")]
+    a.scores = tuple(s.strip() for s in a.scores.split(",") if s.strip())
+    return a
