@@ -274,12 +274,12 @@ def threshold(
         desc = {"source": data or train_cfg.get("data") or "default", "split": "valid"}
     found = anomaly.calibrate(model, x, fpr=fpr, kind=score, k=k, data=desc)
     if score in BOARD_SCORES:
-        bits = 4 if precision == "int4" else 8  # the firmware's decoder of this precision
+        board = "int4" if precision == "int4" else "firmware"  # the board pair scored
         found.firmware = anomaly.firmware_threshold(
-            Path(export_dir), model.as_input(x), fpr, score, bits
+            Path(export_dir), model.as_input(x), fpr, score, 4 if board == "int4" else 8
         )
         if found.firmware is not None:  # the static pair it was computed with
-            names = pair_files(model.manifest, "int4" if bits == 4 else "firmware")
+            names = pair_files(model.manifest, board)
             files = model.manifest.get("files") or {}
             found.models.update({n: files[n]["sha256"] for n in names if n in files})
     anomaly.store(Path(export_dir), found)

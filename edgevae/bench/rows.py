@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..quant.recipes import FIRMWARE_INT4, RECIPES
-from ..runtime.manifest import FIRMWARE_DECODER, pair_files
+from ..runtime.manifest import pair_files
 from ..runtime.session import feeds, open_session
 from .parity import torch_row_skip
 from .report import FAILED, REFERENCE, Row
@@ -98,7 +98,7 @@ def export_contenders(export_dir: Path, man: dict[str, Any], threads: int) -> li
         "int8",
         recipe=man.get("firmware_decoder") and "firmware",
         encoder_file=static_encoder or "encoder.int8.onnx",
-        decoder_file=man.get("firmware_decoder") or FIRMWARE_DECODER,
+        decoder_file=pair_files(man, "firmware")[1],
         note="firmware pair (integer-only encoder and decoder)"
         if static_encoder
         else "firmware decoder (integer-only) with the int8 encoder",

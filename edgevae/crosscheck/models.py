@@ -28,16 +28,18 @@ _DYNAMIC_OPS = {
 _STATIC_OPS = {"QuantizeLinear", "DequantizeLinear", "QGemm", "QLinearMatMul", "QLinearConv"}
 
 
-def onnx_graph_info(data: bytes) -> tuple[set[str], set[int]]:
-    """(op types, initializer data types) of an ONNX model's main graph, from its bytes.
+def onnx_graph_info(data: bytes, label: str = "model") -> tuple[set[str], set[int]]:
+    """(op types, initializer data types) of an ONNX model's main graph, from its bytes;
+    CrosscheckError naming `label` (the file) when they are not one or could not be parsed
+    within the memory limit. Truncated files stop here, before onnxruntime sees them.
 
     Reads the ModelProto only, not `onnxio.graph`: that decodes every tensor and refuses the
     data types it has no use for (fp16, bf16), and a kind is needed for every model.
     """
     try:
-        model = proto.decode_model(data)
+        model = proto.decode_model(data, label, CrosscheckError)
     except proto.OnnxFormatError:
-        raise CrosscheckError("not an ONNX model (truncated or not protobuf)") from None
+        raise CrosscheckError(f"{label}: not an ONNX model (truncated or not protobuf)") from None
     graph = model.graph
     return {proto.text(n.op_type) for n in graph.node}, {t.data_type for t in graph.initializer}
 
@@ -80,13 +82,7 @@ def describe_models(export_dir: str | os.PathLike) -> dict[str, dict]:
     models = {}
     for path in paths:
         data = fsio.read_regular(path, MAX_MODEL_BYTES, CrosscheckError)
-        proto.check_parse_memory(len(data), str(path), CrosscheckError)
-        try:
-            ops, dtypes = onnx_graph_info(data)
-        except CrosscheckError as exc:
-            # Truncated files stop here, before onnxruntime (whose error names the file) sees
-            # them: name the file too.
-            raise CrosscheckError(f"{path}: {exc}") from None
+        ops, dtypes = onnx_graph_info(data, str(path))
         models[path.name[: -len(".onnx")]] = {
             "file": path.name,
             "kind": model_kind(ops, dtypes),

@@ -112,9 +112,8 @@ def graph_of(model: Any) -> Graph:
 def parse_graph(data: bytes, label: str = "model") -> Graph:
     """The Graph of serialized ModelProto bytes; ModelFileError naming `label` if malformed
     (or when parsing it could exceed the memory limit)."""
-    proto.check_parse_memory(len(data), label)
     try:
-        return graph_of(proto.decode_model(data))
+        return graph_of(proto.decode_model(data, label))
     except proto.OnnxFormatError as exc:
         raise ModelFileError(f"{label}: not a readable ONNX model ({exc})") from None
 

@@ -89,10 +89,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def decode_model(data: bytes) -> Any:
-    """ModelProto from serialized bytes; OnnxFormatError if they are not one."""
+def decode_model(data: bytes, label: str = "model", error: type = ModelFileError) -> Any:
+    """ModelProto from serialized bytes; OnnxFormatError if they are not one, `error` naming
+    `label` when parsing them could exceed the memory limit (`check_parse_memory`)."""
     from google.protobuf.message import DecodeError
 
+    check_parse_memory(len(data), label, error)
     try:
         return _classes()["ModelProto"].FromString(bytes(data))
     except (DecodeError, RecursionError, ValueError) as exc:
@@ -121,9 +123,8 @@ def check_parse_memory(size: int, label: str, error: type = ModelFileError) -> N
 def parse_model(data: bytes, label: str) -> Any:
     """ModelProto from serialized bytes; ModelFileError "<label>: truncated or not an ONNX
     model" if they do not decode, or when parsing them could exceed the memory limit."""
-    check_parse_memory(len(data), label)
     try:
-        return decode_model(data)
+        return decode_model(data, label)
     except OnnxFormatError:
         raise ModelFileError(f"{label}: truncated or not an ONNX model") from None
 

@@ -10,6 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgevae import limits
 from edgevae.bench.peak import matmul_model
+from edgevae.crosscheck.compare import CrosscheckError
+from edgevae.crosscheck.models import onnx_graph_info
 from edgevae.errors import ModelFileError
 from edgevae.onnxio import graph, proto, vet
 
@@ -180,6 +182,8 @@ def test_files_that_could_parse_past_the_memory_limit_are_refused_first(tmp_path
     for parse in (proto.parse_model, graph.parse_graph):
         with pytest.raises(ModelFileError, match=want):
             parse(hostile, "h.onnx")
+    with pytest.raises(CrosscheckError, match=want):  # crosscheck's reader, its own error
+        onnx_graph_info(hostile, "h.onnx")
     with pytest.raises(ModelFileError, match=r"decoder\.int8\.onnx: parsing .* memory limit"):
         vet.read_info(path)
     monkeypatch.setenv(limits.ENV, "1M")
