@@ -30,10 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-from trained import add_model_args, parse_model_args, trained_export
+from trained import add_model_args, parse_model_args, trained_export, write_results
 
 import edgevae
-from edgevae import fsio
 from edgevae.bench.anomaly import separation
 from edgevae.data.core import load_dataset
 from edgevae.quant.recipes import cpu_info
@@ -153,9 +152,7 @@ def main() -> int:
         "summary": summary(per_class, a.scores, a.precisions),
         "published_mean_auroc": PUBLISHED.get(ds.named or "", {}),
     }  # fmt: skip
-    fsio.write_json(a.json, result)
-    fsio.write_text(a.markdown, markdown(result))
-    print(markdown(result))
+    write_results(a, result, markdown)
     return 0
 
 

@@ -30,10 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-from trained import add_model_args, parse_model_args, trained_export
+from trained import add_model_args, parse_model_args, trained_export, write_results
 
 import edgevae
-from edgevae import fsio
 from edgevae.bench.anomaly import TRANSFORMS, anomaly_bench
 from edgevae.data.core import load_dataset
 from edgevae.quant.recipes import cpu_info
@@ -145,9 +144,7 @@ def main() -> int:
         timed = tuple(k for k in (DEFAULT, "elbo") if k in a.scores) or a.scores[:1]
         result["speed"] = speed(exports["MNIST"], a.mnist, timed, a.speed_rounds)
     result["seconds"] = time.perf_counter() - t_start
-    fsio.write_json(a.json, result)
-    fsio.write_text(a.markdown, markdown(result))
-    print(markdown(result))
+    write_results(a, result, markdown)
     return 0
 
 

@@ -63,3 +63,11 @@ def parse_model_args(ap: argparse.ArgumentParser) -> argparse.Namespace:
     a.hidden = [int(h) for h in a.hidden.split(",")]
     a.scores = tuple(s.strip() for s in a.scores.split(",") if s.strip())
     return a
+
+
+def write_results(a: argparse.Namespace, result: dict, markdown) -> None:
+    """result as JSON at --json, markdown(result) at --markdown and on stdout."""
+    text = markdown(result)
+    fsio.write_json(a.json, result)
+    fsio.write_text(a.markdown, text)
+    print(text)
